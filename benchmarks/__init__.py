@@ -1,0 +1,1 @@
+"""Scoring: submission formats and validation, Market-protocol metrics, and the leaderboard."""

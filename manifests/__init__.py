@@ -1,0 +1,44 @@
+"""The data contract of a built dataset: Arrow schemas, atomic writes, validating reads, checksums.
+
+Imports nothing else from opreid: every other package builds on it.
+"""
+
+from manifests.atomic import atomic_path, atomic_write_bytes, atomic_write_text
+from manifests.checksums import sha256_bytes, sha256_file, sha256_tree
+from manifests.dataset_json import read_dataset_json, write_dataset_json
+from manifests.errors import (
+    ColumnTypeError,
+    ManifestError,
+    MissingColumnError,
+    SchemaKindError,
+    SchemaVersionError,
+    UnreadableManifestError,
+)
+from manifests.layout import DatasetLayout
+from manifests.parquet_io import conform, read_manifest, read_metadata, write_manifest
+from manifests.schemas import (
+    BODY_PARTS,
+    COCO17,
+    GALLERY,
+    GROUND_TRUTH,
+    IMAGE_STATUSES,
+    IMAGES,
+    KEYPOINTS_FILE,
+    QUERY,
+    SCHEMA_VERSION,
+    SCHEMAS,
+    SPLITS,
+    SYNTH_TRUTH,
+    TRAIN,
+    ManifestSchema,
+)
+
+__all__ = [
+    "BODY_PARTS", "COCO17", "GALLERY", "GROUND_TRUTH", "IMAGES", "IMAGE_STATUSES", "KEYPOINTS_FILE",
+    "QUERY", "SCHEMAS", "SCHEMA_VERSION", "SPLITS", "SYNTH_TRUTH", "TRAIN",
+    "ColumnTypeError", "DatasetLayout", "ManifestError", "ManifestSchema", "MissingColumnError",
+    "SchemaKindError", "SchemaVersionError", "UnreadableManifestError",
+    "atomic_path", "atomic_write_bytes", "atomic_write_text", "conform", "read_dataset_json",
+    "read_manifest", "read_metadata", "sha256_bytes", "sha256_file", "sha256_tree", "write_dataset_json",
+    "write_manifest",
+]  # fmt: skip
