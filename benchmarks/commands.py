@@ -1,0 +1,12 @@
+"""Commands this package adds to the `opreid` CLI (imported by the root; must stay light)."""
+
+COMMANDS: dict[str, tuple[str, str]] = {
+    "score": (
+        "benchmarks.score_cli:score",
+        "Validate a submission and score it (Rank-k, mAP, mINP) against the ground truth.",
+    ),
+    "leaderboard": (
+        "benchmarks.leaderboard.cli:leaderboard",
+        "Run a leaderboard: teams, quotas, public/private standings, web page.",
+    ),
+}

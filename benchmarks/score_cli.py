@@ -1,0 +1,141 @@
+"""`opreid score SUBMISSION --data OUT`: validate a submission, score it, print a table or JSON.
+
+Exit codes: 0 scored; 2 invalid submission (every problem on one stderr line) or bad usage;
+1 unusable dataset directory / ground truth or an output file that cannot be written.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from benchmarks.errors import DatasetError, InvalidSubmissionError
+from benchmarks.positive_ranks import TIES
+from benchmarks.submission import DEFAULT_MAX_NPZ_BYTES, METRICS
+
+EXIT_DATASET = 1
+EXIT_INVALID = 2
+
+
+def _parse_ranks(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, ...]:
+    try:
+        ranks = tuple(sorted({int(part) for part in value.split(",") if part.strip()}))
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a comma-separated list of integers") from None
+    if not ranks or ranks[0] < 1:
+        raise click.BadParameter(f"{value!r}: ranks must be positive integers")
+    return ranks
+
+
+def _fail(message: str, code: int) -> None:
+    click.echo(f"opreid score: {message}", err=True)
+    sys.exit(code)
+
+
+@click.command("score")
+@click.argument("submission", type=click.Path(path_type=Path))
+@click.option(
+    "--data",
+    "data_dir",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Dataset directory OUT: query.parquet and gallery.parquet fix the submission's row/column order.",
+)
+@click.option(
+    "--truth",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Ground-truth Parquet [default: OUT/private/ground_truth.parquet].",
+)
+@click.option("--similarity", is_flag=True, help="The matrix holds similarities (higher is closer).")
+@click.option(
+    "--metric",
+    type=click.Choice(METRICS),
+    default="cosine",
+    show_default=True,
+    help="Distance for .npz features.",
+)
+@click.option(
+    "--ranks",
+    default="1,5,10",
+    show_default=True,
+    callback=_parse_ranks,
+    help="CMC ranks to report, comma-separated.",
+)
+@click.option(
+    "--ties",
+    type=click.Choice(TIES),
+    default="stable",
+    show_default=True,
+    help="Ties are broken by gallery order; 'pessimistic' also reports the worst case.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout (nothing else).")
+@click.option(
+    "--per-query",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write per-query AP, INP and first-hit rank to this CSV.",
+)
+@click.option(
+    "--plot",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write the CMC curve to this PNG.",
+)
+@click.option(
+    "--max-npz-bytes",
+    type=click.IntRange(min=1),
+    default=DEFAULT_MAX_NPZ_BYTES,
+    show_default=True,
+    help="Refuse .npz files whose members inflate beyond this many bytes.",
+)
+def score(
+    submission: Path,
+    data_dir: Path,
+    truth: Path | None,
+    similarity: bool,
+    metric: str,
+    ranks: tuple[int, ...],
+    ties: str,
+    as_json: bool,
+    per_query: Path | None,
+    plot: Path | None,
+    max_npz_bytes: int,
+) -> None:
+    """Validate SUBMISSION and score it with the Market-1501 protocol.
+
+    SUBMISSION is a Q x G distance matrix (.npy float), Q x K ranked gallery indices (.npy int;
+    mAP/mINP then truncated at K) or query/gallery features (.npz).
+    """
+    from benchmarks.scoring import score_submission
+
+    try:
+        report = score_submission(
+            submission, data_dir, truth=truth, similarity=similarity, metric=metric, ranks=ranks, ties=ties,
+            max_npz_bytes=max_npz_bytes,
+        )  # fmt: skip
+    except InvalidSubmissionError as exc:
+        _fail(f"invalid submission {submission}: {'; '.join(exc.problems)}", EXIT_INVALID)
+    except DatasetError as exc:
+        _fail(f"dataset {data_dir}: {exc}", EXIT_DATASET)
+    try:
+        if per_query is not None:
+            report.write_per_query(per_query)
+            click.echo(f"per-query results written to {per_query}", err=True)
+        if plot is not None:
+            from benchmarks.cmc_plot import plot_cmc
+
+            curves = {"stable ties": report.metrics}
+            if report.pessimistic is not None:
+                curves["worst-case ties"] = report.pessimistic
+            plot_cmc(curves, plot, max_rank=max(50, max(ranks)), title=f"CMC: {submission.name}")
+            click.echo(f"CMC curve written to {plot}", err=True)
+    except OSError as exc:
+        _fail(f"cannot write output: {exc.strerror or exc} ({exc.filename or ''})", EXIT_DATASET)
+    if as_json:
+        click.echo(json.dumps(report.to_json(), indent=2, allow_nan=False))
+    else:
+        click.echo(report.format_table())
