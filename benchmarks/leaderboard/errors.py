@@ -1,0 +1,56 @@
+"""Typed errors of the leaderboard; the CLI and the web app turn each into one message."""
+
+from __future__ import annotations
+
+
+class LeaderboardError(Exception):
+    """Base class of every leaderboard failure a user can act on."""
+
+
+class NotInitialisedError(LeaderboardError):
+    """The database holds no leaderboard (run `opreid leaderboard init`)."""
+
+
+class AlreadyInitialisedError(LeaderboardError):
+    """`init` on a database that already holds a leaderboard."""
+
+
+class AuthError(LeaderboardError):
+    """Unknown, revoked or wrong-role token. The message never contains the token."""
+
+
+class TeamExistsError(LeaderboardError):
+    pass
+
+
+class UnknownTeamError(LeaderboardError):
+    pass
+
+
+class UnknownSubmissionError(LeaderboardError):
+    pass
+
+
+class QuotaExceededError(LeaderboardError):
+    """No submission left today or in total; nothing was recorded."""
+
+    def __init__(self, message: str, quota: dict[str, int | None]):
+        self.quota = quota
+        super().__init__(message)
+
+
+class RejectedSubmissionError(LeaderboardError):
+    """The scorer refused the file; no quota was used. `problems` lists every reason at once."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = list(problems) or ["invalid submission"]
+        self.quota = None  # the team's unchanged QuotaStatus, when the token was known
+        super().__init__("invalid submission: " + "; ".join(self.problems))
+
+
+class DatasetChangedError(LeaderboardError):
+    """The query manifest changed since `init`, so the stored hidden partition no longer applies."""
+
+
+class SubmissionAbandonedError(LeaderboardError):
+    """Scoring outlived the request timeout; nothing was recorded and no quota was used."""

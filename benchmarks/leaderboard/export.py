@@ -1,0 +1,65 @@
+"""Standings as CSV, JSON or Markdown (public by default; the private view needs the host token)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+from benchmarks.leaderboard.standings import Standings, metric_columns
+
+FORMATS = ("csv", "json", "md")
+
+
+def _table(standings: Standings) -> tuple[list[str], list[list[object]]]:
+    cols = standings.columns
+    private_cols = (
+        metric_columns([r.private_metrics or {} for r in standings.rows]) if standings.private else []
+    )
+    header = ["rank", "team", "method", "submitted_at", "baseline", "submissions", *cols]
+    header += [f"private_{c}" for c in private_cols] + ["url", "submission_id"]
+    rows = []
+    for r in standings.rows:
+        row: list[object] = [
+            "" if r.rank is None else r.rank,
+            r.team,
+            r.method,
+            r.submitted_at.isoformat() + "Z",
+            "yes" if r.baseline else "",
+            r.submissions,
+            *(r.metrics.get(c) for c in cols),
+        ]
+        row += [(r.private_metrics or {}).get(c) for c in private_cols] + [r.url or "", r.submission_id]
+        rows.append(row)
+    return header, rows
+
+
+def _csv_cell(value: object) -> object:
+    """Text that a spreadsheet would run as a formula gets a leading quote (CSV injection)."""
+    if value is None:
+        return ""
+    if isinstance(value, str) and value[:1] in ("=", "+", "@", "-", "\t", "\r"):
+        return "'" + value
+    return value
+
+
+def _md_cell(value: object) -> str:
+    text = "" if value is None else str(value)
+    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
+
+
+def render(standings: Standings, fmt: str) -> str:
+    if fmt == "json":
+        return json.dumps(standings.to_json(), indent=2, sort_keys=True) + "\n"
+    header, rows = _table(standings)
+    if fmt == "csv":
+        buf = io.StringIO()
+        writer = csv.writer(buf, lineterminator="\n")
+        writer.writerow(header)
+        writer.writerows([[_csv_cell(v) for v in row] for row in rows])
+        return buf.getvalue()
+    if fmt == "md":
+        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        lines += ["| " + " | ".join(_md_cell(v) for v in row) + " |" for row in rows]
+        return "\n".join(lines) + "\n"
+    raise ValueError(f"unknown export format {fmt!r}; use one of {', '.join(FORMATS)}")

@@ -1,0 +1,242 @@
+"""Submitting: authenticate, validate and score with `benchmarks.scoring`, then record under quota.
+
+Order of work, chosen so that failures never burn quota:
+1. token and a quick quota check (refuse early, before any scoring);
+2. scoring outside any transaction (an invalid file raises RejectedSubmissionError: nothing written);
+3. one transaction that locks the team (BEGIN IMMEDIATE on SQLite, SELECT ... FOR UPDATE on
+   PostgreSQL), recounts the quota and inserts, so parallel submitters never exceed it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import numpy as np
+from sqlalchemy import select
+
+from benchmarks.leaderboard.board import private_mask
+from benchmarks.leaderboard.errors import (
+    AuthError,
+    LeaderboardError,
+    RejectedSubmissionError,
+    SubmissionAbandonedError,
+    UnknownSubmissionError,
+    UnknownTeamError,
+)
+from benchmarks.leaderboard.quotas import QuotaStatus, quota_status, require_quota
+from benchmarks.leaderboard.standings import round_public
+from benchmarks.leaderboard.store import Store, Submission, Team, utcnow
+from benchmarks.leaderboard.teams import authenticate_team, require_host
+
+log = logging.getLogger(__name__)
+
+MAX_METHOD = 200
+MAX_DESCRIPTION = 5000
+
+
+class Ticket:
+    """Lets a caller that stopped waiting (a request timeout) call off a submission before it commits.
+
+    `claim()` (the worker, just before inserting) and `cancel()` (the waiter) race under a lock:
+    exactly one wins, so a timed-out request either recorded nothing or is told it was recorded.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._state = "open"
+
+    def claim(self) -> bool:
+        with self._lock:
+            if self._state == "open":
+                self._state = "committing"
+            return self._state == "committing"
+
+    def cancel(self) -> bool:
+        with self._lock:
+            if self._state == "open":
+                self._state = "cancelled"
+            return self._state == "cancelled"
+
+
+@dataclass(frozen=True)
+class SubmitResult:
+    submission_id: int
+    team: str
+    method: str
+    file_sha256: str
+    created_at: datetime
+    public_metrics: dict
+    quota: QuotaStatus
+
+    def to_json(self) -> dict:
+        """What the submitting team sees: public metrics only, and the quota left."""
+        return {
+            "submission_id": self.submission_id, "team": self.team, "method": self.method,
+            "file_sha256": self.file_sha256, "submitted_at": self.created_at.isoformat() + "Z",
+            "metrics": round_public(self.public_metrics), "quota": self.quota.to_json(),
+        }  # fmt: skip
+
+
+def _clean_metadata(
+    method: str, url: str | None, description: str | None
+) -> tuple[str, str | None, str | None]:
+    method = (method or "").strip()
+    if not method or len(method) > MAX_METHOD:
+        raise LeaderboardError(f"method name must be 1-{MAX_METHOD} characters")
+    url = (url or "").strip() or None
+    if url is not None:
+        parsed = urlparse(url)
+        if parsed.scheme not in ("http", "https") or not parsed.netloc or len(url) > 2000:
+            raise LeaderboardError("url must be an http(s) address")
+    description = (description or "").strip() or None
+    if description is not None and len(description) > MAX_DESCRIPTION:
+        raise LeaderboardError(f"description must be at most {MAX_DESCRIPTION} characters")
+    return method, url, description
+
+
+def _plain(value: Any) -> Any:
+    """JSON-safe scalar: numpy scalars unwrapped, NaN/inf as null (PostgreSQL json refuses NaN)."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value if isinstance(value, (int, float, str, bool)) or value is None else None
+
+
+def _scalars(metrics: dict) -> dict:
+    return {k: _plain(v) for k, v in metrics.items() if not isinstance(v, (dict, list, tuple))}
+
+
+def manifests_digest(value: Any) -> str:
+    """One sha256 for the scorer's `manifests_sha256` (a digest, or a mapping file -> digest)."""
+    if isinstance(value, str):
+        return value
+    canonical = json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def score_file(path: Path, data_dir: Path, private: np.ndarray, *, similarity: bool = False) -> dict:
+    """Score one file on all queries and on both hidden subsets (the scorer's `to_json()`)."""
+    from benchmarks.errors import DatasetError, InvalidSubmissionError
+    from benchmarks.scoring import score_submission
+
+    try:
+        report = score_submission(
+            path, data_dir, similarity=similarity, query_subsets={"public": ~private, "private": private}
+        )
+    except InvalidSubmissionError as exc:
+        raise RejectedSubmissionError(list(getattr(exc, "problems", None) or [str(exc)])) from None
+    except DatasetError as exc:
+        raise LeaderboardError(f"the leaderboard's dataset cannot be scored (host side): {exc}") from None
+    return report.to_json()
+
+
+def submit(
+    store: Store,
+    path: str | Path,
+    token: str | None,
+    *,
+    method: str,
+    url: str | None = None,
+    description: str | None = None,
+    filename: str | None = None,
+    similarity: bool = False,
+    clock: Callable[[], datetime] = utcnow,
+    ticket: Ticket | None = None,
+) -> SubmitResult:
+    """Validate, score and record one submission for the team owning `token`."""
+    path = Path(path)
+    method, url, description = _clean_metadata(method, url, description)
+    if not path.is_file():
+        raise RejectedSubmissionError([f"no such file: {path}"])
+    received = clock()
+    with store.session() as session:
+        board = store.board(session)
+        team = authenticate_team(session, token)
+        before = require_quota(session, board, team, received)
+        team_id, team_name = team.id, team.name
+    data_dir, private = private_mask(store)
+    try:
+        report = score_file(path, data_dir, private, similarity=similarity)
+    except RejectedSubmissionError as exc:
+        exc.quota = before
+        raise
+    subsets = report.get("subsets") or {}
+    if "public" not in subsets or "private" not in subsets:
+        raise LeaderboardError("the scorer returned no public/private subset metrics")
+    size = path.stat().st_size
+    with store.locked() as session:
+        board = store.board(session)
+        team = session.scalar(select(Team).where(Team.id == team_id).with_for_update())
+        if team is None or team.revoked_at is not None:
+            raise AuthError(f"the token of team {team_name!r} was revoked")
+        now = clock()
+        status = require_quota(session, board, team, now)
+        if ticket is not None and not ticket.claim():
+            raise SubmissionAbandonedError("scoring outlived the request timeout; nothing was recorded")
+        sub = Submission(
+            team_id=team.id, method=method, url=url, description=description,
+            filename=(filename or path.name)[:255], file_size=size,
+            file_sha256=str(report.get("submission_sha256", "")), scorer_version=str(report.get("scorer_version", "")),
+            manifests_sha256=manifests_digest(report.get("manifests_sha256", "")), received_at=received, created_at=now,
+            baseline=False, public_metrics=_scalars(subsets["public"]),
+            private_metrics=_scalars(subsets["private"]), all_metrics=_scalars(report),
+        )  # fmt: skip
+        session.add(sub)
+        session.flush()
+        sub_id, public = sub.id, dict(sub.public_metrics)
+    status = replace(status, daily_used=status.daily_used + 1, total_used=status.total_used + 1)
+    log.info("team %r: recorded submission %d (%s)", team_name, sub_id, method)
+    return SubmitResult(
+        sub_id, team_name, method, str(report.get("submission_sha256", "")), now, public, status
+    )
+
+
+def team_quota(store: Store, token: str | None, clock: Callable[[], datetime] = utcnow) -> QuotaStatus:
+    with store.session() as session:
+        board = store.board(session)
+        return quota_status(session, board, authenticate_team(session, token), clock())
+
+
+def set_baseline(store: Store, host_token: str | None, submission_id: int, flag: bool = True) -> None:
+    """Host only: show a submission as a baseline row (unranked), e.g. the reference model."""
+    with store.session() as session:
+        require_host(store.board(session), host_token)
+        sub = session.get(Submission, submission_id)
+        if sub is None:
+            raise UnknownSubmissionError(f"no submission {submission_id}")
+        sub.baseline = flag
+
+
+def public_submission(sub: Submission, team: str) -> dict:
+    return {
+        "id": sub.id, "team": team, "method": sub.method, "url": sub.url, "description": sub.description,
+        "submitted_at": sub.created_at.isoformat() + "Z", "baseline": sub.baseline,
+        "file_sha256": sub.file_sha256, "scorer_version": sub.scorer_version,
+        "manifests_sha256": sub.manifests_sha256, "metrics": round_public(sub.public_metrics),
+    }  # fmt: skip
+
+
+def team_history(store: Store, name: str) -> list[dict]:
+    """A team's recorded submissions, newest first, with public fields only (public by design)."""
+    with store.session() as session:
+        store.board(session)
+        team = session.scalar(select(Team).where(Team.name == name))
+        if team is None:
+            raise UnknownTeamError(f"no team {name!r}")
+        subs = session.scalars(
+            select(Submission)
+            .where(Submission.team_id == team.id)
+            .order_by(Submission.created_at.desc(), Submission.id.desc())
+        ).all()
+        return [public_submission(s, team.name) for s in subs]
