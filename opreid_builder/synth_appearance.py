@@ -27,8 +27,22 @@ _NAMES = list(PALETTE)
 _WEIGHTS = np.array([9, 6, 6, 6, 6, 4, 7, 3, 3, 2, 2, 2, 3, 3, 2, 2, 2, 2], dtype=float)
 _WEIGHTS /= _WEIGHTS.sum()
 SKIN: tuple[Color, ...] = ((240, 200, 170), (224, 172, 138), (196, 140, 104), (150, 100, 70), (100, 66, 46))
-HAIR: tuple[Color, ...] = ((20, 16, 14), (50, 34, 24), (96, 64, 36), (160, 120, 70), (200, 180, 130), (120, 120, 120))
-SHOES: tuple[Color, ...] = ((20, 20, 20), (230, 230, 230), (90, 60, 40), (60, 60, 70), (170, 40, 40), (40, 70, 150))
+HAIR: tuple[Color, ...] = (
+    (20, 16, 14),
+    (50, 34, 24),
+    (96, 64, 36),
+    (160, 120, 70),
+    (200, 180, 130),
+    (120, 120, 120),
+)
+SHOES: tuple[Color, ...] = (
+    (20, 20, 20),
+    (230, 230, 230),
+    (90, 60, 40),
+    (60, 60, 70),
+    (170, 40, 40),
+    (40, 70, 150),
+)
 
 TOP_PATTERNS = ("solid", "solid", "hstripes", "open_jacket", "logo", "two_tone")
 BOTTOMS = ("trousers", "trousers", "trousers", "shorts", "skirt")
@@ -74,6 +88,7 @@ class Camera:
     blur: float  # >1: the camera resolves less than the crop size (downscale factor)
     scale: float  # person size in the crop
     views: tuple[float, float, float, float]  # probabilities of VIEWS
+    light: int  # image side the light comes from: +1 right, -1 left
 
 
 def _rng(*key: int) -> np.random.Generator:
@@ -141,16 +156,22 @@ def identity(seed: int, pid: int) -> Identity:
     return _base_identity(seed, pid)
 
 
+def _tinted(rng: np.random.Generator, grey: float, amount: float) -> Color:
+    hue = rng.integers(30, 230, 3).astype(float)
+    return tuple(int(round(grey + (h - grey) * amount)) for h in hue)  # type: ignore[return-value]
+
+
 @functools.lru_cache(maxsize=256)
 def camera(seed: int, camid: int) -> Camera:
     rng = _rng(seed, 0xCA, camid)
-    wall = tuple(int(v) for v in rng.integers(60, 210, 3))
-    floor = tuple(int(v) for v in rng.integers(50, 180, 3))
+    # Muted scene colours: a grey level tinted towards a random hue, as real walls and floors are.
+    wall = _tinted(rng, rng.uniform(80, 200), rng.uniform(0.15, 0.5))
+    floor = _tinted(rng, rng.uniform(60, 170), rng.uniform(0.1, 0.4))
     views = rng.dirichlet([3.0, 3.0, 2.0, 2.0])
     return Camera(
         camid=camid,
-        wall=wall,  # type: ignore[arg-type]
-        floor=floor,  # type: ignore[arg-type]
+        wall=wall,
+        floor=floor,
         horizon=float(rng.uniform(0.45, 0.8)),
         texture=_pick(rng, ("tiles", "stripes", "bricks", "plain")),
         gain=float(rng.uniform(0.72, 1.22)),
@@ -159,6 +180,7 @@ def camera(seed: int, camid: int) -> Camera:
         blur=float(rng.choice([1.0, 1.0, 1.4, 1.8])),
         scale=float(rng.uniform(0.9, 1.0)),
         views=tuple(float(v) for v in views),  # type: ignore[arg-type]
+        light=1 if rng.random() < 0.5 else -1,
     )
 
 

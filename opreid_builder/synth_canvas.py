@@ -56,9 +56,11 @@ def paint(draw: ImageDraw.ImageDraw, shapes: list[Shape], solid: int | None = No
         g = shape.geom
         kind = shape.kind
         if kind == "rect":
-            draw.rectangle((g[0] * s, g[1] * s, g[2] * s - 1, g[3] * s - 1), fill=fill)
+            x1, y1 = g[0] * s, g[1] * s
+            draw.rectangle((x1, y1, max(x1, g[2] * s - 1), max(y1, g[3] * s - 1)), fill=fill)
         elif kind == "ellipse":
-            draw.ellipse((g[0] * s, g[1] * s, g[2] * s, g[3] * s), fill=fill)
+            x1, y1 = g[0] * s, g[1] * s
+            draw.ellipse((x1, y1, max(x1, g[2] * s), max(y1, g[3] * s)), fill=fill)
         elif kind == "polygon":
             draw.polygon([v * s for v in g], fill=fill)
         elif kind == "capsule":
@@ -66,7 +68,9 @@ def paint(draw: ImageDraw.ImageDraw, shapes: list[Shape], solid: int | None = No
             dx, dy = x2 - x1, y2 - y1
             length = math.hypot(dx, dy) or 1.0
             nx, ny = -dy / length * r, dx / length * r
-            draw.polygon([(x1 + nx, y1 + ny), (x2 + nx, y2 + ny), (x2 - nx, y2 - ny), (x1 - nx, y1 - ny)], fill=fill)
+            draw.polygon(
+                [(x1 + nx, y1 + ny), (x2 + nx, y2 + ny), (x2 - nx, y2 - ny), (x1 - nx, y1 - ny)], fill=fill
+            )
             draw.ellipse((x1 - r, y1 - r, x1 + r, y1 + r), fill=fill)
             draw.ellipse((x2 - r, y2 - r, x2 + r, y2 + r), fill=fill)
         elif kind == "line":
@@ -86,4 +90,4 @@ def shade(color: Color, factor: float) -> Color:
 
 
 def mix(a: Color, b: Color, t: float) -> Color:
-    return tuple(round(x + (y - x) * t) for x, y in zip(a, b))  # type: ignore[return-value]
+    return tuple(round(x + (y - x) * t) for x, y in zip(a, b, strict=True))  # type: ignore[return-value]

@@ -193,3 +193,11 @@ def test_manifests_imports_no_other_project_package():
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ})
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_atomic_files_get_normal_permissions(tmp_path):
+    target = tmp_path / "perm.txt"
+    manifests.atomic_write_text(target, "x")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~umask
