@@ -2,4 +2,25 @@
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "synth": ("opreid_builder.synth_cli:synth", "Generate synthetic pedestrian crops (Market-1501 names)."),
+    "curate": (
+        "opreid_builder.curate_cli:curate",
+        "Curate raw crops: pose, occlusion flags, face masking (no split).",
+    ),
+    "review": ("opreid_builder.curate_cli:review", "Write an HTML contact sheet to review occlusion flags."),
+    "occlusion": (
+        "opreid_builder.curate_cli:occlusion",
+        "Occlusion rule tools (calibrate a rule on labelled crops).",
+    ),
+    "build-split": (
+        "opreid_builder.build_split_cli:build_split",
+        "Curate RAW, draw the OPReID split and write the release.",
+    ),
+    "validate": (
+        "opreid_builder.build_split_cli:validate_cmd",
+        "Check every invariant of a built release (checksums, leaks, protocol).",
+    ),
+    "export": (
+        "opreid_builder.build_split_cli:export_cmd",
+        "Export a release to the Market-1501 layout (needs the private ground truth).",
+    ),
 }

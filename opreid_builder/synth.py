@@ -82,7 +82,7 @@ class SynthOutputError(SynthError):
 class SynthConfig:
     identities: int = 100
     cameras: int = 6
-    images_per_identity: tuple[int, int] = (6, 16)
+    images_per_identity: tuple[int, int] = (10, 30)  # the opreid preset wants ~15.6 images per train identity
     occluded_fraction: float = 0.35
     height: int = 128
     width: int = 64

@@ -54,7 +54,7 @@ class _OneLineCommand(click.Command):
     "--identities", type=int, default=100, show_default=True, help="Number of identities (pids 1..N)."
 )
 @click.option("--cameras", type=int, default=6, show_default=True, help="Number of cameras (1..9).")
-@click.option("--images-per-identity", "ipi", default="6-16", show_default=True, callback=_parse_range,
+@click.option("--images-per-identity", "ipi", default="10-30", show_default=True, callback=_parse_range,
               help="Images per identity, a range LO-HI (or one number).")  # fmt: skip
 @click.option("--occluded-fraction", type=float, default=0.35, show_default=True,
               help="Expected fraction of occluded images (each identity keeps both kinds when it can).")  # fmt: skip

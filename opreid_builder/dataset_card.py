@@ -1,0 +1,190 @@
+"""The release's README.md: a datasheet (Gebru et al.) for the built benchmark.
+
+Everything in it comes from the release's own numbers and parameters, so two builds of the same
+input and seed give the same card, byte for byte (no dates, no host paths).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from manifests import BODY_PARTS, SPLITS
+
+
+@dataclass(frozen=True)
+class CardInputs:
+    counts: dict[str, dict[str, int]]
+    target_vs_achieved: dict[str, dict[str, Any]]
+    parameters: dict[str, Any]
+    eligibility: dict[str, int]
+    histograms: dict[str, dict[str, int]]  # split -> body part -> occluded images missing it
+    seed: int
+    tool_version: str
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(_fmt(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _occlusion_rule(curation: dict[str, Any]) -> str:
+    """The occlusion rule in words, with the values this build used (as curation recorded them)."""
+    rule = curation.get("occlusion") or {}
+    if rule.get("test") and rule.get("order"):
+        text = (
+            f"An image is **occluded** when its pose keypoints show {rule['test']}: "
+            f"{', '.join(rule['order'])}. A keypoint is missing when its {rule.get('missing', 'confidence is low')}."
+        )
+    else:
+        text = (
+            "An image is **occluded** when its pose estimate misses at least three sequential keypoints "
+            "(paper, section 4); this build did not record its rule parameters."
+        )
+    if rule.get("rule") == "coco18":
+        text += " This is the paper's rule in OpenPose's COCO-18 order (neck = midpoint of the shoulders)."
+    text += (
+        " Keypoints come "
+        f"from: `{json.dumps(curation.get('keypoints', 'not recorded'), sort_keys=True)}`. Flags corrected "
+        "in manual review carry the source `review` in `private/images.parquet`."
+    )
+    return text
+
+
+def _faces(curation: dict[str, Any]) -> str:
+    faces = curation.get("faces")
+    if not faces:
+        return "The face masking parameters were not recorded for this build."
+    return f"Parameters of this build: `{json.dumps(faces, sort_keys=True)}`."
+
+
+def render_card(card: CardInputs) -> str:
+    c, split_params = card.counts, card.parameters.get("split", {})
+    curation = card.parameters.get("curation", {}) or {}
+    rules = split_params.get("rules", {})
+    composition = _table(
+        ["split", "identities", "images", "occluded images"],
+        [[s, c[s]["ids"], c[s]["images"], c[s]["occluded"]] for s in SPLITS],
+    )
+    tva = _table(
+        ["number", "target", "achieved"],
+        [[k, v.get("target"), v.get("achieved")] for k, v in card.target_vs_achieved.items()],
+    )
+    hist = _table(
+        ["body part", *SPLITS],
+        [[part, *(card.histograms.get(s, {}).get(part, 0) for s in SPLITS)] for part in BODY_PARTS],
+    )
+    pool = _table(["pool", "count"], sorted(card.eligibility.items()))
+    preset = split_params.get("preset")
+    scale = split_params.get("scale")
+    t_lo, t_hi = rules.get("train_images_per_id", [5, 20])
+    do, dh = rules.get("distractor_occluded", [1, 3]), rules.get("distractor_holistic", [1, 3])
+    frac = rules.get("train_occluded_fraction", 0.15)
+    g = c["gallery"]
+    return f"""# OPReID-protocol occluded person re-identification benchmark
+
+Built by `opreid build-split` (opreid {card.tool_version}), seed {card.seed}, preset `{preset}`, scale {scale}.
+Machine-readable details, parameters and the sha256 of every file are in `dataset.json`;
+`opreid validate` (run by the host: it needs `private/`) checks every invariant below.
+
+## Motivation
+
+Occluded person re-identification: retrieve images of the same person across cameras when the
+query, and often the gallery, shows the person partly hidden (carts, racks, other people). The
+split follows the OPReID protocol (Yan et al., "Occluded Person Re-Identification with
+Single-scale Global Representations", section 4) so that models are evaluated on occluded-to-mixed matching rather than on one
+monotonous occluder.
+
+## Composition
+
+{composition}
+
+- **Train**: {c["train"]["ids"]:,} identities, {t_lo}-{t_hi} images each, about {frac:.0%} occluded;
+  pids remapped to 0..{max(c["train"]["ids"] - 1, 0)}; file names carry the remapped pid and camera.
+- **Query**: occluded images only; {c["query"].get("two_query_ids", 0):,} identities have two query images (from one camera).
+- **Gallery**: for each query identity exactly one occluded and one holistic image, both from
+  cameras other than its query images' ({g.get("query_match_images", 0):,} images); plus
+  {g.get("distractor_ids", 0):,} distractor identities with {do[0]}-{do[1]} occluded and {dh[0]}-{dh[1]} holistic images each
+  ({g.get("distractor_images", 0):,} images).
+- Train and test identities are disjoint; no image appears twice.
+- Query and gallery files have opaque names (random ids from the seed); `query.parquet` and
+  `gallery.parquet` hold image_id, path, camid only, ordered by image_id. Their row order defines
+  the rows and columns of a submission.
+
+Target vs achieved (preset numbers times the scale; the paper's totals do not all follow from its
+per-identity rules, so the rules are kept and the difference is shown):
+
+{tva}
+
+Occluded images per split by missing body part (one image can miss several parts):
+
+{hist}
+
+Source pool after curation:
+
+{pool}
+
+## Collection process
+
+Pedestrian crops with person and camera ids (Market-1501 style names, per-identity folders or an
+index file) were curated by `opreid curate`: unreadable images and exact duplicates are recorded
+and left out; pose keypoints are estimated (or read from a keypoints file); every image gets an
+occlusion decision. Per-image evidence (keypoints, detections, occlusion decision and source, face
+boxes, mask method, status) is kept in `private/images.parquet`.
+
+## Preprocessing
+
+### Occlusion rule
+
+{_occlusion_rule(curation)}
+
+### Face masking
+
+Every released image was masked where a face (or a head from the pose keypoints) was found; the
+default mask is a solid fill of an enlarged box (blur can be reversed and is not for public
+releases). Released images are copied byte for byte from the masked crops and carry no EXIF
+metadata. {_faces(curation)}
+
+## Uses
+
+Training (train split) and evaluating (query vs gallery, Market-1501 protocol: gallery images of
+the query's identity from the query's camera are ignored) occluded person re-identification
+models, and reporting occluded / holistic breakdowns. Not for identifying, tracking or profiling
+real people, and not for any use that links images to a named person.
+
+## Distribution
+
+Participants receive `images/`, `train.parquet`, `query.parquet`, `gallery.parquet`,
+`README.md` and `dataset.json`. `private/` (ground truth, the source map, per-image evidence)
+stays with the benchmark host; the scorer reads `private/ground_truth.parquet`.
+`opreid export . --format market1501 -o DIR` writes a Market-1501 folder layout for fast-reid and
+torchreid users (it needs the private ground truth).
+
+## Maintenance
+
+Rebuild with the parameters in `dataset.json` and the same seed to reproduce this release byte for
+byte from the same source images (in any order). Report problems to the benchmark maintainers;
+corrections to occlusion flags go through the review file of `opreid curate` and a new build.
+
+## Personal information
+
+The images show people filmed in public or semi-public spaces. Faces are masked; no names or other
+personal attributes are stored. Person ids are arbitrary numbers: train pids are remapped, and
+test images have random ids that say nothing about identity, camera order or source file. The
+mapping to source images exists only in `private/release_map.parquet` and must not be shared.
+Bodies, clothing and gait remain visible and can still identify a person to someone who knows
+them: keep the data to research use and honour removal requests by rebuilding without the
+affected source images.
+"""

@@ -1,0 +1,69 @@
+"""Typed errors of the curation and split package; the CLI turns each into one line and an exit code."""
+
+from __future__ import annotations
+
+
+class BuilderError(Exception):
+    """Base class of every error `opreid_builder` raises on purpose."""
+
+
+# --- curation: sources, pose, occlusion, faces, review (H4) ---
+
+
+class CurationError(BuilderError):
+    """Curation cannot run as asked (bad option values, an output folder it cannot use)."""
+
+
+class SourceError(CurationError):
+    """RAW cannot be read as a source: missing folder, unknown layout, a bad index file."""
+
+
+class ModelFileError(CurationError):
+    """A model file is missing or unusable; the message names the option that sets it.
+
+    Checked before Ultralytics / insightface see the path, so neither ever tries a download.
+    """
+
+    def __init__(self, what: str, path: str | None, option: str):
+        self.what, self.path, self.option = what, path, option
+        where = f"not found: {path}" if path else "not given"
+        super().__init__(f"{what} {where} (set {option})")
+
+
+class PoseError(CurationError):
+    """The pose model failed to load or to run."""
+
+
+class KeypointsFileError(CurationError):
+    """A precomputed keypoints file is missing or malformed."""
+
+
+class FaceDetectorError(CurationError):
+    """A face detector could not be built or run."""
+
+
+class CorrectionsError(CurationError):
+    """A review corrections file is missing or malformed."""
+
+
+# --- split protocol, release, validate, export (H5) ---
+
+
+class SplitError(BuilderError):
+    """The split protocol cannot run as asked (bad option values or an input table it cannot use)."""
+
+
+class SplitPoolError(SplitError):
+    """The curated pool cannot satisfy one constraint of the split; the message names it and the pool."""
+
+    def __init__(self, constraint: str, needed: str, pool: str):
+        self.constraint, self.needed, self.pool = constraint, needed, pool
+        super().__init__(f"cannot satisfy '{constraint}': need {needed}; the pool holds {pool}")
+
+
+class ReleaseError(BuilderError):
+    """Writing the release layout failed (a missing masked image, an output that is not a release)."""
+
+
+class ExportError(BuilderError):
+    """Export to another dataset layout failed (missing ground truth, target folder not empty)."""

@@ -1,0 +1,374 @@
+"""Raw sources: find the crops under RAW, their person and camera ids, and decode them safely.
+
+Three layouts (auto-detected, or forced with `--layout`):
+
+- `market`: Market-1501 names anywhere under RAW (`0002_c1s1_000451_03.jpg`: pid 2, camera 1);
+  pid -1 is junk and dropped, pid 0 is a distractor and kept.
+- `folders`: one folder per identity (`RAW/0002/...`); the camera comes from a `c<N>` token in the
+  file name or a `c<N>` / `cam<N>` sub-folder.
+- `index`: a CSV or Parquet file with columns path, pid, camid (paths relative to the file's folder).
+  RAW may be the file itself, or a folder holding `index.csv` / `index.parquet`.
+
+Symlinks that leave RAW are refused, and so are index paths that do. Nothing here is fatal for a
+single bad image: decoding problems come back as a status, never as an exception.
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import io
+import logging
+import os
+import re
+import sys
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+import numpy as np
+
+from opreid_builder.errors import SourceError
+
+log = logging.getLogger(__name__)
+
+LAYOUTS = ("auto", "market", "folders", "index")
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"})
+INDEX_NAMES = ("index.csv", "index.parquet")
+MARKET_NAME = re.compile(r"([-\d]+)_c(\d+)")
+_CAMERA_TOKEN = re.compile(r"(?:^|[_\-.])c(?:am)?(\d+)(?=$|[_\-.s])", re.IGNORECASE)
+_CAMERA_FOLDER = re.compile(r"^c(?:am)?(\d+)$", re.IGNORECASE)
+JUNK_PID = -1
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class SourceItem:
+    """One candidate crop: where it is (relative to RAW, POSIX) and its labels."""
+
+    source_path: str
+    pid: int
+    camid: int
+
+
+@dataclass
+class SourceScan:
+    """What RAW holds: the crops to curate (sorted by path) and what was set aside, with reasons."""
+
+    layout: str
+    root: Path
+    items: list[SourceItem]
+    junk: int = 0
+    refused: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+
+    def path(self, item: SourceItem) -> Path:
+        return self.root / item.source_path
+
+
+def _inside(root: Path, path: Path) -> bool:
+    try:
+        path.resolve().relative_to(root)
+    except (ValueError, OSError, RuntimeError):
+        return False
+    return True
+
+
+def _walk(raw: Path, scan: SourceScan) -> list[tuple[str, bool]]:
+    """Every image-named entry under RAW as (relative path, is_file); escaping symlinks are refused.
+
+    A directory named like an image is returned with is_file False so that it gets a status instead
+    of vanishing silently.
+    """
+    root = raw.resolve()
+    found: list[tuple[str, bool]] = []
+    for dirpath, dirnames, filenames in os.walk(raw, followlinks=False):
+        here = Path(dirpath)
+        keep = []
+        for d in sorted(dirnames):
+            full = here / d
+            rel = full.relative_to(raw).as_posix()
+            if d.startswith("."):
+                continue
+            if full.is_symlink():
+                if not _inside(root, full):
+                    scan.refused.append((rel, "symlink leaves RAW"))
+                # a symlink to a folder inside RAW would list the same crops twice: skip it
+                continue
+            if Path(d).suffix.lower() in IMAGE_SUFFIXES:
+                found.append((rel, False))
+            keep.append(d)
+        dirnames[:] = keep
+        for name in sorted(filenames):
+            if name.startswith(".") or Path(name).suffix.lower() not in IMAGE_SUFFIXES:
+                continue
+            full = here / name
+            rel = full.relative_to(raw).as_posix()
+            if full.is_symlink() and not _inside(root, full):
+                scan.refused.append((rel, "symlink leaves RAW"))
+                continue
+            found.append((rel, True))
+    return sorted(found)
+
+
+def _add(scan: SourceScan, rel: str, pid: int, camid: int) -> None:
+    if pid == JUNK_PID:
+        scan.junk += 1
+    elif pid < JUNK_PID:
+        scan.refused.append((rel, f"negative pid {pid}"))
+    else:
+        scan.items.append(SourceItem(rel, pid, camid))
+
+
+def _scan_market(raw: Path, scan: SourceScan) -> None:
+    for rel, _ in _walk(raw, scan):
+        match = MARKET_NAME.search(Path(rel).name)
+        if match is None:
+            scan.refused.append((rel, "name does not match the Market-1501 pattern <pid>_c<cam>"))
+            continue
+        try:
+            pid = int(match.group(1))
+        except ValueError:
+            scan.refused.append((rel, f"pid {match.group(1)!r} is not an integer"))
+            continue
+        _add(scan, rel, pid, int(match.group(2)))
+
+
+def _scan_folders(raw: Path, scan: SourceScan) -> None:
+    for rel, _ in _walk(raw, scan):
+        parts = rel.split("/")
+        if len(parts) < 2:
+            scan.refused.append((rel, "not inside an identity folder"))
+            continue
+        try:
+            pid = int(parts[0])
+        except ValueError:
+            scan.refused.append((rel, f"identity folder {parts[0]!r} is not an integer pid"))
+            continue
+        camid = None
+        for part in parts[1:-1]:
+            if m := _CAMERA_FOLDER.match(part):
+                camid = int(m.group(1))
+        if camid is None and (m := _CAMERA_TOKEN.search(Path(parts[-1]).stem)):
+            camid = int(m.group(1))
+        if camid is None:
+            scan.refused.append((rel, "no camera id (c<N> in the name or a c<N> sub-folder)"))
+            continue
+        _add(scan, rel, pid, camid)
+
+
+def _read_index(path: Path) -> list[tuple[str, int, int]]:
+    """Rows (path, pid, camid) of a CSV or Parquet index; SourceError on a malformed file."""
+    import pyarrow as pa
+
+    try:
+        if path.suffix.lower() == ".parquet":
+            import pyarrow.parquet as pq
+
+            table = pq.read_table(path)
+        else:
+            import pyarrow.csv as pacsv
+
+            table = pacsv.read_csv(
+                path,
+                convert_options=pacsv.ConvertOptions(
+                    column_types={"path": pa.string(), "pid": pa.int64(), "camid": pa.int64()}
+                ),
+            )
+    except (OSError, pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+        raise SourceError(f"{path}: not a readable index file ({str(exc).splitlines()[0]})") from None
+    missing = [c for c in ("path", "pid", "camid") if c not in table.column_names]
+    if missing:
+        raise SourceError(f"{path}: index file lacks column(s) {', '.join(missing)} (needs path, pid, camid)")
+    cols = [table.column(c).to_pylist() for c in ("path", "pid", "camid")]
+    rows = []
+    for i, (p, pid, camid) in enumerate(zip(*cols, strict=True)):
+        if p is None or pid is None or camid is None:
+            raise SourceError(f"{path}: row {i + 1} has an empty path, pid or camid")
+        try:
+            rows.append((str(p), int(pid), int(camid)))
+        except (TypeError, ValueError):
+            raise SourceError(f"{path}: row {i + 1}: pid and camid must be integers") from None
+    return rows
+
+
+def _scan_index(index: Path, scan: SourceScan) -> None:
+    base = index.parent.resolve()
+    scan.root = index.parent
+    seen: set[str] = set()
+    for p, pid, camid in _read_index(index):
+        given = Path(p)
+        if given.is_absolute():
+            try:
+                rel = given.relative_to(base).as_posix()
+            except ValueError:
+                scan.refused.append((p, "path leaves RAW"))
+                continue
+        else:
+            rel = os.path.normpath(p).replace(os.sep, "/")
+        if rel == ".." or rel.startswith("../") or not _inside(base, index.parent / rel):
+            scan.refused.append((p, "path leaves RAW"))
+            continue
+        if rel in seen:
+            scan.refused.append((p, "listed twice in the index"))
+            continue
+        seen.add(rel)
+        _add(scan, rel, pid, camid)
+    scan.items.sort(key=lambda it: it.source_path)
+
+
+def detect_layout(raw: Path) -> str:
+    """Guess the layout: an index file, identity folders (integer-named, no top-level images) or Market."""
+    if raw.is_file():
+        return "index"
+    if any((raw / name).is_file() for name in INDEX_NAMES):
+        return "index"
+    top_images = [p for p in raw.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+    subdirs = [p for p in raw.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    if not top_images and subdirs and all(re.fullmatch(r"-?\d+", p.name) for p in subdirs):
+        return "folders"
+    return "market"
+
+
+def scan_sources(raw: str | Path, layout: str = "auto") -> SourceScan:
+    """List the crops under RAW with their pid and camid, sorted by path (deterministic)."""
+    raw = Path(raw)
+    if layout not in LAYOUTS:
+        raise SourceError(f"unknown layout {layout!r} (choose one of {', '.join(LAYOUTS)})")
+    if not raw.exists():
+        raise SourceError(f"{raw}: no such file or folder")
+    chosen = detect_layout(raw) if layout == "auto" else layout
+    scan = SourceScan(chosen, raw, [])
+    if chosen == "index":
+        if raw.is_file():
+            index = raw
+        else:
+            found = [raw / n for n in INDEX_NAMES if (raw / n).is_file()]
+            if not found:
+                raise SourceError(
+                    f"{raw}: --layout index needs index.csv or index.parquet in RAW, or RAW = the file"
+                )
+            index = found[0]
+        _scan_index(index, scan)
+    elif not raw.is_dir():
+        raise SourceError(f"{raw}: the {chosen} layout needs a folder")
+    elif chosen == "market":
+        _scan_market(raw, scan)
+    else:
+        _scan_folders(raw, scan)
+    log.info(
+        "%s: layout %s, %d crops, %d junk, %d refused",
+        raw,
+        chosen,
+        len(scan.items),
+        scan.junk,
+        len(scan.refused),
+    )
+    return scan
+
+
+# --- decoding ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """A decoded crop (RGB uint8, H x W x 3) or the reason it could not be decoded."""
+
+    rgb: np.ndarray | None
+    detail: str | None = None  # why unreadable, or what conversion was applied
+
+    @property
+    def ok(self) -> bool:
+        return self.rgb is not None
+
+
+def _pil_open() -> Callable:
+    """Pillow's own `Image.open`, even after Ultralytics has patched it.
+
+    Ultralytics replaces `PIL.Image.open` with a wrapper that, on an unidentified file, calls its
+    requirement checker for a HEIF plugin (a pip install when auto-install is on). A crop that is
+    not an image must simply be `unreadable`, so the original opener is used when it is known.
+    """
+    from PIL import Image
+
+    patches = sys.modules.get("ultralytics.utils.patches")
+    original = getattr(patches, "_image_open", None) if patches is not None else None
+    return original if callable(original) else Image.open
+
+
+def decode_image(data: bytes) -> Decoded:
+    """Decode image bytes to RGB uint8 whatever the file's extension says.
+
+    Greyscale, palette, alpha, CMYK and 16-bit images are converted (and say so); zero-byte,
+    truncated or undecodable data is reported as unreadable. EXIF orientation is applied, because
+    the released copy carries no EXIF and must look the same.
+    """
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    if not data:
+        return Decoded(None, "zero-byte file")
+    try:
+        with _pil_open()(io.BytesIO(data)) as img:
+            img.load()
+            fmt, mode = img.format, img.mode
+            img = ImageOps.exif_transpose(img)
+            notes = []
+            if mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+                arr = np.asarray(img, dtype=np.float64)
+                peak = 65535.0 if mode.startswith("I;16") or arr.max(initial=0) > 255 else 255.0
+                arr = np.clip(np.round(arr * (255.0 / peak)), 0, 255).astype(np.uint8)
+                img = Image.fromarray(arr, mode="L")
+                notes.append(f"{mode} scaled to 8 bit")
+            if img.mode != "RGB":
+                notes.append(f"{img.mode} converted to RGB")
+                img = img.convert("RGB")
+            rgb = np.asarray(img, dtype=np.uint8).copy()
+    except (
+        UnidentifiedImageError,
+        OSError,
+        SyntaxError,
+        ValueError,
+        ImportError,
+        Image.DecompressionBombError,
+    ) as exc:
+        return Decoded(None, f"cannot decode: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
+    if fmt and fmt not in ("JPEG", "MPO"):
+        notes.insert(0, f"{fmt} data")
+    return Decoded(rgb, "; ".join(notes) or None)
+
+
+def read_and_decode(path: Path) -> tuple[bytes | None, Decoded]:
+    """Read a crop's bytes (None when it cannot be read at all) and decode them."""
+    try:
+        data = path.read_bytes()
+    except IsADirectoryError:
+        return None, Decoded(None, "is a directory")
+    except FileNotFoundError:
+        return None, Decoded(None, "no such file")
+    except OSError as exc:
+        return None, Decoded(None, f"cannot read: {exc.strerror or exc}")
+    return data, decode_image(data)
+
+
+def prefetch(
+    items: Iterable[T], load: Callable[[T], R], workers: int = 2, window: int = 64
+) -> Iterator[tuple[T, R]]:
+    """Yield (item, load(item)) in input order, loading up to `window` items ahead on `workers` threads.
+
+    Keeps decoding (PIL releases the GIL) busy while the model runs, with bounded memory.
+    """
+    if workers <= 0:
+        for item in items:
+            yield item, load(item)
+        return
+    pending: collections.deque = collections.deque()
+    with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
+        for item in items:
+            pending.append((item, pool.submit(load, item)))
+            if len(pending) >= window:
+                head, fut = pending.popleft()
+                yield head, fut.result()
+        while pending:
+            head, fut = pending.popleft()
+            yield head, fut.result()

@@ -1,0 +1,419 @@
+"""The OPReID split protocol (paper, section 4): eligibility first, then a seeded selection.
+
+Pure: a table of curated images (image_id, pid, camid, occluded) goes in, the selected rows with
+their split and role come out. Nothing here touches files.
+
+Rules (per identity):
+- train and test identities are disjoint; a train identity gives 5-20 images, about 15% occluded;
+- a query identity gives one or two occluded query images, all from one camera, and the gallery
+  holds exactly one occluded and one holistic image of it, both from other cameras;
+- a distractor identity adds 1-3 occluded and 1-3 holistic gallery images.
+
+Determinism: rows are sorted by (pid, image_id) before any draw, and every draw comes from a
+numpy Generator spawned from the seed, so the result depends only on the set of rows and the seed.
+Everything is vectorised (numpy), so a 1.38 M-row pool splits in seconds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from opreid_builder.errors import SplitError, SplitPoolError
+from opreid_builder.split_presets import SplitTargets
+
+log = logging.getLogger(__name__)
+
+#: Role of a selected image: why it is in its split.
+ROLES = ("train", "query", "match", "distractor")
+REQUIRED_COLUMNS = ("image_id", "pid", "camid", "occluded")
+
+
+@dataclass(frozen=True)
+class ProtocolRules:
+    """Per-identity ranges of the protocol (inclusive)."""
+
+    train_images_per_id: tuple[int, int] = (5, 20)
+    train_occluded_fraction: float = 0.15
+    distractor_occluded: tuple[int, int] = (1, 3)
+    distractor_holistic: tuple[int, int] = (1, 3)
+
+    def check(self) -> None:
+        for name in ("train_images_per_id", "distractor_occluded", "distractor_holistic"):
+            lo, hi = getattr(self, name)
+            if not 0 <= lo <= hi:
+                raise SplitError(f"{name}: need 0 <= low <= high (got {lo}-{hi})")
+        if self.train_images_per_id[0] < 1:
+            raise SplitError("train_images_per_id: a train identity needs at least one image")
+        if self.distractor_occluded[1] + self.distractor_holistic[1] < 1:
+            raise SplitError("distractor ranges allow no image at all")
+        if not 0.0 <= self.train_occluded_fraction <= 1.0:
+            raise SplitError(
+                f"train_occluded_fraction must lie in [0, 1] (got {self.train_occluded_fraction})"
+            )
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    targets: SplitTargets
+    rules: ProtocolRules = field(default_factory=ProtocolRules)
+    seed: int = 0
+
+
+@dataclass
+class SplitSelection:
+    """The selected rows and how the selection went.
+
+    `rows`: one row per selected image: image_id, pid, camid, occluded (from the input), split
+    (train | query | gallery) and role (train | query | match | distractor); sorted by image_id.
+    `achieved` / `targets`: counts with the same keys; `eligibility`: what the pool holds.
+    """
+
+    rows: pa.Table
+    targets: dict[str, Any]
+    achieved: dict[str, Any]
+    eligibility: dict[str, int]
+
+
+# ---------------------------------------------------------------------------------------------
+# vectorised building blocks
+
+
+def _group_starts(sorted_groups: np.ndarray) -> np.ndarray:
+    """Rank of each element inside its run of equal values (input sorted by group)."""
+    n = len(sorted_groups)
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    new = np.empty(n, dtype=bool)
+    new[0] = True
+    np.not_equal(sorted_groups[1:], sorted_groups[:-1], out=new[1:])
+    start = np.where(new, np.arange(n), 0)
+    np.maximum.accumulate(start, out=start)
+    return np.arange(n) - start
+
+
+def _take_per_group(mask: np.ndarray, group: np.ndarray, key: np.ndarray, count: np.ndarray) -> np.ndarray:
+    """Indices of the rows in `mask` whose rank by `key` inside their `group` is < count[group]."""
+    idx = np.flatnonzero(mask)
+    if len(idx) == 0:
+        return idx
+    g = group[idx]
+    order = np.lexsort((key[idx], g))
+    g_sorted = g[order]
+    rank = _group_starts(g_sorted)
+    return idx[order][rank < count[g_sorted]]
+
+
+def _pick(eligible: np.ndarray, k: int, key: np.ndarray) -> np.ndarray:
+    """The k eligible identities with the smallest random keys (a seeded draw without replacement)."""
+    idx = np.flatnonzero(eligible)
+    return idx[np.argsort(key[idx], kind="stable")[:k]]
+
+
+def allocate(lo: np.ndarray, hi: np.ndarray, target: int | None, rng: np.random.Generator) -> np.ndarray:
+    """Per-identity counts n with lo <= n <= hi whose sum is as close to `target` as the bounds allow.
+
+    The slack above `lo` is filled in the same proportion for every identity, and the rounding
+    remainder goes to identities drawn at random. Without a target, each count is drawn uniformly
+    from its range.
+    """
+    lo = lo.astype(np.int64)
+    hi = np.maximum(hi.astype(np.int64), lo)
+    if target is None:
+        return lo + np.floor(rng.random(len(lo)) * (hi - lo + 1)).astype(np.int64)
+    slack = hi - lo
+    total_slack = int(slack.sum())
+    want = int(target) - int(lo.sum())
+    if want <= 0 or total_slack == 0:
+        return lo.copy()
+    if want >= total_slack:
+        return hi.copy()
+    n = lo + (slack * want) // total_slack
+    remainder = want - int((n - lo).sum())
+    room = np.flatnonzero(n < hi)
+    if remainder > 0:
+        chosen = room[np.argsort(rng.random(len(room)), kind="stable")[:remainder]]
+        n[chosen] += 1
+    return n
+
+
+def _swap_for_capacity(
+    chosen: np.ndarray, spare: np.ndarray, capacity: np.ndarray, need: int, key: np.ndarray
+) -> np.ndarray:
+    """Swap chosen identities of least capacity for spare ones of most until sum(capacity) >= need.
+
+    The selection stays random where the pool allows; only when the drawn identities cannot hold
+    the image target are the smallest of them replaced, largest gain first (fewest swaps).
+    """
+    deficit = need - int(capacity[chosen].sum())
+    if deficit <= 0 or len(spare) == 0 or len(chosen) == 0:
+        return chosen
+    small = chosen[np.lexsort((key[chosen], capacity[chosen]))]
+    large = spare[np.lexsort((key[spare], -capacity[spare]))]
+    m = min(len(small), len(large))
+    gain = capacity[large[:m]] - capacity[small[:m]]
+    gain = gain[gain > 0]
+    if len(gain) == 0:
+        return chosen
+    reach = np.cumsum(gain)
+    swaps = int(np.searchsorted(reach, deficit)) + 1 if reach[-1] >= deficit else len(gain)
+    return np.concatenate([small[swaps:], large[:swaps]])
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def _columns(table: pa.Table) -> tuple[np.ndarray, ...]:
+    missing = [c for c in REQUIRED_COLUMNS if c not in table.column_names]
+    if missing:
+        raise SplitError(f"the curated table lacks column(s) {', '.join(missing)}")
+    for name in REQUIRED_COLUMNS:
+        if table.column(name).null_count:
+            raise SplitError(f"column {name!r} has null values in rows marked usable")
+    # one string sort by image_id (also exposes duplicates), then a stable integer sort by pid:
+    # rows end up in (pid, image_id) order whatever order they came in
+    table = table.take(pc.sort_indices(table.column("image_id"), sort_keys=[("", "ascending")]))
+    image_id = table.column("image_id").combine_chunks()
+    if len(image_id) > 1 and pc.any(pc.equal(image_id[1:], image_id[:-1])).as_py():
+        raise SplitError("image_id is not unique: one image would appear twice")
+    table = table.take(pa.array(np.argsort(table.column("pid").to_numpy(), kind="stable")))
+    pid = table.column("pid").to_numpy().astype(np.int64)
+    cam = table.column("camid").to_numpy().astype(np.int64)
+    occ = table.column("occluded").to_numpy(zero_copy_only=False).astype(bool)
+    return table, pid, cam, occ
+
+
+def select_split(table: pa.Table, config: SplitConfig) -> SplitSelection:
+    """Compute eligibility, then draw the split; raises SplitPoolError naming a failed constraint."""
+    targets, rules = config.targets, config.rules
+    targets.check()
+    rules.check()
+    table, pid, cam, occ = _columns(table)
+    n = len(pid)
+    streams = [np.random.default_rng(s) for s in np.random.SeedSequence(config.seed).spawn(8)]
+    row_key = streams[0].random(n)
+
+    # ---- identity and (identity, camera) statistics
+    uniq_pid, pid_idx = np.unique(pid, return_inverse=True)
+    n_ids = len(uniq_pid)
+    uniq_cam, cam_idx = np.unique(cam, return_inverse=True)
+    n_occ = np.bincount(pid_idx, weights=occ, minlength=n_ids).astype(np.int64)
+    n_all = np.bincount(pid_idx, minlength=n_ids).astype(np.int64)
+    n_hol = n_all - n_occ
+    pc_key = pid_idx.astype(np.int64) * len(uniq_cam) + cam_idx
+    uniq_pc, pc_idx = np.unique(pc_key, return_inverse=True)
+    pc_pid = uniq_pc // len(uniq_cam)
+    pc_cam = uniq_pc % len(uniq_cam)
+    pc_occ = np.bincount(pc_idx, weights=occ, minlength=len(uniq_pc)).astype(np.int64)
+    pc_hol = np.bincount(pc_idx, minlength=len(uniq_pc)).astype(np.int64) - pc_occ
+    other_ok = ((n_occ[pc_pid] - pc_occ) >= 1) & ((n_hol[pc_pid] - pc_hol) >= 1)
+    cam_q1 = (pc_occ >= 1) & other_ok  # this camera can hold one query; others hold the two matches
+    cam_q2 = (pc_occ >= 2) & other_ok
+    q1_ok = np.bincount(pc_pid[cam_q1], minlength=n_ids) > 0
+    q2_ok = np.bincount(pc_pid[cam_q2], minlength=n_ids) > 0
+    t_lo, t_hi = rules.train_images_per_id
+    train_ok = n_all >= t_lo
+    (do_lo, do_hi), (dh_lo, dh_hi) = rules.distractor_occluded, rules.distractor_holistic
+    dist_ok = (n_occ >= do_lo) & (n_hol >= dh_lo)
+    eligibility = {
+        "images": int(n),
+        "identities": int(n_ids),
+        "cameras": int(len(uniq_cam)),
+        "occluded_images": int(n_occ.sum()),
+        "query_eligible_ids": int(q1_ok.sum()),
+        "two_query_eligible_ids": int(q2_ok.sum()),
+        "train_eligible_ids": int(train_ok.sum()),
+        "distractor_eligible_ids": int(dist_ok.sum()),
+    }
+    pool = (
+        f"{n_ids} identities / {n} images ({int(n_occ.sum())} occluded) over {len(uniq_cam)} cameras: "
+        f"{int(q1_ok.sum())} eligible as query, {int(q2_ok.sum())} as two-query, "
+        f"{int(train_ok.sum())} as train (>= {t_lo} images), {int(dist_ok.sum())} as distractor"
+    )
+    log.info("split pool: %s", pool)
+
+    needed = targets.train_ids + targets.gallery_ids
+    if needed > n_ids:
+        raise SplitPoolError(
+            "disjoint identities",
+            f"{needed} identities ({targets.train_ids} train + {targets.gallery_ids} gallery, "
+            f"{targets.query_ids} of them query); lower --scale or the counts",
+            pool,
+        )
+    id_key = streams[1].random(n_ids)
+    used = np.zeros(n_ids, dtype=bool)
+
+    # ---- query identities: the most constrained role is drawn first
+    n_q2 = targets.query_images - targets.query_ids
+    n_q1 = targets.query_ids - n_q2
+    q2 = _pick(q2_ok, n_q2, id_key)
+    if len(q2) < n_q2:
+        raise SplitPoolError(
+            "query identities with two query images",
+            f"{n_q2} identities with two occluded images from one camera plus an occluded and a "
+            "holistic image from other cameras",
+            pool,
+        )
+    used[q2] = True
+    q1 = _pick(q1_ok & ~used, n_q1, id_key)
+    if len(q1) < n_q1:
+        raise SplitPoolError(
+            "query identities",
+            f"{targets.query_ids} identities with an occluded image plus an occluded and a holistic "
+            f"image from other cameras ({n_q2} of them with two query images)",
+            pool,
+        )
+    used[q1] = True
+
+    # ---- train identities, then swapped for capacity if the image target needs it
+    train_cap = np.minimum(n_all, t_hi)
+    train = _pick(train_ok & ~used, targets.train_ids, id_key)
+    if len(train) < targets.train_ids:
+        raise SplitPoolError(
+            "train identities",
+            f"{targets.train_ids} identities with >= {t_lo} images, disjoint from "
+            f"the {targets.query_ids} query identities",
+            pool,
+        )
+    if targets.train_images is not None:
+        spare = np.flatnonzero(train_ok & ~used & ~np.isin(np.arange(n_ids), train))
+        # capacity at the target occluded fraction: identities rich in holistic images come first
+        frac = rules.train_occluded_fraction
+        occ_room = (
+            n_occ if frac >= 1 else np.minimum(n_occ, np.floor(n_hol * frac / (1 - frac)).astype(np.int64))
+        )
+        balanced_cap = np.minimum(n_hol + occ_room, t_hi)
+        train = _swap_for_capacity(train, spare, balanced_cap, targets.train_images, id_key)
+        if int(train_cap[train].sum()) < targets.train_images:
+            raise SplitPoolError(
+                "train images",
+                f"{targets.train_images} images from {targets.train_ids} train identities at most {t_hi} "
+                f"each; the best {targets.train_ids} identities left after the queries hold "
+                f"{int(train_cap[train].sum())} (pass --train-images none to take what they hold)",
+                pool,
+            )
+    used[train] = True
+
+    # ---- distractors
+    n_dist = targets.distractor_ids
+    dist_cap = np.minimum(n_occ, do_hi) + np.minimum(n_hol, dh_hi)
+    dist = _pick(dist_ok & ~used, n_dist, id_key)
+    if len(dist) < n_dist:
+        raise SplitPoolError(
+            "distractor identities",
+            f"{n_dist} identities with >= {do_lo} occluded and >= {dh_lo} holistic images, unused by "
+            f"train ({targets.train_ids}) and query ({targets.query_ids})",
+            pool,
+        )
+    dist_target = None
+    if targets.gallery_images is not None:
+        dist_target = max(targets.gallery_images - 2 * targets.query_ids, 0)
+        spare = np.flatnonzero(dist_ok & ~used & ~np.isin(np.arange(n_ids), dist))
+        dist = _swap_for_capacity(dist, spare, dist_cap, dist_target, id_key)
+    used[dist] = True
+
+    # ---- per-identity image counts
+    want_train = np.zeros(n_ids, dtype=np.int64)
+    want_train[train] = allocate(
+        np.full(len(train), t_lo), train_cap[train],
+        targets.train_images if targets.train_images is not None else int(train_cap[train].sum()),
+        streams[2],
+    )  # fmt: skip
+    train_occ = np.zeros(n_ids, dtype=np.int64)
+    train_occ[train] = allocate(
+        np.maximum(want_train[train] - n_hol[train], 0),
+        np.minimum(n_occ[train], want_train[train]),
+        int(round(rules.train_occluded_fraction * int(want_train[train].sum()))),
+        streams[3],
+    )
+    train_hol = want_train - train_occ
+
+    dist_occ = np.zeros(n_ids, dtype=np.int64)
+    dist_hol = np.zeros(n_ids, dtype=np.int64)
+    occ_cap, hol_cap = np.minimum(n_occ[dist], do_hi), np.minimum(n_hol[dist], dh_hi)
+    if dist_target is None:
+        dist_occ[dist] = allocate(np.full(len(dist), do_lo), occ_cap, None, streams[4])
+        dist_hol[dist] = allocate(np.full(len(dist), dh_lo), hol_cap, None, streams[5])
+    else:
+        got = allocate(np.full(len(dist), do_lo), occ_cap, (dist_target + 1) // 2, streams[4])
+        dist_occ[dist] = got
+        dist_hol[dist] = allocate(
+            np.full(len(dist), dh_lo), hol_cap, dist_target - int(got.sum()), streams[5]
+        )
+
+    # ---- query camera of each query identity: a random viable camera
+    n_query = np.zeros(n_ids, dtype=np.int64)
+    n_query[q1], n_query[q2] = 1, 2
+    viable = np.where(n_query[pc_pid] == 2, cam_q2, (n_query[pc_pid] == 1) & cam_q1)
+    cam_key = np.where(viable, streams[6].random(len(uniq_pc)), np.inf)
+    first = _take_per_group(viable, pc_pid, cam_key, np.ones(n_ids, dtype=np.int64))
+    query_cam = np.full(n_ids, -1, dtype=np.int64)
+    query_cam[pc_pid[first]] = pc_cam[first]
+
+    # ---- image selection
+    row_query_cam = query_cam[pid_idx]
+    is_q = n_query[pid_idx] > 0
+    one = np.ones(n_ids, dtype=np.int64)
+    picks = {
+        "query": _take_per_group(occ & is_q & (cam_idx == row_query_cam), pid_idx, row_key, n_query),
+        "match": np.concatenate(
+            [
+                _take_per_group(occ & is_q & (cam_idx != row_query_cam), pid_idx, row_key, one),
+                _take_per_group(~occ & is_q & (cam_idx != row_query_cam), pid_idx, row_key, one),
+            ]
+        ),
+        "distractor": np.concatenate(
+            [
+                _take_per_group(occ & (dist_occ[pid_idx] > 0), pid_idx, row_key, dist_occ),
+                _take_per_group(~occ & (dist_hol[pid_idx] > 0), pid_idx, row_key, dist_hol),
+            ]
+        ),
+        "train": np.concatenate(
+            [
+                _take_per_group(occ & (train_occ[pid_idx] > 0), pid_idx, row_key, train_occ),
+                _take_per_group(~occ & (train_hol[pid_idx] > 0), pid_idx, row_key, train_hol),
+            ]
+        ),
+    }
+    split_of = {"train": "train", "query": "query", "match": "gallery", "distractor": "gallery"}
+    index = np.concatenate([picks[r] for r in ROLES])
+    role = np.concatenate([np.full(len(picks[r]), r, dtype=object) for r in ROLES])
+    split = np.array([split_of[r] for r in ROLES], dtype=object)[
+        np.concatenate([np.full(len(picks[r]), i) for i, r in enumerate(ROLES)])
+    ]
+    rows = table.take(pa.array(index)).append_column("split", pa.array(split, pa.string()))
+    rows = rows.append_column("role", pa.array(role, pa.string()))
+    rows = rows.take(pc.sort_indices(rows, sort_keys=[("image_id", "ascending")]))
+
+    achieved = _achieved(pid, occ, picks, rules)
+    target_numbers = {
+        **targets.as_dict(),
+        "distractor_ids": targets.distractor_ids,
+        "train_occluded_fraction": rules.train_occluded_fraction,
+    }
+    return SplitSelection(rows=rows, targets=target_numbers, achieved=achieved, eligibility=eligibility)
+
+
+def _achieved(pid: np.ndarray, occ: np.ndarray, picks: dict[str, np.ndarray], rules: ProtocolRules) -> dict:
+    train, query = picks["train"], picks["query"]
+    gallery = np.concatenate([picks["match"], picks["distractor"]])
+    n_train = len(train)
+    return {
+        "train_ids": int(len(np.unique(pid[train]))),
+        "train_images": int(n_train),
+        "query_ids": int(len(np.unique(pid[query]))),
+        "query_images": int(len(query)),
+        "gallery_ids": int(len(np.unique(pid[gallery]))),
+        "gallery_images": int(len(gallery)),
+        "distractor_ids": int(len(np.unique(pid[picks["distractor"]]))),
+        "train_occluded_fraction": round(float(occ[train].mean()) if n_train else 0.0, 4),
+    }
