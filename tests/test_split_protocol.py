@@ -1,0 +1,142 @@
+"""The split protocol on metadata-only tables: rules, determinism, pool errors, presets."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from opreid_builder.errors import SplitError, SplitPoolError
+from opreid_builder.split_presets import PRESETS, SplitTargets, resolve_targets, scale_targets
+from opreid_builder.split_protocol import ProtocolRules, SplitConfig, allocate, select_split
+
+
+def make_pool(
+    identities: int = 120, cameras: int = 4, images=(8, 24), occluded=0.3, seed: int = 0
+) -> pa.Table:
+    """A curated-looking table: unique hex image ids, pids, camids, occluded flags (no files)."""
+    rng = np.random.default_rng(seed)
+    counts = rng.integers(images[0], images[1] + 1, identities)
+    pid = np.repeat(np.arange(1, identities + 1), counts)
+    n = len(pid)
+    ids = rng.choice(1 << 62, size=n, replace=False)
+    return pa.table(
+        {
+            "image_id": [f"{v:016x}" for v in ids.tolist()],
+            "pid": pa.array(pid, pa.int64()),
+            "camid": pa.array(rng.integers(1, cameras + 1, n), pa.int32()),
+            "occluded": pa.array(rng.random(n) < occluded),
+        }
+    )
+
+
+def small_targets(**kw) -> SplitTargets:
+    base = dict(
+        train_ids=15, train_images=200, query_ids=30, query_images=36, gallery_ids=55, gallery_images=None
+    )
+    base.update(kw)
+    return SplitTargets(**base)
+
+
+def frame(selection):
+    return selection.rows.to_pandas()
+
+
+def test_rules_hold():
+    sel = select_split(make_pool(), SplitConfig(small_targets(), seed=1))
+    df = frame(sel)
+    train, query, gallery = (df[df.split == s] for s in ("train", "query", "gallery"))
+    assert set(train.pid).isdisjoint(set(query.pid) | set(gallery.pid))
+    assert train.groupby("pid").size().between(5, 20).all()
+    assert train.pid.nunique() == 15 and len(train) == 200
+    assert query.occluded.all() and query.pid.nunique() == 30 and len(query) == 36
+    assert set(query.groupby("pid").size()) <= {1, 2}
+    for pid, q in query.groupby("pid"):
+        g = gallery[gallery.pid == pid]
+        assert len(g) == 2 and g.occluded.sum() == 1
+        assert not set(g.camid) & set(q.camid)
+    distractors = gallery[~gallery.pid.isin(query.pid)]
+    assert distractors.pid.nunique() == 25
+    per = distractors.groupby("pid").occluded.agg(["sum", "size"])
+    assert per["sum"].between(1, 3).all() and (per["size"] - per["sum"]).between(1, 3).all()
+    assert df.image_id.is_unique
+    assert abs(sel.achieved["train_occluded_fraction"] - 0.15) < 0.03
+
+
+def test_order_independent_and_seeded():
+    pool = make_pool(seed=3)
+    config = SplitConfig(small_targets(), seed=7)
+    a = select_split(pool, config)
+    shuffled = pool.take(pa.array(np.random.default_rng(9).permutation(pool.num_rows)))
+    b = select_split(shuffled, config)
+    assert a.rows.equals(b.rows) and a.achieved == b.achieved
+    c = select_split(pool, SplitConfig(small_targets(), seed=8))
+    assert not a.rows.equals(c.rows)
+
+
+def test_gallery_target_fills_distractors_up_to_the_rule():
+    pool = make_pool(seed=4)
+    sel = select_split(pool, SplitConfig(small_targets(gallery_images=10_000), seed=0))
+    assert sel.achieved["gallery_images"] == 2 * 30 + 6 * 25  # every distractor at 3 + 3
+    wide = ProtocolRules(distractor_occluded=(1, 10), distractor_holistic=(1, 10))
+    more = select_split(pool, SplitConfig(small_targets(gallery_images=400), rules=wide, seed=0))
+    assert more.achieved["gallery_images"] > sel.achieved["gallery_images"]
+
+
+def test_pool_too_small_names_constraint():
+    pool = make_pool(identities=50)
+    with pytest.raises(
+        SplitPoolError,
+        match="cannot satisfy 'disjoint identities': need 70 identities.*the pool holds 50 identities",
+    ):
+        select_split(pool, SplitConfig(small_targets(), seed=0))
+    few = ProtocolRules(distractor_occluded=(10, 12))
+    with pytest.raises(
+        SplitPoolError, match="cannot satisfy 'distractor identities': need 25 identities with >= 10 occluded"
+    ):
+        select_split(make_pool(identities=120), SplitConfig(small_targets(), rules=few, seed=0))
+    holistic = pool.set_column(3, "occluded", pa.array(np.zeros(pool.num_rows, bool)))
+    with pytest.raises(SplitPoolError, match="query identities"):
+        select_split(holistic, SplitConfig(small_targets(train_ids=0, gallery_ids=30), seed=0))
+
+
+def test_train_image_shortfall_is_an_error():
+    pool = make_pool(identities=120, images=(5, 8))
+    with pytest.raises(SplitPoolError, match="train images"):
+        select_split(pool, SplitConfig(small_targets(train_images=290), seed=0))
+
+
+def test_duplicate_image_ids_refused():
+    pool = make_pool(identities=10)
+    dup = pa.concat_tables([pool, pool.slice(0, 1)])
+    with pytest.raises(SplitError, match="not unique"):
+        select_split(dup, SplitConfig(small_targets(train_ids=1, query_ids=1, query_images=1, gallery_ids=1)))
+
+
+def test_allocate_bounds_and_sum():
+    rng = np.random.default_rng(0)
+    lo, hi = np.array([5, 5, 5, 5]), np.array([20, 6, 12, 5])
+    n = allocate(lo, hi, 30, rng)
+    assert n.sum() == 30 and (n >= lo).all() and (n <= hi).all()
+    assert (allocate(lo, hi, 1000, rng) == hi).all()
+    assert (allocate(lo, hi, 0, rng) == lo).all()
+    free = allocate(lo, hi, None, rng)
+    assert ((free >= lo) & (free <= hi)).all()
+
+
+def test_presets_and_scale():
+    paper = PRESETS["opreid"]
+    assert (paper.train_ids, paper.train_images, paper.query_ids, paper.query_images) == (
+        1744,
+        27228,
+        3515,
+        4200,
+    )
+    assert (paper.gallery_ids, paper.gallery_images) == (6174, 41014)
+    small = scale_targets(paper, 0.01)
+    assert small == SplitTargets(17, 272, 35, 42, 62, 410)
+    assert resolve_targets("opreid", 0.01, {"gallery_images": None}).gallery_images is None
+    with pytest.raises(SplitError, match="query images"):
+        resolve_targets("opreid", 1.0, {"query_images": 9000})
+    with pytest.raises(SplitError, match="unknown preset"):
+        resolve_targets("market")

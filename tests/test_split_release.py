@@ -1,0 +1,121 @@
+"""The release writer: layout, opaque public files, remapped pids, card, byte-identical rebuilds."""
+
+from __future__ import annotations
+
+import io
+import re
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from PIL import Image
+from test_split_protocol import make_pool, small_targets
+
+from manifests import GROUND_TRUTH, QUERY, TRAIN, read_dataset_json, read_manifest, sha256_file
+from opreid_builder.release import write_release
+from opreid_builder.split_protocol import SplitConfig, select_split
+
+PARAMETERS = {
+    "curation": {"rule": "coco18", "min_run": 3},
+    "split": {"preset": "test", "scale": 1.0, "rules": {}},
+}
+
+
+def write_masked(out: Path, image_ids: list[str]) -> None:
+    """Tiny JPEGs at OUT/masked/{image_id}.jpg, distinct bytes per id (the JFIF density encodes it)."""
+    masked = out / "masked"
+    masked.mkdir(parents=True, exist_ok=True)
+    template = io.BytesIO()
+    Image.new("RGB", (8, 16), (90, 120, 150)).save(template, format="JPEG", quality=90)
+    jpeg = bytearray(template.getvalue())
+    assert jpeg[6:11] == b"JFIF\0"
+    for image_id in image_ids:
+        jpeg[14:18] = bytes.fromhex(image_id[:8])
+        (masked / f"{image_id}.jpg").write_bytes(bytes(jpeg))
+
+
+def curated_pool(out: Path, seed: int = 0, write_images: bool = True, **kw) -> pa.Table:
+    """make_pool rows plus the curate columns the release uses (and their masked JPEGs)."""
+    pool = make_pool(seed=seed, **kw)
+    ids = pool.column("image_id").to_pylist()
+    if write_images:
+        write_masked(out, ids)
+    occluded = pool.column("occluded").to_pylist()
+    parts = [["left_leg", "right_leg"] if o else [] for o in occluded]
+    return pool.append_column("masked_path", pa.array([f"masked/{i}.jpg" for i in ids])).append_column(
+        "missing_parts", pa.array(parts, pa.list_(pa.string()))
+    )
+
+
+def build_release(out: Path, seed: int = 0, order_seed: int | None = None) -> Path:
+    pool = curated_pool(out, write_images=False)
+    if order_seed is not None:
+        pool = pool.take(pa.array(np.random.default_rng(order_seed).permutation(pool.num_rows)))
+    selection = select_split(pool, SplitConfig(small_targets(), seed=seed))
+    write_masked(out, selection.rows.column("image_id").to_pylist())  # only what the release copies
+    write_release(out, selection, seed=seed, parameters=PARAMETERS)
+    return out
+
+
+def test_layout_and_public_files(tmp_path):
+    out = build_release(tmp_path / "rel")
+    for rel in ("dataset.json", "README.md", "train.parquet", "query.parquet", "gallery.parquet",
+                "private/ground_truth.parquet", "private/release_map.parquet"):  # fmt: skip
+        assert (out / rel).is_file(), rel
+    query = read_manifest(out / "query.parquet", QUERY).to_pandas()
+    assert pq.read_schema(out / "query.parquet").names == ["image_id", "path", "camid"]
+    assert all(re.fullmatch(r"[0-9a-f]{12}", i) for i in query.image_id)
+    assert (query.path == "images/query/" + query.image_id + ".jpg").all()
+    assert list(query.image_id) == sorted(query.image_id)
+    train = read_manifest(out / "train.parquet", TRAIN).to_pandas()
+    assert set(train.pid) == set(range(15))
+    assert all(re.fullmatch(r"images/train/\d{4}_c\d+_\d{4}\.jpg", p) for p in train.path)
+    gt = read_manifest(out / "private/ground_truth.parquet", GROUND_TRUTH).to_pandas()
+    assert len(gt) == len(train) + len(query) + 55 * 0 + len(gt[gt.split == "gallery"])
+    assert set(gt[gt.split != "train"].pid).isdisjoint(range(15))
+    # images are the masked crops, byte for byte
+    mapping = pq.read_table(out / "private/release_map.parquet").to_pandas().set_index("image_id")
+    first = query.iloc[0]
+    source = mapping.loc[first.image_id, "source_image_id"]
+    assert (out / first.path).read_bytes() == (out / "masked" / f"{source}.jpg").read_bytes()
+    assert len(list((out / "masked").iterdir())) == len(gt)
+    info = read_dataset_json(out)
+    assert info["counts"]["query"]["images"] == 36
+    assert info["target_vs_achieved"]["train_images"] == {"target": 200, "achieved": 200}
+    assert "dataset.json" not in info["checksums"]
+    assert info["checksums"]["images/" + first.path[len("images/") :]] == sha256_file(out / first.path)
+    card = (out / "README.md").read_text()
+    for section in ("Motivation", "Composition", "Collection process", "Preprocessing", "Uses",
+                    "Distribution", "Maintenance", "Personal information", "Occlusion rule"):  # fmt: skip
+        assert f"## {section}" in card or f"### {section}" in card, section
+    assert "| left_leg |" in card
+
+
+def test_shuffled_input_gives_byte_identical_release(tmp_path):
+    a = build_release(tmp_path / "a", seed=5)
+    b = build_release(tmp_path / "b", seed=5, order_seed=11)
+    files_a = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
+    files_b = sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file())
+    assert files_a == files_b
+    for rel in files_a:
+        assert (a / rel).read_bytes() == (b / rel).read_bytes(), rel
+
+
+def test_rebuild_replaces_previous_images(tmp_path):
+    out = build_release(tmp_path / "rel", seed=1)
+    build_release(out, seed=2)
+    listed = read_dataset_json(out)["checksums"]
+    on_disk = {p.relative_to(out).as_posix() for p in (out / "images").rglob("*") if p.is_file()}
+    assert on_disk == {k for k in listed if k.startswith("images/")}
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]
+
+
+def test_public_order_is_not_by_pid(tmp_path):
+    out = build_release(tmp_path / "rel")
+    gallery = pq.read_table(out / "gallery.parquet")
+    gt = pq.read_table(out / "private/ground_truth.parquet")
+    gt = gt.filter(pc.equal(gt.column("split"), "gallery")).to_pandas().set_index("image_id")
+    pids = gt.loc[gallery.column("image_id").to_pylist(), "pid"].to_numpy()
+    assert abs(np.corrcoef(np.arange(len(pids)), pids)[0, 1]) < 0.5
