@@ -1,0 +1,12 @@
+"""Commands this package adds to the `opreid` CLI (imported by the root; must stay light)."""
+
+COMMANDS: dict[str, tuple[str, str]] = {
+    "train": (
+        "reid_model.train_cli:train",
+        "Train the reference model (config preset or YAML, key=value overrides).",
+    ),
+    "extract": (
+        "reid_model.extract_cli:extract",
+        "Turn a checkpoint into a query x gallery distance matrix or features.",
+    ),
+}

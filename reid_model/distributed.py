@@ -1,0 +1,81 @@
+"""torchrun (DDP) context: rank, world size and device from the environment; gloo on CPU, nccl on CUDA."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+from reid_model.errors import DistributedError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DistContext:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    """`auto` picks CUDA when available; `cuda` means this process's local GPU under torchrun."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise DistributedError(f"device {name!r} requested but CUDA is not available")
+        return torch.device(f"cuda:{local_rank}") if name == "cuda" else torch.device(name)
+    if name != "cpu":
+        raise DistributedError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N")
+    return torch.device("cpu")
+
+
+def init_distributed(device_name: str = "auto") -> DistContext:
+    """Join the torchrun process group when WORLD_SIZE > 1; otherwise a single-process context."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    device = resolve_device(device_name, local_rank)
+    if world <= 1:
+        return DistContext(0, 1, 0, device)
+    if "MASTER_ADDR" not in os.environ:
+        raise DistributedError("WORLD_SIZE > 1 but MASTER_ADDR is not set; launch with torchrun")
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    if not dist.is_initialized():
+        dist.init_process_group(backend=backend, init_method="env://")
+    log.info("DDP rank %d/%d on %s (%s)", rank, world, device, backend)
+    return DistContext(rank, world, local_rank, device)
+
+
+def shutdown_distributed() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def barrier(ctx: DistContext) -> None:
+    if ctx.distributed:
+        dist.barrier()
+
+
+def mean_across(ctx: DistContext, tensor: torch.Tensor) -> torch.Tensor:
+    """Average a tensor over all ranks (identity in a single process)."""
+    if not ctx.distributed:
+        return tensor
+    out = tensor.clone()
+    dist.all_reduce(out, op=dist.ReduceOp.SUM)
+    return out / ctx.world_size

@@ -1,0 +1,194 @@
+"""Training and extraction end to end on a small synthetic dataset: run-folder contents, exact resume
+(in process, and after SIGKILL), DDP over two CPU processes, `opreid extract`, and one-line CLI errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from test_model_data import build_model_dataset
+
+torch.set_num_threads(1)
+REPO = Path(__file__).resolve().parent.parent
+FAST = [
+    "input.height=64", "input.width=32", "data.ims_per_batch=8", "data.num_instance=2", "data.num_workers=0",
+    "solver.iters_per_epoch=2", "solver.warmup_iters=2", "solver.freeze_iters=1", "solver.delay_epochs=1",
+    "train.num_threads=1", "train.log_period=1", "test.batch_size=32",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    return build_model_dataset(tmp_path_factory.mktemp("model_train"))
+
+
+def _train(args):
+    from reid_model.train_cli import train
+
+    return CliRunner().invoke(train, [str(a) for a in args], catch_exceptions=False)
+
+
+def _weights(path: Path) -> dict[str, torch.Tensor]:
+    return torch.load(path, map_location="cpu", weights_only=True)["model"]
+
+
+def _assert_identical(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_train_writes_the_run_folder_and_extract_the_submission(dataset, tmp_path):
+    run = tmp_path / "run"
+    res = _train(["--config", "tiny", "--data", dataset, "-o", run, "--no-progress", "--json",
+                  "solver.max_epochs=2", "train.eval_period=1", *FAST])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    summary = json.loads(res.stdout.strip().splitlines()[-1])
+    assert summary["finished"] and summary["iteration"] == 4
+    for name in (
+        "config.yaml",
+        "environment.json",
+        "metrics.jsonl",
+        "curves.png",
+        "checkpoints/last.pt",
+        "checkpoints/best.pt",
+    ):
+        assert (run / name).is_file(), name
+    env = json.loads((run / "environment.json").read_text())
+    assert env["torch"] == torch.__version__ and "commit" in env["git"]
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["iteration"] for r in records if r["kind"] == "train"] == [1, 2, 3, 4]
+    evals = [r for r in records if r["kind"] == "eval"]
+    assert [r["iteration"] for r in evals] == [0, 2, 4]  # eval_at_start (tiny) + every epoch
+    assert all(0 <= r["mAP"] <= 1 for r in evals)
+    state = torch.load(run / "checkpoints/last.pt", weights_only=True)
+    assert state["iteration"] == 4 and state["model"]["me.mean"].abs().sum() > 0  # the ME buffer travels
+
+    from reid_model.extract_cli import extract
+
+    out = tmp_path / "pred.npy"
+    feats = tmp_path / "feats.npz"
+    res = CliRunner().invoke(
+        extract, ["--checkpoint", run / "checkpoints/last.pt", "--data", dataset, "-o", out, "--features", feats,
+                  "--no-progress", "--flip", "--batch-size", "7", "--num-workers", "0", "--json"],
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    dist = np.load(out, allow_pickle=False)
+    import manifests
+
+    q = manifests.read_manifest(dataset / "query.parquet", manifests.QUERY).num_rows
+    g = manifests.read_manifest(dataset / "gallery.parquet", manifests.GALLERY).num_rows
+    assert dist.shape == (q, g) and dist.dtype == np.float32 and np.isfinite(dist).all()
+    with np.load(feats, allow_pickle=False) as z:
+        qf, gf = z["query"], z["gallery"]
+    assert qf.shape == (q, 128) and gf.shape == (g, 128)
+    cos = (
+        1
+        - (qf / np.linalg.norm(qf, axis=1, keepdims=True))
+        @ (gf / np.linalg.norm(gf, axis=1, keepdims=True)).T
+    )
+    np.testing.assert_allclose(dist, cos, atol=1e-5)
+    # features are normalize(b) - mu: not unit length once mu is non-zero
+    assert not np.allclose(np.linalg.norm(qf, axis=1), 1.0)
+
+
+def test_resume_in_process_is_bitwise_identical(dataset, tmp_path):
+    common = ["--data", dataset, "--no-progress", "solver.max_epochs=3", "train.eval_period=0",
+              "train.eval_at_start=false", *FAST]  # fmt: skip
+    full, part = tmp_path / "full", tmp_path / "part"
+    assert _train(["--config", "tiny", "-o", full, *common]).exit_code == 0
+    assert _train(["--config", "tiny", "-o", part, *common, "train.stop_after_iters=3"]).exit_code == 0
+    assert torch.load(part / "checkpoints/last.pt", weights_only=True)["iteration"] == 3
+    res = _train(
+        ["--resume", "auto", "-o", part, "--data", dataset, "--no-progress", "train.stop_after_iters=0"]
+    )
+    assert res.exit_code == 0, res.output
+    _assert_identical(_weights(full / "checkpoints/last.pt"), _weights(part / "checkpoints/last.pt"))
+    records = [json.loads(line) for line in (part / "metrics.jsonl").read_text().splitlines()]
+    assert [r["iteration"] for r in records if r["kind"] == "train"] == [1, 2, 3, 4, 5, 6]  # none duplicated
+
+
+@pytest.mark.slow
+def test_kill_and_resume_reaches_identical_weights(dataset, tmp_path):
+    cmd = [sys.executable, "-m", "reid_model.train_cli", "--config", "tiny", "--data", str(dataset), "--no-progress",
+           "solver.max_epochs=6", "train.eval_period=0", "train.eval_at_start=false",
+           "train.checkpoint_period_iters=1", *FAST]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    full = tmp_path / "full"
+    subprocess.run([*cmd, "-o", str(full)], check=True, cwd=REPO, env=env, capture_output=True)
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(
+        [*cmd, "-o", str(killed)], cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    ckpt = killed / "checkpoints/last.pt"
+    deadline = time.time() + 120
+    while not ckpt.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.01)
+    time.sleep(0.3)  # let it get a step or two further, mid-run
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    at = torch.load(ckpt, weights_only=True)["iteration"]
+    assert 1 <= at < 12, "the run should have been killed mid-training"
+    subprocess.run(
+        [sys.executable, "-m", "reid_model.train_cli", "--resume", str(ckpt), "--data", str(dataset), "-o", str(killed),
+         "--no-progress"], check=True, cwd=REPO, env=env, capture_output=True,
+    )  # fmt: skip
+    _assert_identical(_weights(full / "checkpoints/last.pt"), _weights(ckpt))
+
+
+@pytest.mark.slow
+def test_torchrun_ddp_two_cpu_processes(dataset, tmp_path):
+    torchrun = Path(sys.executable).parent / "torchrun"
+    run = tmp_path / "ddp"
+    res = subprocess.run(
+        [str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", "reid_model.train_cli", "--config", "tiny",
+         "--data", str(dataset), "-o", str(run), "--no-progress", "--device", "cpu", "solver.max_epochs=2",
+         "train.eval_period=0", "train.eval_at_start=false", *FAST],
+        cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr[-2000:]
+    state = torch.load(run / "checkpoints/last.pt", weights_only=True)
+    assert state["iteration"] == 4
+    env = json.loads((run / "environment.json").read_text())
+    assert env["world_size"] == 2
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (
+            ["train", "--config", "tiny", "--data", "/nonexistent/out", "-o", "RUN"],
+            "dataset folder not found",
+        ),
+        (
+            ["train", "--config", "tiny", "--data", "DATA", "-o", "RUN", "solver.max_epoch=2"],
+            "did you mean 'solver.max_epochs'",
+        ),
+        (["train", "--config", "nope", "--data", "DATA", "-o", "RUN"], "no config file or preset"),
+        (
+            ["extract", "--checkpoint", "/nonexistent.pt", "--data", "DATA", "-o", "x.npy"],
+            "checkpoint not found",
+        ),
+        (["extract", "--checkpoint", "BOGUS", "--data", "DATA", "-o", "x.npy"], "cannot read checkpoint"),
+    ],
+)
+def test_cli_errors_are_one_line(args, message, dataset, tmp_path):
+    bogus = tmp_path / "bogus.pt"
+    bogus.write_bytes(b"not a checkpoint")
+    args = [{"DATA": str(dataset), "RUN": str(tmp_path / "run"), "BOGUS": str(bogus)}.get(a, a) for a in args]
+    res = subprocess.run(
+        [str(Path(sys.executable).parent / "opreid"), *args], capture_output=True, text=True, cwd=tmp_path
+    )
+    assert res.returncode != 0
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], res.stderr
+    assert "Traceback" not in res.stderr
