@@ -1,12 +1,58 @@
 #!/usr/bin/env bash
-# The main job on built-in synthetic data: synth -> build-split -> validate -> train (tiny) -> extract -> score.
-# Called by `make demo`; every step is a plain `opreid` command a user could type.
+# The main job on built-in synthetic data, as plain `opreid` commands a user could type:
+#   synth -> build-split -> validate -> review -> train (tiny) -> extract -> score -> leaderboard.
+# Called by `make demo` (after the venv is set up). A few minutes on 2 CPU cores.
 set -euo pipefail
 out=${1:-demo-out}
 opreid=".venv/bin/opreid"
-mkdir -p "$out"
-echo "== 1/1 synth: synthetic raw crops -> $out/raw" >&2
-"$opreid" synth "$out/raw" --identities 120 --cameras 6 --seed 1
-echo >&2
-echo "Demo outputs:" >&2
-echo "  raw crops + keypoints/truth : $out/raw" >&2
+py=".venv/bin/python"
+
+if [ -e "$out" ]; then
+  if [ -f "$out/.opreid-demo" ]; then rm -rf "$out"; else
+    echo "demo: $out exists and was not made by the demo; choose another folder (make demo DEMO=...)" >&2; exit 1
+  fi
+fi
+mkdir -p "$out" && touch "$out/.opreid-demo"
+step() { printf '\n== %s\n' "$*" >&2; }
+json_get() { "$py" -c "import json,sys; d=json.load(sys.stdin); print(d$1)"; }
+
+step "1/8 synth: synthetic raw crops (200 identities, 6 cameras) -> $out/raw"
+"$opreid" synth "$out/raw" --identities 200 --cameras 6 --seed 1 --workers 2
+
+step "2/8 build-split: curate (ground-truth keypoints, face masking) + OPReID split at 2% of the paper's size"
+"$opreid" build-split "$out/raw" -o "$out/release" --keypoints "$out/raw/keypoints.parquet" \
+  --preset opreid --scale 0.02 --seed 1
+
+step "3/8 validate: every invariant of the release"
+"$opreid" validate "$out/release"
+
+step "4/8 review: HTML contact sheet of the occlusion flags"
+"$opreid" review "$out/release"
+
+step "5/8 train: the reference model, tiny CPU preset"
+"$opreid" train --config tiny --data "$out/release" -o "$out/run" --no-progress
+
+step "6/8 extract: query x gallery distance matrix in the public order"
+"$opreid" extract --checkpoint "$out/run/checkpoints/last.pt" --data "$out/release" -o "$out/predictions.npy"
+
+step "7/8 score: Market-protocol metrics against the hidden ground truth"
+"$opreid" score "$out/predictions.npy" --data "$out/release" --plot "$out/cmc.png" --per-query "$out/per_query.csv"
+
+step "8/8 leaderboard: init, a team, a submission, public standings"
+host=$("$opreid" leaderboard init --data "$out/release" --json | json_get "['host_token']")
+team=$("$opreid" leaderboard team add demo-team --data "$out/release" --token "$host" --json | json_get "['token']")
+"$opreid" leaderboard submit "$out/predictions.npy" --data "$out/release" --token "$team" \
+  --method "opreid tiny (demo)" --description "reference model, tiny CPU preset"
+"$opreid" leaderboard show --data "$out/release"
+
+cat >&2 <<MSG
+
+Demo outputs ($out/):
+  raw/                      synthetic crops, keypoints.parquet, truth.parquet
+  release/                  the built benchmark: train/query/gallery.parquet, images/, README.md (dataset card),
+                            dataset.json, private/ground_truth.parquet, review/index.html, leaderboard.db
+  run/                      training run: config.yaml, metrics.jsonl, curves.png, checkpoints/
+  predictions.npy           the submission (query x gallery distances)
+  cmc.png, per_query.csv    the score's CMC curve and per-query metrics
+Next: opreid leaderboard serve --data $out/release   (then open http://127.0.0.1:8000)
+MSG
