@@ -24,7 +24,9 @@ def sha256_bytes(data: bytes) -> str:
 def sha256_tree(root: str | Path, files: Iterable[str | Path] | None = None) -> dict[str, str]:
     """Map each file (POSIX path relative to `root`) to its sha256, sorted by path."""
     root = Path(root)
-    paths = sorted(Path(p) for p in files) if files is not None else sorted(
-        p.relative_to(root) for p in root.rglob("*") if p.is_file()
+    paths = (
+        sorted(Path(p) for p in files)
+        if files is not None
+        else sorted(p.relative_to(root) for p in root.rglob("*") if p.is_file())
     )
     return {p.as_posix(): sha256_file(root / p) for p in paths}

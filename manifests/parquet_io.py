@@ -53,7 +53,9 @@ def conform(data: Any, schema: ManifestSchema | str, path: str | Path = "<memory
         table = pa.Table.from_pandas(data, preserve_index=False)
     extra = [c for c in table.column_names if c not in schema.columns]
     if extra:
-        raise ManifestError(path, f"unexpected column(s) {', '.join(map(repr, extra))} for a {schema.kind} manifest")
+        raise ManifestError(
+            path, f"unexpected column(s) {', '.join(map(repr, extra))} for a {schema.kind} manifest"
+        )
     arrays = []
     for field in schema.schema:
         if field.name not in table.column_names:

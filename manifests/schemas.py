@@ -50,7 +50,9 @@ class ManifestSchema:
 
 
 def _schema(*fields: tuple) -> pa.Schema:
-    return pa.schema([pa.field(name, typ, nullable=(len(rest) > 0 and rest[0])) for name, typ, *rest in fields])
+    return pa.schema(
+        [pa.field(name, typ, nullable=(len(rest) > 0 and rest[0])) for name, typ, *rest in fields]
+    )
 
 
 TRAIN = ManifestSchema(
@@ -102,7 +104,9 @@ IMAGES = ManifestSchema(
 # Files written by `opreid synth` next to the crops (also accepted by `build-split --keypoints`).
 KEYPOINTS_FILE = ManifestSchema(
     "keypoints",
-    _schema(("file", pa.string()), ("keypoints", _KEYPOINTS)),  # file relative to RAW; 51 = x, y, conf/visibility
+    _schema(
+        ("file", pa.string()), ("keypoints", _KEYPOINTS)
+    ),  # file relative to RAW; 51 = x, y, conf/visibility
 )
 SYNTH_TRUTH = ManifestSchema(
     "synth_truth",

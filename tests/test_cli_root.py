@@ -48,6 +48,8 @@ def test_every_command_has_help():
 
 
 def test_unknown_command_is_one_line_error():
-    proc = subprocess.run([sys.executable, "-m", "opreid_builder.cli", "no-such-command"], capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "opreid_builder.cli", "no-such-command"], capture_output=True, text=True
+    )
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr and "No such command" in proc.stderr

@@ -34,8 +34,18 @@ def test_round_trip_every_schema(tmp_path):
     samples = {
         "train": _train_rows(),
         "query": {"image_id": ["q1"], "path": ["images/query/q1.jpg"], "camid": [3]},
-        "gallery": {"image_id": ["g1", "g2"], "path": ["images/gallery/g1.jpg", "images/gallery/g2.jpg"], "camid": [1, 2]},
-        "ground_truth": {"image_id": ["q1"], "split": ["query"], "pid": [7], "camid": [3], "occluded": [True]},
+        "gallery": {
+            "image_id": ["g1", "g2"],
+            "path": ["images/gallery/g1.jpg", "images/gallery/g2.jpg"],
+            "camid": [1, 2],
+        },
+        "ground_truth": {
+            "image_id": ["q1"],
+            "split": ["query"],
+            "pid": [7],
+            "camid": [3],
+            "occluded": [True],
+        },
         "keypoints": {"file": ["0001_c1s1_000001_00.jpg"], "keypoints": [[1.0] * 51]},
     }
     for kind, data in samples.items():
@@ -86,7 +96,9 @@ def test_pandas_dataframe_input_is_cast_and_index_dropped(tmp_path):
 def test_write_refuses_missing_extra_and_mistyped_columns(tmp_path):
     rows = _train_rows()
     with pytest.raises(MissingColumnError, match="'occluded'"):
-        manifests.write_manifest({k: v for k, v in rows.items() if k != "occluded"}, tmp_path / "t.parquet", "train")
+        manifests.write_manifest(
+            {k: v for k, v in rows.items() if k != "occluded"}, tmp_path / "t.parquet", "train"
+        )
     with pytest.raises(ManifestError, match="unexpected column"):
         manifests.write_manifest({**rows, "secret": [1, 2, 3]}, tmp_path / "t.parquet", "train")
     with pytest.raises(ColumnTypeError, match="'pid'"):
