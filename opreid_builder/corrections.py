@@ -11,6 +11,7 @@ from pathlib import Path
 
 from manifests import sha256_file
 from opreid_builder.errors import CorrectionsError
+from opreid_builder.tabular_files import TableFileError, read_table_file
 
 TRUE = frozenset({"1", "true", "t", "yes", "y", "occluded"})
 FALSE = frozenset({"0", "false", "f", "no", "n", "holistic"})
@@ -48,26 +49,9 @@ def load_corrections(path: str | Path) -> Corrections:
     if not path.is_file():
         raise CorrectionsError(f"corrections file not found: {path} (--corrections)")
     try:
-        if path.suffix.lower() == ".parquet":
-            import pyarrow.parquet as pq
-
-            table = pq.read_table(path)
-        else:
-            import pyarrow.csv as pacsv
-
-            table = pacsv.read_csv(
-                path,
-                convert_options=pacsv.ConvertOptions(
-                    column_types={"image_id": pa.string(), "occluded": pa.string()}
-                ),
-            )
-    except (OSError, pa.ArrowInvalid) as exc:
-        raise CorrectionsError(
-            f"{path}: not a readable CSV/Parquet file ({str(exc).splitlines()[0]})"
-        ) from None
-    missing = [c for c in ("image_id", "occluded") if c not in table.column_names]
-    if missing:
-        raise CorrectionsError(f"{path}: lacks column(s) {', '.join(missing)} (needs image_id, occluded)")
+        table = read_table_file(path, {"image_id": pa.string(), "occluded": pa.string()})
+    except TableFileError as exc:
+        raise CorrectionsError(str(exc)) from None
     flags: dict[str, bool] = {}
     ids = table.column("image_id").to_pylist()
     values = table.column("occluded").to_pylist()

@@ -30,6 +30,7 @@ from typing import TypeVar
 import numpy as np
 
 from opreid_builder.errors import SourceError
+from opreid_builder.tabular_files import TableFileError, read_table_file
 
 log = logging.getLogger(__name__)
 
@@ -163,24 +164,9 @@ def _read_index(path: Path) -> list[tuple[str, int, int]]:
     import pyarrow as pa
 
     try:
-        if path.suffix.lower() == ".parquet":
-            import pyarrow.parquet as pq
-
-            table = pq.read_table(path)
-        else:
-            import pyarrow.csv as pacsv
-
-            table = pacsv.read_csv(
-                path,
-                convert_options=pacsv.ConvertOptions(
-                    column_types={"path": pa.string(), "pid": pa.int64(), "camid": pa.int64()}
-                ),
-            )
-    except (OSError, pa.ArrowInvalid, pa.ArrowTypeError) as exc:
-        raise SourceError(f"{path}: not a readable index file ({str(exc).splitlines()[0]})") from None
-    missing = [c for c in ("path", "pid", "camid") if c not in table.column_names]
-    if missing:
-        raise SourceError(f"{path}: index file lacks column(s) {', '.join(missing)} (needs path, pid, camid)")
+        table = read_table_file(path, {"path": pa.string(), "pid": pa.int64(), "camid": pa.int64()})
+    except TableFileError as exc:
+        raise SourceError(f"index file {exc}") from None
     cols = [table.column(c).to_pylist() for c in ("path", "pid", "camid")]
     rows = []
     for i, (p, pid, camid) in enumerate(zip(*cols, strict=True)):

@@ -1,0 +1,41 @@
+"""User-supplied tables (index files, review corrections): CSV or Parquet, read the same way."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+
+class TableFileError(ValueError):
+    """The file is not a readable CSV/Parquet table or lacks a required column."""
+
+
+def read_table_file(path: Path, column_types: dict) -> pa.Table:
+    """Read `path` (Parquet by suffix, CSV otherwise) and check it has every column of `column_types`.
+
+    CSV columns are parsed with the given Arrow types, so an id like "0012" stays a string.
+    """
+    import pyarrow as pa
+
+    try:
+        if path.suffix.lower() == ".parquet":
+            import pyarrow.parquet as pq
+
+            table = pq.read_table(path)
+        else:
+            import pyarrow.csv as pacsv
+
+            table = pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(column_types=column_types))
+    except (OSError, pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+        raise TableFileError(
+            f"{path}: not a readable CSV/Parquet file ({str(exc).splitlines()[0]})"
+        ) from None
+    missing = [c for c in column_types if c not in table.column_names]
+    if missing:
+        raise TableFileError(
+            f"{path}: lacks column(s) {', '.join(missing)} (needs {', '.join(column_types)})"
+        )
+    return table
