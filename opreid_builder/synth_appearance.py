@@ -2,7 +2,7 @@
 
 An identity's appearance depends only on (seed, pid) and a camera's look only on (seed, camid), so
 adding identities or cameras never changes the existing ones. Colours come from one small shared
-palette, and about a third of the identities are "near twins" of a neighbour (same clothes colours,
+palette, and about a fifth of the identities are "near twins" of a neighbour (same clothes colours,
 different small details), so that a ReID model has both something to learn and something to confuse.
 """
 
@@ -24,7 +24,7 @@ PALETTE: dict[str, Color] = {
     "purple": (104, 62, 140), "orange": (224, 120, 40),
 }  # fmt: skip
 _NAMES = list(PALETTE)
-_WEIGHTS = np.array([9, 6, 6, 6, 6, 4, 7, 3, 3, 2, 2, 2, 3, 3, 2, 2, 2, 2], dtype=float)
+_WEIGHTS = np.array([6, 4, 4, 5, 4, 4, 5, 3, 3, 2, 3, 2, 3, 3, 3, 3, 3, 3], dtype=float)
 _WEIGHTS /= _WEIGHTS.sum()
 SKIN: tuple[Color, ...] = ((240, 200, 170), (224, 172, 138), (196, 140, 104), (150, 100, 70), (100, 66, 46))
 HAIR: tuple[Color, ...] = (
@@ -142,9 +142,9 @@ def _base_identity(seed: int, pid: int) -> Identity:
 
 @functools.lru_cache(maxsize=4096)
 def identity(seed: int, pid: int) -> Identity:
-    """The appearance of `pid`; about a third copy the clothes of pid-1..pid-3 and differ in details."""
+    """The appearance of `pid`; about a fifth copy the clothes of pid-1..pid-3 and differ in details."""
     rng = _rng(seed, 0x7E, pid)
-    if pid > 1 and rng.random() < 0.35:
+    if pid > 1 and rng.random() < 0.2:
         other = max(1, pid - 1 - int(rng.integers(3)))
         base = _base_identity(seed, other)
         details = _details(rng)
@@ -174,8 +174,8 @@ def camera(seed: int, camid: int) -> Camera:
         floor=floor,
         horizon=float(rng.uniform(0.45, 0.8)),
         texture=_pick(rng, ("tiles", "stripes", "bricks", "plain")),
-        gain=float(rng.uniform(0.72, 1.22)),
-        cast=tuple(float(v) for v in rng.uniform(0.88, 1.12, 3)),  # type: ignore[arg-type]
+        gain=float(rng.uniform(0.8, 1.15)),
+        cast=tuple(float(v) for v in rng.uniform(0.92, 1.08, 3)),  # type: ignore[arg-type]
         noise=float(rng.uniform(1.5, 6.0)),
         blur=float(rng.choice([1.0, 1.0, 1.4, 1.8])),
         scale=float(rng.uniform(0.9, 1.0)),

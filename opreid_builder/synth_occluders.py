@@ -58,7 +58,8 @@ def cart(rng: np.random.Generator, pose: Pose, width: int, height: int) -> Occlu
     if rng.random() < 0.5:  # runs off one edge of the crop
         left, right = (-2.0, right) if rng.random() < 0.5 else (left, width + 2.0)
     bottom = min(height + 2.0, y2 + rng.uniform(0.04, 0.08) * u)
-    metal = (150, 150, 158) if rng.random() < 0.6 else PALETTE["red"]
+    # Per-image colour: identical occluders across images would let a model match on the occluder.
+    metal = tuple(int(v) for v in rng.integers(60, 215, 3))
     dark = shade(metal, 0.55)
     shapes = [rect(left, top, right, bottom, metal)]
     step = max(2.0, 0.05 * u)
@@ -115,7 +116,7 @@ def sign(rng: np.random.Generator, pose: Pose, width: int, height: int) -> Occlu
         top = y1 - rng.uniform(0.03, 0.07) * u
         bottom = max(pose.kp(L_ELB)[1], pose.kp(R_ELB)[1]) + rng.uniform(0.03, 0.1) * u
         post = (x1 + x2) / 2 + rng.uniform(-0.05, 0.05) * u
-    board = PALETTE[("white", "yellow", "blue", "red", "green")[int(rng.integers(5))]]
+    board = tuple(int(v) for v in rng.integers(30, 250, 3))
     ink = (20, 20, 24) if sum(board) > 380 else (240, 240, 240)
     left, right = x1 - margin, x2 + margin
     shapes: list[Shape] = []
