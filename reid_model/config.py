@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import sys
 import types
 import typing
 from dataclasses import dataclass, field
@@ -285,8 +286,12 @@ def flatten_dict(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def configs_dir() -> Path:
-    """The repository's `configs/` folder (beside the package in a source checkout)."""
-    return Path(__file__).resolve().parent.parent / "configs"
+    """The presets folder: `configs/` beside the package in a source checkout, else the copy a
+    wheel installs as data files under `<prefix>/share/opreid/configs`."""
+    checkout = Path(__file__).resolve().parent.parent / "configs"
+    if checkout.is_dir():
+        return checkout
+    return Path(sys.prefix) / "share" / "opreid" / "configs"
 
 
 def resolve_config_path(name_or_path: str | Path) -> Path:
