@@ -122,7 +122,9 @@ def bad_submissions(folder: Path, num_query: int, num_gallery: int) -> dict[str,
         np.save(path, array, **kw)
         out[name] = (path, phrase)
 
-    save("pickled_objects", np.array([{"a": 1}, None], dtype=object), "pickled")  # np.save pickles object arrays by default
+    save(
+        "pickled_objects", np.array([{"a": 1}, None], dtype=object), "pickled"
+    )  # np.save pickles object arrays by default
     nan = good.copy()
     nan[1, 2] = np.nan
     nan[0, 0] = np.nan
