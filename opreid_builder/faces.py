@@ -73,7 +73,36 @@ def _check_file(path: str | os.PathLike, what: str, option: str) -> Path:
     return p
 
 
-class YuNetDetector:
+class _ModelFaceDetector:
+    """What the model-file detectors share: upscaling tiny ReID faces, mapping boxes back, describing.
+
+    Subclasses set `name`, `path`, `score_threshold`, `upscale_to`, `_digest` and implement
+    `_raw_boxes(bgr)`, which yields (x1, y1, x2, y2, score) in the upscaled image's pixels.
+    """
+
+    name: str
+
+    def describe(self) -> dict:
+        return {
+            "detector": self.name,
+            "model": self.path.name,
+            "sha256": self._digest,
+            "score": self.score_threshold,
+        }
+
+    def detect(self, rgb: np.ndarray) -> list[FaceBox]:
+        img, scale = _upscaled(rgb, self.upscale_to)
+        out = []
+        for x1, y1, x2, y2, score in self._raw_boxes(np.ascontiguousarray(img[..., ::-1])):
+            box = _clip(
+                FaceBox(x1 / scale, y1 / scale, x2 / scale, y2 / scale, score, self.name), *rgb.shape[1::-1]
+            )
+            if box is not None:
+                out.append(box)
+        return out
+
+
+class YuNetDetector(_ModelFaceDetector):
     """OpenCV's FaceDetectorYN (YuNet) from a model file."""
 
     name = "yunet"
@@ -92,32 +121,15 @@ class YuNetDetector:
             ) from None
         self._digest = sha256_file(self.path)
 
-    def describe(self) -> dict:
-        return {
-            "detector": self.name,
-            "model": self.path.name,
-            "sha256": self._digest,
-            "score": self.score_threshold,
-        }
-
-    def detect(self, rgb: np.ndarray) -> list[FaceBox]:
-        img, scale = _upscaled(rgb, self.upscale_to)
-        bgr = np.ascontiguousarray(img[..., ::-1])
+    def _raw_boxes(self, bgr: np.ndarray):
         self._det.setInputSize((bgr.shape[1], bgr.shape[0]))
         _, faces = self._det.detect(bgr)
-        out = []
         for f in [] if faces is None else faces:
-            x, y, w, h, score = float(f[0]), float(f[1]), float(f[2]), float(f[3]), float(f[-1])
-            box = _clip(
-                FaceBox(x / scale, y / scale, (x + w) / scale, (y + h) / scale, score, self.name),
-                *rgb.shape[1::-1],
-            )
-            if box is not None:
-                out.append(box)
-        return out
+            x, y, w, h = (float(v) for v in f[:4])
+            yield x, y, x + w, y + h, float(f[-1])
 
 
-class InsightFaceDetector:
+class InsightFaceDetector(_ModelFaceDetector):
     """An SCRFD ONNX model loaded through insightface's model zoo (local file only, never a download)."""
 
     name = "insightface"
@@ -149,26 +161,10 @@ class InsightFaceDetector:
         self._model = model
         self._digest = sha256_file(self.path)
 
-    def describe(self) -> dict:
-        return {
-            "detector": self.name,
-            "model": self.path.name,
-            "sha256": self._digest,
-            "score": self.score_threshold,
-        }
-
-    def detect(self, rgb: np.ndarray) -> list[FaceBox]:
-        img, scale = _upscaled(rgb, self.upscale_to)
-        bboxes, _ = self._model.detect(np.ascontiguousarray(img[..., ::-1]), max_num=0)
-        out = []
+    def _raw_boxes(self, bgr: np.ndarray):
+        bboxes, _ = self._model.detect(bgr, max_num=0)
         for b in [] if bboxes is None else bboxes:
-            x1, y1, x2, y2, score = (float(v) for v in b[:5])
-            box = _clip(
-                FaceBox(x1 / scale, y1 / scale, x2 / scale, y2 / scale, score, self.name), *rgb.shape[1::-1]
-            )
-            if box is not None:
-                out.append(box)
-        return out
+            yield tuple(float(v) for v in b[:5])
 
 
 def pose_head_box(
