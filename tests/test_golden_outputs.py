@@ -1,0 +1,85 @@
+"""The pipeline's outputs, byte for byte: synth -> build-split -> train (tiny) -> extract -> score.
+
+The digests below were recorded before the house-style consolidation (library APIs under every
+command, one error policy) and prove that it changed no release, checkpoint, submission or score.
+A change that alters outputs on purpose records new digests here and says why in its commit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+#: Recorded with opreid 0.1.0 at commit 5723ade (before the consolidation).
+DIGESTS = {
+    "release_files": 1564,
+    "release": "f0da8fbd605f14ad71221ddebca86a50efae8c2f42ad70586adc7fd50f8c598b",
+    "dataset.json": "810ad2cc0e9ed89a392b765510a63a0b131aa5ef4272050b765160a91fcf3a1e",
+    "images.parquet": "bb964528a8e27e4471bd18b31eab7de87b141935357da189f9b0f5b2602c7b06",
+    "weights": "c25b099dbe57996de13e50bdf3e8a4b6268e4a2f34528de3dcbd997677dbf133",
+    "predictions": "853c30cd566928b322a5b9da72fda84beadb85476ccf88e1b19524e2c98b3d33",
+    "score": "4ab08ea1ca1615a29bfefe2111954d03716883615bb12a2ca468119d944d11f6",
+}
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _opreid(cwd: Path, *args) -> str:
+    exe = Path(sys.executable).parent / "opreid"
+    res = subprocess.run(
+        [str(exe), *map(str, args)], capture_output=True, text=True, cwd=cwd,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr[-2000:]
+    return res.stdout
+
+
+def _pipeline_digests(root: Path) -> dict:
+    import torch
+
+    _opreid(root, "synth", "raw", "--identities", 60, "--cameras", 4, "--seed", 3)
+    _opreid(root, "build-split", "raw", "-o", "rel", "--keypoints", "raw/keypoints.parquet", "--preset", "opreid",
+            "--scale", 0.005, "--train-ids", 20, "--train-images", 200, "--seed", 2, "--no-progress")  # fmt: skip
+    _opreid(root, "train", "--config", "tiny", "--data", "rel", "-o", "run", "--no-progress", "solver.max_epochs=2",
+            "solver.iters_per_epoch=3", "data.ims_per_batch=16", "data.num_workers=0", "train.num_threads=1",
+            "train.eval_period=0", "train.eval_at_start=false", "solver.warmup_iters=2",
+            "solver.delay_epochs=1")  # fmt: skip
+    _opreid(root, "extract", "--checkpoint", "run/checkpoints/last.pt", "--data", "rel", "-o", "pred.npy",
+            "--features", "f.npz", "--num-workers", 0, "--no-progress")  # fmt: skip
+    score = _opreid(root, "score", "pred.npy", "--data", "rel", "--json")
+
+    state = torch.load(root / "run/checkpoints/last.pt", map_location="cpu", weights_only=True)["model"]
+    weights = hashlib.sha256()
+    for key in sorted(state):
+        weights.update(key.encode())
+        weights.update(state[key].cpu().contiguous().numpy().tobytes())
+    rel = root / "rel"
+    files = sorted(
+        p.relative_to(rel).as_posix() for p in rel.rglob("*") if p.is_file() and "cache" not in p.parts
+    )
+    release = hashlib.sha256()
+    for name in files:
+        release.update(name.encode())
+        release.update(_sha(rel / name).encode())
+    return {
+        "release_files": len(files),
+        "release": release.hexdigest(),
+        "dataset.json": _sha(rel / "dataset.json"),
+        "images.parquet": _sha(rel / "private/images.parquet"),
+        "weights": weights.hexdigest(),
+        "predictions": _sha(root / "pred.npy"),
+        "score": hashlib.sha256(score.encode()).hexdigest(),
+    }
+
+
+def test_pipeline_outputs_are_byte_identical_to_the_recorded_digests(tmp_path):
+    assert _pipeline_digests(tmp_path) == DIGESTS
