@@ -1,23 +1,18 @@
 """`opreid score SUBMISSION --data OUT`: validate a submission, score it, print a table or JSON.
 
-Exit codes: 0 scored; 2 invalid submission (every problem on one stderr line) or bad usage;
-1 unusable dataset directory / ground truth or an output file that cannot be written.
+Exit codes (the error policy): 0 scored; 2 invalid submission (every problem on one stderr line);
+1 bad usage, an unusable dataset directory, or an output file that cannot be written.
 """
 
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import click
 
-from benchmarks.errors import DatasetError, InvalidSubmissionError
 from benchmarks.positive_ranks import TIES
 from benchmarks.submission import DEFAULT_MAX_NPZ_BYTES, METRICS
-
-EXIT_DATASET = 1
-EXIT_INVALID = 2
 
 
 def _parse_ranks(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, ...]:
@@ -28,11 +23,6 @@ def _parse_ranks(ctx: click.Context, param: click.Parameter, value: str) -> tupl
     if not ranks or ranks[0] < 1:
         raise click.BadParameter(f"{value!r}: ranks must be positive integers")
     return ranks
-
-
-def _fail(message: str, code: int) -> None:
-    click.echo(f"opreid score: {message}", err=True)
-    sys.exit(code)
 
 
 @click.command("score")
@@ -112,29 +102,21 @@ def score(
     """
     from benchmarks.scoring import score_submission
 
-    try:
-        report = score_submission(
-            submission, data_dir, truth=truth, similarity=similarity, metric=metric, ranks=ranks, ties=ties,
-            max_npz_bytes=max_npz_bytes,
-        )  # fmt: skip
-    except InvalidSubmissionError as exc:
-        _fail(f"invalid submission {submission}: {'; '.join(exc.problems)}", EXIT_INVALID)
-    except DatasetError as exc:
-        _fail(f"dataset {data_dir}: {exc}", EXIT_DATASET)
-    try:
-        if per_query is not None:
-            report.write_per_query(per_query)
-            click.echo(f"per-query results written to {per_query}", err=True)
-        if plot is not None:
-            from benchmarks.cmc_plot import plot_cmc
+    report = score_submission(
+        submission, data_dir, truth=truth, similarity=similarity, metric=metric, ranks=ranks, ties=ties,
+        max_npz_bytes=max_npz_bytes,
+    )  # fmt: skip
+    if per_query is not None:
+        report.write_per_query(per_query)
+        click.echo(f"per-query results written to {per_query}", err=as_json)
+    if plot is not None:
+        from benchmarks.cmc_plot import plot_cmc
 
-            curves = {"stable ties": report.metrics}
-            if report.pessimistic is not None:
-                curves["worst-case ties"] = report.pessimistic
-            plot_cmc(curves, plot, max_rank=max(50, max(ranks)), title=f"CMC: {submission.name}")
-            click.echo(f"CMC curve written to {plot}", err=True)
-    except OSError as exc:
-        _fail(f"cannot write output: {exc.strerror or exc} ({exc.filename or ''})", EXIT_DATASET)
+        curves = {"stable ties": report.metrics}
+        if report.pessimistic is not None:
+            curves["worst-case ties"] = report.pessimistic
+        plot_cmc(curves, plot, max_rank=max(50, max(ranks)), title=f"CMC: {submission.name}")
+        click.echo(f"CMC curve written to {plot}", err=as_json)
     if as_json:
         click.echo(json.dumps(report.to_json(), indent=2, allow_nan=False))
     else:

@@ -220,6 +220,16 @@ def score_submission(
     problem of the submission). `ties="pessimistic"` adds the worst-case variant next to the
     stable one. `query_subsets` maps a name to a bool mask over queries (public order).
     """
+    try:
+        return _score(path, data_dir, truth, similarity, metric, ranks, ties, query_subsets, max_npz_bytes)
+    except InvalidSubmissionError as exc:
+        exc.path = exc.path or str(path)
+        raise
+
+
+def _score(
+    path, data_dir, truth, similarity, metric, ranks, ties, query_subsets, max_npz_bytes
+) -> ScoreReport:
     if ties not in TIES:
         raise ValueError(f"ties must be one of {TIES}, got {ties!r}")
     ranks = check_ranks(ranks)

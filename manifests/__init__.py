@@ -8,14 +8,20 @@ from manifests.checksums import sha256_bytes, sha256_file, sha256_tree
 from manifests.dataset_json import read_dataset_json, write_dataset_json
 from manifests.errors import (
     ColumnTypeError,
+    ExitCode,
+    InvalidInputError,
     ManifestError,
     MissingColumnError,
+    OpreidError,
+    RefusedError,
     SchemaKindError,
     SchemaVersionError,
     UnreadableManifestError,
+    UserError,
 )
 from manifests.layout import DatasetLayout
 from manifests.parquet_io import conform, read_manifest, read_metadata, write_manifest
+from manifests.progress import progress_bar, progress_enabled, progress_option
 from manifests.schemas import (
     BODY_PARTS,
     COCO17,
@@ -36,9 +42,10 @@ from manifests.schemas import (
 __all__ = [
     "BODY_PARTS", "COCO17", "GALLERY", "GROUND_TRUTH", "IMAGES", "IMAGE_STATUSES", "KEYPOINTS_FILE",
     "QUERY", "SCHEMAS", "SCHEMA_VERSION", "SPLITS", "SYNTH_TRUTH", "TRAIN",
-    "ColumnTypeError", "DatasetLayout", "ManifestError", "ManifestSchema", "MissingColumnError",
-    "SchemaKindError", "SchemaVersionError", "UnreadableManifestError",
+    "ColumnTypeError", "DatasetLayout", "ExitCode", "InvalidInputError", "ManifestError", "ManifestSchema",
+    "MissingColumnError", "OpreidError", "RefusedError", "SchemaKindError", "SchemaVersionError",
+    "UnreadableManifestError", "UserError",
     "atomic_path", "atomic_write_bytes", "atomic_write_text", "conform", "read_dataset_json",
-    "read_manifest", "read_metadata", "sha256_bytes", "sha256_file", "sha256_tree", "write_dataset_json",
+    "progress_bar", "progress_enabled", "progress_option", "read_manifest", "read_metadata", "sha256_bytes", "sha256_file", "sha256_tree", "write_dataset_json",
     "write_manifest",
 ]  # fmt: skip

@@ -1,11 +1,51 @@
-"""Typed errors of the data contract; the CLI turns each into one line and a non-zero exit."""
+"""The error policy of every opreid package, and the data contract's own errors.
+
+Library code raises an `OpreidError` (or a subclass); the one handler at the CLI root prints it as
+`opreid <command>: error: <message>` on the last line of stderr and exits with its `exit_code`
+(docs/architecture.md, "Errors and exit codes"). Anything else that escapes a command is a bug and
+exits with `ExitCode.INTERNAL`.
+"""
 
 from __future__ import annotations
 
+import enum
 from pathlib import Path
 
 
-class ManifestError(Exception):
+class ExitCode(enum.IntEnum):
+    """The documented exit codes of the `opreid` command."""
+
+    OK = 0
+    USER = 1  # a bad option or usage, a path that does not exist, a request that cannot be met
+    INVALID_INPUT = 2  # a submission, manifest, image set or release that breaks the contract
+    REFUSED = 3  # quota used up, a bad or missing token, a closed phase: nothing was recorded
+    INTERNAL = 70  # a bug (EX_SOFTWARE); rerun with -vv for the traceback
+    INTERRUPTED = 130
+
+
+class OpreidError(Exception):
+    """Base class of every error opreid raises on purpose; the message is one line a user can act on."""
+
+    exit_code: ExitCode = ExitCode.USER
+
+
+class UserError(OpreidError):
+    """The request cannot be carried out as asked (bad value, missing path, unsatisfiable request)."""
+
+
+class InvalidInputError(OpreidError):
+    """An input file breaks the contract (a submission, a manifest, a release)."""
+
+    exit_code = ExitCode.INVALID_INPUT
+
+
+class RefusedError(OpreidError):
+    """Refused on purpose: quota used up, bad or missing token, outside a phase. Nothing was recorded."""
+
+    exit_code = ExitCode.REFUSED
+
+
+class ManifestError(InvalidInputError):
     """Base class: a manifest or dataset file does not honour the contract."""
 
     def __init__(self, path: str | Path, message: str):

@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import sys
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -46,7 +47,7 @@ from opreid_builder.errors import CurationError
 from opreid_builder.faces import FaceBox, FaceConfig, FaceDetectors
 from opreid_builder.masking import BLUR_WARNING, check_method, encode_jpeg, mask_faces
 from opreid_builder.occlusion import OcclusionRule, evaluate
-from opreid_builder.pose import KeypointsFile, PoseEstimator, PoseResult
+from opreid_builder.pose import KeypointsFile, PoseEstimator, PoseResult, keypoint_source
 from opreid_builder.sources import SourceScan, prefetch, read_and_decode, scan_sources
 from opreid_builder.stage_cache import StageCache
 from opreid_builder.version import __version__
@@ -99,8 +100,6 @@ class CurateConfig:
             raise CurationError(f"--jpeg-quality must be in 1..100, got {self.jpeg_quality}")
         if self.face_enlarge < 1.0 or self.head_enlarge < 1.0:
             raise CurationError("--face-enlarge and --head-enlarge must be >= 1")
-        if self.pose_model and self.keypoints:
-            raise CurationError("give either --pose-model or --keypoints, not both")
         _ = self.occlusion_rule  # validates rule, kpt_conf, min_run
 
     @property
@@ -305,14 +304,26 @@ def _face_stage(
 # --- the pipeline -------------------------------------------------------------------------------
 
 
-def _check_out(raw_root: Path, out: Path) -> None:
-    try:
-        out.resolve().relative_to(raw_root.resolve())
-    except ValueError:
+def _check_out(scan: SourceScan, out: Path) -> None:
+    """OUT must not hold sources: its crops would be read back as sources on the next run.
+
+    A folder layout reads everything under RAW, so OUT may not lie inside it; an index file lists
+    its images, so only those paths matter.
+    """
+    out_dir = os.path.abspath(out) + os.sep
+    if scan.layout == "index":
+        inside = next(
+            (it.source_path for it in scan.items if os.path.abspath(scan.path(it)).startswith(out_dir)), None
+        )
+        if inside is not None:
+            raise CurationError(
+                f"OUT ({out}) holds images the index lists (e.g. {inside}); choose another OUT"
+            )
         return
-    raise CurationError(
-        f"OUT ({out}) must not be inside RAW ({raw_root}): its crops would be read back as sources"
-    )
+    if (str(out.resolve()) + os.sep).startswith(str(scan.root.resolve()) + os.sep):
+        raise CurationError(
+            f"OUT ({out}) must not be inside RAW ({scan.root}): its crops would be read back as sources"
+        )
 
 
 def curate(raw: Path, out: Path, config: CurateConfig, progress: bool = True) -> CurationResult:
@@ -320,15 +331,13 @@ def curate(raw: Path, out: Path, config: CurateConfig, progress: bool = True) ->
     raw, out = Path(raw), Path(out)
     layout = DatasetLayout(out)
     scan = scan_sources(raw, config.layout)
-    _check_out(scan.root, out)
+    _check_out(scan, out)
     rule = config.occlusion_rule
     corrections = load_corrections(config.corrections) if config.corrections else None
-    if config.keypoints:
-        source: KeypointsFile | PoseEstimator = KeypointsFile(config.keypoints)
-    else:
-        source = PoseEstimator(
-            config.pose_model, config.device, config.imgsz, config.half, config.batch_size, config.person_conf
-        )
+    source = keypoint_source(
+        config.pose_model, config.keypoints, config.device, config.imgsz, config.half, config.batch_size,
+        config.person_conf,
+    )  # fmt: skip
     detectors = FaceDetectors(config.face_config, keypoints_available=True)
     if config.face_mask == "blur":
         log.warning(BLUR_WARNING)

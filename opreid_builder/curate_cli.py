@@ -1,14 +1,13 @@
 """CLI: `opreid curate`, `opreid review`, `opreid occlusion calibrate`.
 
 `curate_options` and `config_from_options` are shared with `opreid build-split`, which runs the
-same curation before its split, so both commands take exactly the same curation options.
+same curation before its split, so both commands take exactly the same curation options. Defaults
+and choices come from `CurateConfig` and the library's constants.
 """
 
 from __future__ import annotations
 
-import functools
 import json
-import sys
 from collections.abc import Callable
 from dataclasses import fields
 from pathlib import Path
@@ -16,31 +15,33 @@ from typing import Any
 
 import click
 
-from manifests import ManifestError
-from opreid_builder.errors import BuilderError
+from manifests import progress_enabled, progress_option
+from opreid_builder.curate import NO_PERSON_CHOICES, CurateConfig
+from opreid_builder.faces import DETECTORS
+from opreid_builder.masking import MASK_METHODS
+from opreid_builder.occlusion import RULES
+from opreid_builder.sources import LAYOUTS
 
-LAYOUT_CHOICES = ("auto", "market", "folders", "index")
-RULE_CHOICES = ("coco18", "coco17", "body", "count")
-DETECTOR_CHOICES = ("insightface", "yunet", "pose-head")
-MASK_CHOICES = ("fill", "pixelate", "blur")
+_D = CurateConfig()
+show_progress = progress_enabled
 
 
 def _pose_options(f: Callable) -> Callable:
     """The options that choose and run the keypoint source (shared by curate and calibrate)."""
     options = [
-        click.option("--pose-model", type=click.Path(dir_okay=True, path_type=str), default=None,
+        click.option("--pose-model", type=click.Path(dir_okay=True, path_type=str), default=_D.pose_model,
                      help="Ultralytics YOLO-pose weights (.pt, .onnx, ...); default $OPREID_POSE_MODEL. Never downloaded."),
-        click.option("--keypoints", type=click.Path(dir_okay=False, path_type=str), default=None,
+        click.option("--keypoints", type=click.Path(dir_okay=False, path_type=str), default=_D.keypoints,
                      help="Precomputed keypoints (keypoints.parquet: file, 51 floats) instead of a pose model."),
-        click.option("--device", default=None, help="Inference device for the pose model (cpu, 0, cuda:0, ...)."),
-        click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True,
+        click.option("--device", default=_D.device, help="Inference device for the pose model (cpu, 0, cuda:0, ...)."),
+        click.option("--batch-size", type=click.IntRange(min=1), default=_D.batch_size, show_default=True,
                      help="Crops per pose batch."),
-        click.option("--imgsz", type=click.IntRange(min=32), default=None,
+        click.option("--imgsz", type=click.IntRange(min=32), default=_D.imgsz,
                      help="Pose model input size (default: the model's own)."),
-        click.option("--half/--no-half", default=False, show_default=True, help="Half-precision pose inference."),
-        click.option("--person-conf", type=click.FloatRange(0, 1), default=0.25, show_default=True,
+        click.option("--half/--no-half", default=_D.half, show_default=True, help="Half-precision pose inference."),
+        click.option("--person-conf", type=click.FloatRange(0, 1), default=_D.person_conf, show_default=True,
                      help="Minimum person detection score."),
-        click.option("--workers", type=click.IntRange(min=0), default=2, show_default=True,
+        click.option("--workers", type=click.IntRange(min=0), default=_D.workers, show_default=True,
                      help="Threads decoding crops ahead of the model."),
     ]  # fmt: skip
     for option in reversed(options):
@@ -48,41 +49,46 @@ def _pose_options(f: Callable) -> Callable:
     return f
 
 
+def _no_person_option(help_text: str) -> Callable:
+    return click.option("--no-person", type=click.Choice(NO_PERSON_CHOICES), default=_D.no_person,
+                        show_default=True, help=help_text)  # fmt: skip
+
+
 def curate_options(f: Callable) -> Callable:
     """Add every curation option to a click command (used by `curate` and `build-split`)."""
     options = [
-        click.option("--layout", type=click.Choice(LAYOUT_CHOICES), default="auto", show_default=True,
+        click.option("--layout", type=click.Choice(LAYOUTS), default=_D.layout, show_default=True,
                      help="How RAW names identities: Market-1501 names, one folder per identity, or an index file."),
-        click.option("--rule", type=click.Choice(RULE_CHOICES), default="coco18", show_default=True,
+        click.option("--rule", type=click.Choice(RULES), default=_D.rule, show_default=True,
                      help="Occlusion rule: keypoint order for the run test (coco18 = the paper's OpenPose order), or count."),
-        click.option("--kpt-conf", type=click.FloatRange(0, 1), default=0.5, show_default=True,
+        click.option("--kpt-conf", type=click.FloatRange(0, 1), default=_D.kpt_conf, show_default=True,
                      help="A keypoint below this confidence (or outside the crop) is missing."),
-        click.option("--min-run", type=click.IntRange(min=1), default=3, show_default=True,
+        click.option("--min-run", type=click.IntRange(min=1), default=_D.min_run, show_default=True,
                      help="Occluded when this many consecutive keypoints are missing (count rule: this many in all)."),
-        click.option("--no-person", type=click.Choice(("exclude", "occluded")), default="exclude", show_default=True,
-                     help="What to do with crops where pose finds nobody."),
-        click.option("--min-size", type=click.IntRange(min=1), default=16, show_default=True,
+        _no_person_option("What to do with crops where pose finds nobody."),
+        click.option("--min-size", type=click.IntRange(min=1), default=_D.min_size, show_default=True,
                      help="Crops with a side shorter than this (pixels) are excluded."),
-        click.option("--face-detector", "face_detectors", multiple=True, type=click.Choice(DETECTOR_CHOICES),
+        click.option("--face-detector", "face_detectors", multiple=True, type=click.Choice(DETECTORS),
                      help="Face detector(s) to use (repeatable; default: every available one, union of boxes)."),
         click.option("--face-model", "face_models", multiple=True, type=click.Path(dir_okay=False, path_type=str),
                      help="Face detector model file (repeatable): YuNet if its name contains 'yunet', else an "
                           "insightface SCRFD .onnx; default $OPREID_FACE_MODEL."),
-        click.option("--insightface-root", type=click.Path(file_okay=False, path_type=str), default=None,
+        click.option("--insightface-root", type=click.Path(file_okay=False, path_type=str),
+                     default=_D.insightface_root,
                      help="insightface model root searched for an SCRFD model (default ~/.insightface)."),
-        click.option("--face-score", type=click.FloatRange(0, 1), default=0.6, show_default=True,
+        click.option("--face-score", type=click.FloatRange(0, 1), default=_D.face_score, show_default=True,
                      help="Minimum face detection score."),
-        click.option("--face-upscale", type=click.IntRange(min=32), default=512, show_default=True,
+        click.option("--face-upscale", type=click.IntRange(min=32), default=_D.face_upscale, show_default=True,
                      help="Upscale crops to this long side (px) before face detection."),
-        click.option("--face-mask", type=click.Choice(MASK_CHOICES), default="fill", show_default=True,
+        click.option("--face-mask", type=click.Choice(MASK_METHODS), default=_D.face_mask, show_default=True,
                      help="How faces are masked (blur can be reversed: not for public releases)."),
-        click.option("--face-enlarge", type=click.FloatRange(min=1.0), default=1.3, show_default=True,
+        click.option("--face-enlarge", type=click.FloatRange(min=1.0), default=_D.face_enlarge, show_default=True,
                      help="Detector boxes are enlarged by this factor before masking."),
-        click.option("--head-enlarge", type=click.FloatRange(min=1.0), default=2.0, show_default=True,
+        click.option("--head-enlarge", type=click.FloatRange(min=1.0), default=_D.head_enlarge, show_default=True,
                      help="Size of the pose head box relative to the head keypoints' span."),
-        click.option("--jpeg-quality", type=click.IntRange(1, 100), default=95, show_default=True,
+        click.option("--jpeg-quality", type=click.IntRange(1, 100), default=_D.jpeg_quality, show_default=True,
                      help="JPEG quality of the masked crops."),
-        click.option("--corrections", type=click.Path(dir_okay=False, path_type=str), default=None,
+        click.option("--corrections", type=click.Path(dir_okay=False, path_type=str), default=_D.corrections,
                      help="Review corrections (CSV/Parquet: image_id, occluded) overriding the machine flags."),
     ]  # fmt: skip
     for option in reversed(options):
@@ -90,29 +96,14 @@ def curate_options(f: Callable) -> Callable:
     return _pose_options(f)
 
 
-def config_from_options(**kwargs: Any):
+def config_from_options(**kwargs: Any) -> CurateConfig:
     """A CurateConfig from a command's keyword arguments (keys that are not curation options are ignored)."""
-    from opreid_builder.curate import CurateConfig
-
     names = {f.name for f in fields(CurateConfig)}
     values = {k: v for k, v in kwargs.items() if k in names}
     for key in ("face_detectors", "face_models"):
         if key in values:
             values[key] = tuple(values[key] or ())
     return CurateConfig(**values)
-
-
-def _errors_as_one_line(f: Callable) -> Callable:
-    """Turn the package's typed errors into one line on stderr and exit code 1 (no traceback)."""
-
-    @functools.wraps(f)
-    def wrapper(*args, **kwargs):
-        try:
-            return f(*args, **kwargs)
-        except (BuilderError, ManifestError) as exc:
-            raise click.ClickException(str(exc)) from None
-
-    return wrapper
 
 
 def _print_counts(result, out: Path) -> None:
@@ -135,8 +126,7 @@ def _print_counts(result, out: Path) -> None:
               help="Output folder (the dataset root).")  # fmt: skip
 @curate_options
 @click.option("--json", "as_json", is_flag=True, help="Print counts and parameters as JSON on stdout.")
-@click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bars on stderr.")
-@_errors_as_one_line
+@progress_option
 def curate(raw: Path, out: Path, as_json: bool, progress: bool, **options: Any) -> None:
     """Run the curation stages alone: read, pose, occlusion flags, face masking.
 
@@ -146,7 +136,7 @@ def curate(raw: Path, out: Path, as_json: bool, progress: bool, **options: Any) 
     from opreid_builder.curate import curate as run_curate
 
     config = config_from_options(**options)
-    result = run_curate(raw, out, config, progress=progress and sys.stderr.isatty())
+    result = run_curate(raw, out, config, progress=show_progress(progress))
     if as_json:
         click.echo(json.dumps(result.curation, indent=2, sort_keys=True))
     else:
@@ -158,12 +148,19 @@ def curate(raw: Path, out: Path, as_json: bool, progress: bool, **options: Any) 
 @click.option(
     "--page-size", type=click.IntRange(min=1), default=200, show_default=True, help="Crops per page."
 )
-@_errors_as_one_line
-def review(out: Path, page_size: int) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print what was written as JSON on stdout.")
+def review(out: Path, page_size: int, as_json: bool) -> None:
     """Write a static HTML contact sheet of the occlusion flags (OUT/review/index.html) and a corrections CSV."""
     from opreid_builder.review import write_review
 
     result = write_review(out, page_size)
+    if as_json:
+        click.echo(
+            json.dumps(
+                {"items": result.items, "html": str(result.html), "corrections_template": str(result.csv)}
+            )
+        )
+        return
     click.echo(f"{result.items} crops: open {result.html}")
     click.echo(f"corrections template: {result.csv} (fill 'occluded', then pass --corrections)")
 
@@ -179,12 +176,10 @@ def occlusion() -> None:
 @click.option("--holistic", "holistic_dir", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="Folder of crops a person judged holistic.")  # fmt: skip
 @_pose_options
-@click.option("--no-person", type=click.Choice(("exclude", "occluded")), default="exclude", show_default=True,
-              help="Crops where pose finds nobody: leave out of the shares, or count as flagged.")  # fmt: skip
+@_no_person_option("Crops where pose finds nobody: leave out of the shares, or count as flagged.")
 @click.option("--top", type=click.IntRange(min=1), default=None, help="Print only the best N rows.")
 @click.option("--json", "as_json", is_flag=True, help="Print the full report as JSON on stdout.")
-@click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bar on stderr.")
-@_errors_as_one_line
+@progress_option
 def calibrate(
     occluded_dir: Path, holistic_dir: Path, pose_model: str | None, keypoints: str | None, device: str | None,
     batch_size: int, imgsz: int | None, half: bool, person_conf: float, workers: int, no_person: str,
@@ -197,18 +192,12 @@ def calibrate(
     """
     from opreid_builder.calibration import calibrate as run_calibrate
     from opreid_builder.calibration import format_table
-    from opreid_builder.errors import CurationError
-    from opreid_builder.pose import KeypointsFile, PoseEstimator
+    from opreid_builder.pose import keypoint_source
 
-    if pose_model and keypoints:
-        raise CurationError("give either --pose-model or --keypoints, not both")
-    if keypoints:
-        source = KeypointsFile(keypoints)
-    else:
-        source = PoseEstimator(pose_model, device, imgsz, half, batch_size, person_conf)
+    source = keypoint_source(pose_model, keypoints, device, imgsz, half, batch_size, person_conf)
     report = run_calibrate(
         occluded_dir, holistic_dir, source, no_person=no_person, workers=workers,
-        progress=progress and sys.stderr.isatty(),
+        progress=show_progress(progress),
     )  # fmt: skip
     if as_json:
         click.echo(json.dumps(report.as_dict(), indent=2))

@@ -1,10 +1,22 @@
-"""Typed errors of the curation and split package; the CLI turns each into one line and an exit code."""
+"""Typed errors of the curation and split package (the error policy: manifests/errors.py)."""
 
 from __future__ import annotations
 
+from manifests.errors import ExitCode, OpreidError
 
-class BuilderError(Exception):
-    """Base class of every error `opreid_builder` raises on purpose."""
+
+class BuilderError(OpreidError):
+    """Base class of every error `opreid_builder` raises on purpose (exit 1 unless it says otherwise)."""
+
+
+class SynthError(BuilderError):
+    """`opreid synth` cannot run as asked."""
+
+
+class TableFileError(BuilderError):
+    """A user-supplied CSV/Parquet table (index file, review corrections) is missing or malformed."""
+
+    exit_code = ExitCode.INVALID_INPUT
 
 
 # --- curation: sources, pose, occlusion, faces, review (H4) ---
@@ -37,6 +49,8 @@ class PoseError(CurationError):
 class KeypointsFileError(CurationError):
     """A precomputed keypoints file is missing or malformed."""
 
+    exit_code = ExitCode.INVALID_INPUT
+
 
 class FaceDetectorError(CurationError):
     """A face detector could not be built or run."""
@@ -44,6 +58,8 @@ class FaceDetectorError(CurationError):
 
 class CorrectionsError(CurationError):
     """A review corrections file is missing or malformed."""
+
+    exit_code = ExitCode.INVALID_INPUT
 
 
 # --- split protocol, release, validate, export (H5) ---

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
+from tqdm import tqdm
 
 from manifests import (
     GALLERY,
@@ -34,7 +35,6 @@ from opreid_builder.errors import ExportError
 
 log = logging.getLogger(__name__)
 
-FORMATS = ("market1501",)
 MARKET_FOLDERS = {"train": "bounding_box_train", "query": "query", "gallery": "bounding_box_test"}
 #: Limits of the stock Market-1501 loaders of fast-reid / torchreid (they assert on these).
 MARKET_MAX_PID = 1501
@@ -77,6 +77,15 @@ def _load(out: Path) -> pd.DataFrame:
     return merged
 
 
+def export_release(out: str | Path, dest: str | Path, fmt: str = "market1501", progress: bool = False):
+    """Export the release in OUT to DEST in format `fmt` (one of FORMATS)."""
+    try:
+        writer = FORMATS[fmt]
+    except KeyError:
+        raise ExportError(f"unknown export format {fmt!r}; known: {', '.join(FORMATS)}") from None
+    return writer(out, dest, progress=progress)
+
+
 def export_market1501(out: str | Path, dest: str | Path, progress: bool = False) -> ExportResult:
     """Copy the release's images into DEST/{bounding_box_train,query,bounding_box_test} with Market names."""
     out, dest = Path(out), Path(dest)
@@ -109,7 +118,10 @@ def export_market1501(out: str | Path, dest: str | Path, progress: bool = False)
     try:
         for folder in MARKET_FOLDERS.values():
             (staging / folder).mkdir()
-        for src, name in zip(rows["path"], rows["name"], strict=True):
+        pairs = zip(rows["path"], rows["name"], strict=True)
+        for src, name in tqdm(
+            pairs, total=len(rows), desc="export", unit="img", disable=not progress, leave=False
+        ):
             if not (out / src).is_file():
                 raise ExportError(f"released image {out / src} is missing; run `opreid validate {out}`")
             shutil.copyfile(out / src, staging / name)
@@ -145,3 +157,7 @@ def export_market1501(out: str | Path, dest: str | Path, progress: bool = False)
         cameras=cameras,
         warnings=warnings,
     )
+
+
+#: Export formats and their writers (the CLI's --format choices).
+FORMATS = {"market1501": export_market1501}

@@ -24,7 +24,7 @@ from typing import TypeVar
 import numpy as np
 
 from manifests import COCO17, KEYPOINTS_FILE, ManifestError, read_manifest, sha256_file
-from opreid_builder.errors import KeypointsFileError, ModelFileError, PoseError
+from opreid_builder.errors import CurationError, KeypointsFileError, ModelFileError, PoseError
 
 log = logging.getLogger(__name__)
 
@@ -260,3 +260,20 @@ class KeypointsFile:
 
     def describe(self) -> dict:
         return {"source": "keypoints-file", "file": self.path.name, "sha256": self._digest}
+
+
+def keypoint_source(
+    pose_model: str | None = None,
+    keypoints: str | None = None,
+    device: str | None = None,
+    imgsz: int | None = None,
+    half: bool = False,
+    batch_size: int = 32,
+    person_conf: float = 0.25,
+) -> KeypointsFile | PoseEstimator:
+    """The keypoint source a command asks for: a precomputed file, or a pose model (never both)."""
+    if pose_model and keypoints:
+        raise CurationError("give either --pose-model or --keypoints, not both")
+    if keypoints:
+        return KeypointsFile(keypoints)
+    return PoseEstimator(pose_model, device, imgsz, half, batch_size, person_conf)

@@ -33,6 +33,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 import manifests
+from opreid_builder.errors import SynthError
 from opreid_builder.synth_appearance import VIEWS, Camera, camera, identity, random_identity
 from opreid_builder.synth_canvas import SUPERSAMPLE, Shape, line, new_mask, paint, rect, shade
 from opreid_builder.synth_figure import Pose, face_box, figure_shapes, make_pose
@@ -66,11 +67,7 @@ PART_KEYPOINTS = {
 _COCO18 = (0, None, 6, 8, 10, 5, 7, 9, 12, 14, 16, 11, 13, 15, 2, 1, 4, 3)
 
 
-class SynthError(Exception):
-    """Base class of the generator's errors."""
-
-
-class SynthConfigError(SynthError, ValueError):
+class SynthConfigError(SynthError):
     """An option is out of range."""
 
 

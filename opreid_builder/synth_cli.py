@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 from pathlib import Path
 
 import click
+
+from manifests import progress_enabled, progress_option
 
 _RANGE = re.compile(r"^\s*(\d+)\s*(?:-\s*(\d+)\s*)?$")
 _SIZE = re.compile(r"^\s*(\d+)\s*[xX]\s*(\d+)\s*$")
@@ -34,21 +35,7 @@ def _parse_size(ctx, param, value: str) -> tuple[int, int]:
     return h, w
 
 
-class _UsageLine(click.ClickException):
-    exit_code = 2
-
-
-class _OneLineCommand(click.Command):
-    """Reports a bad option as one line (no usage block), exit code 2, also under the `opreid` group."""
-
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        try:
-            return super().parse_args(ctx, args)
-        except click.UsageError as exc:
-            raise _UsageLine(exc.format_message()) from None
-
-
-@click.command("synth", cls=_OneLineCommand)
+@click.command("synth")
 @click.argument("out", type=click.Path(file_okay=False, path_type=Path))
 @click.option(
     "--identities", type=int, default=100, show_default=True, help="Number of identities (pids 1..N)."
@@ -64,11 +51,7 @@ class _OneLineCommand(click.Command):
 @click.option("--seed", type=int, default=0, show_default=True, help="Same seed => byte-identical output.")
 @click.option("--workers", type=int, default=1, show_default=True, help="Worker processes.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
-@click.option(
-    "--progress/--no-progress",
-    default=None,
-    help="Progress bar on stderr (default: when stderr is a terminal).",
-)
+@progress_option
 def synth(out: Path, identities: int, cameras: int, ipi: tuple[int, int], occluded_fraction: float,
           size: tuple[int, int], seed: int, workers: int, as_json: bool, progress: bool | None) -> None:  # fmt: skip
     """Generate synthetic pedestrian crops into OUT (Market-1501 names).
@@ -76,7 +59,7 @@ def synth(out: Path, identities: int, cameras: int, ipi: tuple[int, int], occlud
     Also writes OUT/keypoints.parquet (ground-truth COCO-17 keypoints, v=0 when hidden by an
     occluder or outside the crop) and OUT/truth.parquet (occluded flag, occluded parts, face boxes).
     """
-    from opreid_builder.synth import SynthConfig, SynthError, generate
+    from opreid_builder.synth import SynthConfig, generate
 
     config = SynthConfig(
         identities=identities,
@@ -88,18 +71,11 @@ def synth(out: Path, identities: int, cameras: int, ipi: tuple[int, int], occlud
         seed=seed,
         workers=workers,
     )
-    show = sys.stderr.isatty() if progress is None else progress
-    try:
-        summary = generate(out, config, progress=show)
-    except SynthError as exc:
-        raise click.ClickException(str(exc)) from None
-    except OSError as exc:
-        raise click.ClickException(f"cannot write {out}: {exc.strerror or exc}") from None
+    summary = generate(out, config, progress=progress_enabled(progress))
     if as_json:
         click.echo(json.dumps(summary.as_dict(), sort_keys=True))
     else:
         click.echo(
             f"wrote {summary.images} crops ({summary.occluded} occluded, {summary.holistic} holistic) of "
-            f"{summary.identities} identities from {summary.cameras} cameras to {summary.out_dir}",
-            err=True,
+            f"{summary.identities} identities from {summary.cameras} cameras to {summary.out_dir}"
         )

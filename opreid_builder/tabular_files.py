@@ -5,12 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from opreid_builder.errors import TableFileError
+
 if TYPE_CHECKING:
     import pyarrow as pa
-
-
-class TableFileError(ValueError):
-    """The file is not a readable CSV/Parquet table or lacks a required column."""
 
 
 def read_table_file(path: Path, column_types: dict) -> pa.Table:

@@ -20,8 +20,6 @@ import yaml
 
 from reid_model.errors import ConfigError
 
-PRESET_NAMES = ("opreid_r50", "tiny")
-
 
 @dataclass
 class ModelConfig:
@@ -294,6 +292,11 @@ def configs_dir() -> Path:
     return Path(sys.prefix) / "share" / "opreid" / "configs"
 
 
+def preset_names() -> list[str]:
+    """The presets that ship (the YAML files in `configs_dir()`)."""
+    return sorted(p.stem for p in configs_dir().glob("*.yaml"))
+
+
 def resolve_config_path(name_or_path: str | Path) -> Path:
     """A path to a YAML file, or a preset name (`tiny`, `opreid_r50`) looked up in `configs/`."""
     path = Path(name_or_path)
@@ -303,8 +306,11 @@ def resolve_config_path(name_or_path: str | Path) -> Path:
         preset = configs_dir() / f"{path.name}.yaml"
         if preset.is_file():
             return preset
-        known = sorted(p.stem for p in configs_dir().glob("*.yaml")) or list(PRESET_NAMES)
-        raise ConfigError(f"no config file or preset named {str(name_or_path)!r}{_suggest(path.name, known)}")
+        known = preset_names()
+        raise ConfigError(
+            f"no config file or preset named {str(name_or_path)!r}{_suggest(path.name, known)} "
+            f"(presets: {', '.join(known)}; or a YAML file)"
+        )
     raise ConfigError(f"config file not found: {path}")
 
 

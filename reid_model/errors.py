@@ -1,10 +1,12 @@
-"""Typed errors of the reference model; the CLI turns each into one line on stderr and a non-zero exit."""
+"""Typed errors of the reference model (the error policy: manifests/errors.py)."""
 
 from __future__ import annotations
 
+from manifests.errors import OpreidError
 
-class ReidModelError(Exception):
-    """Base class of every error the reference model raises for a user-facing problem."""
+
+class ReidModelError(OpreidError):
+    """Base class of every error the reference model raises for a user-facing problem (exit 1)."""
 
 
 class ConfigError(ReidModelError):

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import click
 
-from reid_model.cli_errors import one_line_errors
+from manifests import progress_enabled, progress_option
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.command("extract", context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--checkpoint", required=True, type=click.Path(path_type=Path), help="A checkpoint from opreid train."
 )
@@ -42,78 +42,19 @@ from reid_model.cli_errors import one_line_errors
 @click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Images per forward pass.")
 @click.option("--num-workers", type=click.IntRange(min=0), default=2, show_default=True)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-@click.option("--progress/--no-progress", default=True, show_default=True)
+@progress_option
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout.")
 def extract(
     checkpoint, data, output, features, flip, metric, batch_size, num_workers, device, progress, as_json
 ):
-    """Features are normalise(BNNeck) minus the ME mean; rows follow query.parquet, columns gallery.parquet."""
-    with one_line_errors("extract"):
-        summary = _run(
-            checkpoint, data, output, features, flip, metric, batch_size, num_workers, device, progress
-        )
-        if as_json:
-            click.echo(json.dumps(summary, sort_keys=True))
-        else:
-            click.echo(
-                f"wrote {', '.join(summary['written'])} ({summary['queries']} x {summary['gallery']})",
-                err=True,
-            )
+    """Features are normalise(pooled) minus the ME mean; rows follow query.parquet, columns gallery.parquet."""
+    from reid_model.predictions import write_submission
 
-
-def _run(checkpoint, data, output, features, flip, metric, batch_size, num_workers, device, progress):
-    from reid_model.errors import CheckpointError, ConfigError, DataError
-
-    # user mistakes are caught before torch is imported, so they fail fast
-    if output is None and features is None:
-        raise ConfigError("nothing to write: give -o predictions.npy and/or --features F.npz")
-    if not Path(data).is_dir():
-        raise DataError(f"dataset folder not found: {data}")
-    if not Path(checkpoint).is_file():
-        raise CheckpointError(f"checkpoint not found: {checkpoint}")
-
-    import numpy as np
-
-    from manifests import atomic_path
-    from reid_model.checkpoint import build_model, checkpoint_config, load_checkpoint
-    from reid_model.data import image_loader, read_split
-    from reid_model.distributed import resolve_device
-    from reid_model.extract import distance_matrix, extract_features
-    from reid_model.transforms import test_transform
-
-    state = load_checkpoint(checkpoint)
-    cfg = checkpoint_config(state)
-    model = build_model(state, cfg)
-    dev = resolve_device(device)
-    model.to(dev)
-    flip = cfg.test.flip if flip is None else flip
-    metric = metric or cfg.test.metric
-    batch_size = batch_size or cfg.test.batch_size
-    transform = test_transform(cfg.input)
-    feats = {}
-    for split in ("query", "gallery"):
-        records = read_split(data, split, with_truth=False)
-        loader = image_loader(records.paths, transform, batch_size, num_workers)
-        feats[split] = extract_features(model, loader, dev, flip, progress, desc=split)
-    written = []
-    if features is not None:
-        with atomic_path(features, suffix=".npz") as tmp, open(tmp, "wb") as fh:
-            np.savez(
-                fh,
-                query=feats["query"].numpy().astype(np.float32),
-                gallery=feats["gallery"].numpy().astype(np.float32),
-            )
-        written.append(str(features))
-    if output is not None:
-        dist = distance_matrix(feats["query"], feats["gallery"], metric).numpy().astype(np.float32)
-        with atomic_path(output, suffix=".npy") as tmp, open(tmp, "wb") as fh:
-            np.save(fh, dist, allow_pickle=False)
-        written.append(str(output))
-    return {
-        "written": written,
-        "queries": int(feats["query"].shape[0]),
-        "gallery": int(feats["gallery"].shape[0]),
-        "dim": int(feats["query"].shape[1]),
-        "metric": metric,
-        "flip": bool(flip),
-    }
+    summary = write_submission(
+        checkpoint, data, output, features, flip=flip, metric=metric, batch_size=batch_size,
+        num_workers=num_workers, device=device, progress=progress_enabled(progress),
+    )  # fmt: skip
+    if as_json:
+        click.echo(json.dumps(summary.as_dict(), sort_keys=True))
+    else:
+        click.echo(f"wrote {', '.join(summary.written)} ({summary.queries} x {summary.gallery})")

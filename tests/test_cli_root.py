@@ -51,5 +51,5 @@ def test_unknown_command_is_one_line_error():
     proc = subprocess.run(
         [sys.executable, "-m", "opreid_builder.cli", "no-such-command"], capture_output=True, text=True
     )
-    assert proc.returncode == 2
-    assert "Traceback" not in proc.stderr and "No such command" in proc.stderr
+    assert proc.returncode == 1
+    assert proc.stderr.splitlines() == ["opreid: error: No such command 'no-such-command'. (see 'opreid --help')"]

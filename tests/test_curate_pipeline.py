@@ -15,7 +15,7 @@ from curate_fixtures import CORRUPT_EXPECTED, FakePose, make_corrupt_corpus, mak
 from PIL import Image
 
 import manifests
-from opreid_builder import curate as curate_mod
+from opreid_builder import pose as pose_mod
 from opreid_builder.cli import cli
 from opreid_builder.curate import CurateConfig, curate
 from opreid_builder.errors import CurationError, ModelFileError
@@ -181,7 +181,7 @@ def _snapshot(out: Path) -> dict:
 
 
 def test_rerun_skips_pose_and_rule_change_reruns_rule_only(tmp_path, synth, monkeypatch):
-    monkeypatch.setattr(curate_mod, "PoseEstimator", FakePose)
+    monkeypatch.setattr(pose_mod, "PoseEstimator", FakePose)
     FakePose.calls, FakePose.kill_after = 0, None
     out = tmp_path / "out"
     cfg = CurateConfig(pose_model=str(synth / "keypoints.parquet"), workers=0)
@@ -210,7 +210,8 @@ from pathlib import Path
 from curate_fixtures import FakePose
 import opreid_builder.curate as c
 from opreid_builder.stage_cache import StageCache
-c.PoseEstimator = FakePose
+import opreid_builder.pose as p
+p.PoseEstimator = FakePose
 c.StageCache = functools.partial(StageCache, flush_rows=8)
 stage, after = sys.argv[1], int(sys.argv[2])
 if stage == "pose":
@@ -231,7 +232,7 @@ c.curate(Path({raw!r}), Path({out!r}), c.CurateConfig(pose_model={kp!r}, workers
 @pytest.mark.slow
 @pytest.mark.parametrize("stage,after", [("pose", 30), ("faces", 40)])
 def test_kill_9_then_rerun_gives_identical_outputs(tmp_path, synth, monkeypatch, stage, after):
-    monkeypatch.setattr(curate_mod, "PoseEstimator", FakePose)
+    monkeypatch.setattr(pose_mod, "PoseEstimator", FakePose)
     FakePose.calls, FakePose.kill_after = 0, None
     cfg = CurateConfig(pose_model=str(synth / "keypoints.parquet"), workers=0)
     clean = tmp_path / "clean"

@@ -106,6 +106,5 @@ def test_review_cli(curated):
     assert res.exit_code != 0
 
 
-def test_review_without_curation_is_a_clear_error(tmp_path):
-    res = CliRunner().invoke(cli, ["review", str(tmp_path)])
-    assert res.exit_code == 1 and "images.parquet" in res.output and "Traceback" not in res.output
+def test_review_without_curation_is_a_clear_error(tmp_path, run_opreid, expect_error):
+    expect_error(run_opreid("review", tmp_path), "opreid review", 2, "images.parquet")

@@ -48,15 +48,13 @@ def test_market_layout(release, tmp_path):
     assert query_pids <= test_pids
 
 
-def test_needs_private_ground_truth(release, tmp_path):
+def test_needs_private_ground_truth(release, tmp_path, run_opreid, expect_error):
     public = tmp_path / "public"
     shutil.copytree(release, public, ignore=shutil.ignore_patterns("private", "masked"))
     with pytest.raises(ExportError, match="needs the private ground truth"):
         export_market1501(public, tmp_path / "m")
-    result = CliRunner().invoke(
-        export_cmd, [str(public), "--format", "market1501", "-o", str(tmp_path / "m")]
-    )
-    assert result.exit_code == 1 and "needs the private ground truth" in result.output
+    result = run_opreid("export", public, "--format", "market1501", "-o", tmp_path / "m")
+    expect_error(result, "opreid export", 1, "needs the private ground truth")
     assert not (tmp_path / "m").exists()
 
 

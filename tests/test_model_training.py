@@ -119,7 +119,7 @@ def test_resume_in_process_is_bitwise_identical(dataset, tmp_path):
 
 @pytest.mark.slow
 def test_kill_and_resume_reaches_identical_weights(dataset, tmp_path):
-    cmd = [sys.executable, "-m", "reid_model.train_cli", "--config", "tiny", "--data", str(dataset), "--no-progress",
+    cmd = [sys.executable, "-m", "opreid", "train", "--config", "tiny", "--data", str(dataset), "--no-progress",
            "solver.max_epochs=6", "train.eval_period=0", "train.eval_at_start=false",
            "train.checkpoint_period_iters=1", *FAST]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -139,7 +139,7 @@ def test_kill_and_resume_reaches_identical_weights(dataset, tmp_path):
     at = torch.load(ckpt, weights_only=True)["iteration"]
     assert 1 <= at < 12, "the run should have been killed mid-training"
     subprocess.run(
-        [sys.executable, "-m", "reid_model.train_cli", "--resume", str(ckpt), "--data", str(dataset), "-o", str(killed),
+        [sys.executable, "-m", "opreid", "train", "--resume", str(ckpt), "--data", str(dataset), "-o", str(killed),
          "--no-progress"], check=True, cwd=REPO, env=env, capture_output=True,
     )  # fmt: skip
     _assert_identical(_weights(full / "checkpoints/last.pt"), _weights(ckpt))
@@ -150,7 +150,7 @@ def test_torchrun_ddp_two_cpu_processes(dataset, tmp_path):
     torchrun = Path(sys.executable).parent / "torchrun"
     run = tmp_path / "ddp"
     res = subprocess.run(
-        [str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", "reid_model.train_cli", "--config", "tiny",
+        [str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", "opreid", "train", "--config", "tiny",
          "--data", str(dataset), "-o", str(run), "--no-progress", "--device", "cpu", "solver.max_epochs=2",
          "train.eval_period=0", "train.eval_at_start=false", *FAST],
         cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300,

@@ -40,9 +40,7 @@ def write_images_table(out, write_images: bool = True) -> None:
 def test_build_split_from_curated_table(tmp_path):
     out = tmp_path / "rel"
     write_images_table(out)
-    result = CliRunner().invoke(
-        build_split, ["unused", "-o", str(out), "--curated", "--seed", "3", "--json", *SMALL]
-    )
+    result = CliRunner().invoke(build_split, ["-o", str(out), "--curated", "--seed", "3", "--json", *SMALL])
     assert result.exit_code == 0, result.output
     body = json.loads(result.stdout)
     assert body["validate"]["ok"] is True
@@ -55,16 +53,26 @@ def test_build_split_from_curated_table(tmp_path):
     assert not set(excluded) & set(mapping.source_image_id)
 
 
-def test_unsatisfiable_request_is_one_line(tmp_path):
+def test_unsatisfiable_request_is_one_line_naming_the_largest_scale(tmp_path, run_opreid, expect_error):
+    out = tmp_path / "rel"
+    write_images_table(out)
+    result = run_opreid("build-split", "-o", out, "--curated", "--scale", "0.5")
+    message = expect_error(result, "opreid build-split", 1, "the pool holds 80 identities")
+    assert len(result.stderr.strip().splitlines()) == 1 and result.stdout == ""
+    assert message.startswith("cannot satisfy 'disjoint identities': need 3959")
+    largest = float(message.split("the largest --scale that fits this pool is ")[1].split(";")[0])
+    assert 0 < largest < 0.5
+    assert run_opreid("build-split", "-o", out, "--curated", "--scale", largest).exit_code == 0
+    assert run_opreid("build-split", "-o", out, "--curated", "--scale", largest * 1.05).exit_code == 1
+
+
+def test_curated_refuses_raw_and_curation_options(tmp_path, run_opreid, expect_error):
     out = tmp_path / "rel"
     write_images_table(out, write_images=False)
-    result = CliRunner().invoke(build_split, ["unused", "-o", str(out), "--curated", "--scale", "0.5"])
-    assert result.exit_code == 1
-    lines = result.output.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith(
-        "opreid: error: cannot satisfy 'disjoint identities': need 3959"
-    )
-    assert "the pool holds 80 identities" in lines[0]
+    result = run_opreid("build-split", "raw", "-o", out, "--curated", "--rule", "count", "--corrections", "c.csv")
+    expect_error(result, "opreid build-split", 1, "ignores RAW, --rule, --corrections")
+    result = run_opreid("build-split", "-o", out)
+    expect_error(result, "opreid build-split", 1, "Missing argument 'RAW'")
 
 
 def test_bad_range_is_a_usage_error(tmp_path):

@@ -2,65 +2,24 @@
 
 The database is `--db PATH|URL`, else $OPREID_LEADERBOARD_DB, else OUT/leaderboard.db for
 `--data OUT`. Tokens come from `--token` or $OPREID_LEADERBOARD_TOKEN (the variable keeps them out
-of shell history and `ps`). Exit codes: 1 error, 2 invalid submission (no quota used),
-3 quota exhausted, 4 bad or missing token.
+of shell history and `ps`). Exit codes follow the error policy: 1 error, 2 invalid submission (no
+quota used), 3 refused (quota exhausted, bad or missing token).
 """
 
 from __future__ import annotations
 
-import functools
 import json
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import click
 
-from benchmarks.leaderboard.errors import (
-    AuthError,
-    LeaderboardError,
-    QuotaExceededError,
-    RejectedSubmissionError,
-)
+from benchmarks.leaderboard.errors import LeaderboardError
 from benchmarks.leaderboard.store import DB_FILENAME, Store
 
 TOKEN_ENV = "OPREID_LEADERBOARD_TOKEN"
 DB_ENV = "OPREID_LEADERBOARD_DB"
-
-
-def _fail(message: str, code: int = 1) -> None:
-    click.echo(f"opreid leaderboard: error: {message}", err=True)
-    sys.exit(code)
-
-
-def _errors(fn: Callable) -> Callable:
-    """Typed errors become one stderr line and an exit code, never a traceback."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from sqlalchemy.exc import OperationalError
-
-        from manifests import ManifestError
-
-        try:
-            return fn(*args, **kwargs)
-        except RejectedSubmissionError as exc:
-            quota = f"\n{exc.quota.describe()}" if exc.quota is not None else ""
-            _fail(
-                "invalid submission (no quota used):\n" + "\n".join(f"  - {p}" for p in exc.problems) + quota,
-                2,
-            )
-        except QuotaExceededError as exc:
-            _fail(str(exc), 3)
-        except AuthError as exc:
-            _fail(str(exc), 4)
-        except (LeaderboardError, ManifestError) as exc:
-            _fail(str(exc))
-        except OperationalError as exc:
-            _fail(f"database unavailable: {str(exc.orig).strip().splitlines()[0] if exc.orig else exc}")
-
-    return wrapper
 
 
 def _open(db: str | None, data: str | None) -> Store:
@@ -126,7 +85,6 @@ def leaderboard() -> None:
 )
 @click.option("--seed", type=int, default=None, help="Seed of the hidden split (default: random and secret).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output on stdout.")
-@_errors
 def init_cmd(data, db, name, sort_metric, daily_quota, total_quota, private_fraction, seed, as_json) -> None:
     """Create a leaderboard for a built dataset; prints the host token (shown once)."""
     from benchmarks.leaderboard.board import BoardSettings, create_board
@@ -157,7 +115,6 @@ def team() -> None:
 @click.argument("name")
 @_store_options
 @_token_option("Host token.")
-@_errors
 def team_add(name, db, data, as_json, token) -> None:
     """Add a team; prints its token (shown once)."""
     from benchmarks.leaderboard.teams import add_team
@@ -174,7 +131,6 @@ def team_add(name, db, data, as_json, token) -> None:
 @click.argument("name")
 @_store_options
 @_token_option("Host token.")
-@_errors
 def team_revoke(name, db, data, as_json, token) -> None:
     """Revoke a team's token (its recorded submissions stay)."""
     from benchmarks.leaderboard.teams import revoke_team
@@ -186,7 +142,6 @@ def team_revoke(name, db, data, as_json, token) -> None:
 @team.command("list")
 @_store_options
 @_token_option("Host token.")
-@_errors
 def team_list(db, data, as_json, token) -> None:
     """List teams and their submission counts."""
     from benchmarks.leaderboard.teams import list_teams
@@ -210,7 +165,6 @@ def team_list(db, data, as_json, token) -> None:
 @click.option("--similarity", is_flag=True, help="The matrix holds similarities (higher is closer).")
 @_store_options
 @_token_option("Team token.")
-@_errors
 def submit_cmd(submission, method, url, description, similarity, db, data, as_json, token) -> None:
     """Validate, score and record a submission; prints its public scores and the quota left."""
     from benchmarks.leaderboard.submissions import submit
@@ -237,7 +191,6 @@ def submit_cmd(submission, method, url, description, similarity, db, data, as_js
 @leaderboard.command("quota")
 @_store_options
 @_token_option("Team token.")
-@_errors
 def quota_cmd(db, data, as_json, token) -> None:
     """Show the submissions a team has left."""
     from benchmarks.leaderboard.submissions import team_quota
@@ -275,7 +228,6 @@ def _text_table(standings) -> str:
 @click.option("--private", is_flag=True, help="Host view: private scores (needs the host token).")
 @_store_options
 @_token_option("Host token (for --private).")
-@_errors
 def show_cmd(private, db, data, as_json, token) -> None:
     """Print the standings (public unless --private)."""
     standings = _standings(db, data, private, token)
@@ -288,7 +240,6 @@ def show_cmd(private, db, data, as_json, token) -> None:
 @click.option("--private", is_flag=True, help="Host view: include private scores (needs the host token).")
 @_store_options
 @_token_option("Host token (for --private).")
-@_errors
 def export_cmd(fmt, output, private, db, data, as_json, token) -> None:
     """Export the standings as CSV, JSON or Markdown."""
     from benchmarks.leaderboard.export import render
@@ -308,7 +259,6 @@ def export_cmd(fmt, output, private, db, data, as_json, token) -> None:
 @click.option("--unset", is_flag=True, help="Remove the baseline flag.")
 @_store_options
 @_token_option("Host token.")
-@_errors
 def baseline_cmd(submission_id, unset, db, data, as_json, token) -> None:
     """Flag a submission as a baseline row (e.g. the reference model)."""
     from benchmarks.leaderboard.submissions import set_baseline
@@ -324,7 +274,6 @@ def baseline_cmd(submission_id, unset, db, data, as_json, token) -> None:
 @leaderboard.command("history")
 @click.argument("team_name")
 @_store_options
-@_errors
 def history_cmd(team_name, db, data, as_json) -> None:
     """A team's submissions with their public scores."""
     from benchmarks.leaderboard.submissions import team_history
@@ -352,7 +301,6 @@ def history_cmd(team_name, db, data, as_json) -> None:
 )
 @click.option("--db", envvar=DB_ENV, help=f"Database file or URL (env {DB_ENV}).")
 @click.option("--data", type=click.Path(file_okay=False), help="Built dataset OUT (db: OUT/leaderboard.db).")
-@_errors
 def serve_cmd(host, port, max_upload_mb, timeout_s, db, data) -> None:
     """Serve the standings page, team histories, an upload form and a JSON API."""
     import uvicorn

@@ -1,9 +1,15 @@
-"""Typed errors of the leaderboard; the CLI and the web app turn each into one message."""
+"""Typed errors of the leaderboard; the CLI root and the web app turn each into one message.
+
+Exit codes follow the error policy (manifests/errors.py): refusals (token, quota) exit 3, a rejected
+submission exits 2, everything else 1.
+"""
 
 from __future__ import annotations
 
+from manifests.errors import ExitCode, OpreidError
 
-class LeaderboardError(Exception):
+
+class LeaderboardError(OpreidError):
     """Base class of every leaderboard failure a user can act on."""
 
 
@@ -17,6 +23,8 @@ class AlreadyInitialisedError(LeaderboardError):
 
 class AuthError(LeaderboardError):
     """Unknown, revoked or wrong-role token. The message never contains the token."""
+
+    exit_code = ExitCode.REFUSED
 
 
 class TeamExistsError(LeaderboardError):
@@ -34,6 +42,8 @@ class UnknownSubmissionError(LeaderboardError):
 class QuotaExceededError(LeaderboardError):
     """No submission left today or in total; nothing was recorded."""
 
+    exit_code = ExitCode.REFUSED
+
     def __init__(self, message: str, quota: dict[str, int | None]):
         self.quota = quota
         super().__init__(message)
@@ -42,10 +52,16 @@ class QuotaExceededError(LeaderboardError):
 class RejectedSubmissionError(LeaderboardError):
     """The scorer refused the file; no quota was used. `problems` lists every reason at once."""
 
+    exit_code = ExitCode.INVALID_INPUT
+
     def __init__(self, problems: list[str]):
         self.problems = list(problems) or ["invalid submission"]
         self.quota = None  # the team's unchanged QuotaStatus, when the token was known
         super().__init__("invalid submission: " + "; ".join(self.problems))
+
+    def __str__(self) -> str:
+        quota = f"; {self.quota.describe()}" if self.quota is not None else ""
+        return "invalid submission (no quota used): " + "; ".join(self.problems) + quota
 
 
 class DatasetChangedError(LeaderboardError):

@@ -31,7 +31,7 @@ from sqlalchemy import (
     inspect,
 )
 from sqlalchemy.engine import URL, Engine, make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, sessionmaker
 
 from benchmarks.leaderboard.errors import LeaderboardError, NotInitialisedError
@@ -165,24 +165,35 @@ class Store:
         """The URL for logs and messages: password hidden."""
         return self.url.render_as_string(hide_password=True)
 
+    @contextlib.contextmanager
+    def _available(self) -> Iterator[None]:
+        """A server that is down or a file that cannot be opened is a LeaderboardError naming the database."""
+        try:
+            yield
+        except OperationalError as exc:
+            reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc).splitlines()[0]
+            raise LeaderboardError(f"database unavailable: {self.display_url}: {reason}") from None
+
     def create_schema(self) -> None:
-        Base.metadata.create_all(self.engine)
+        with self._available():
+            Base.metadata.create_all(self.engine)
 
     def has_schema(self) -> bool:
         if not self._schema_seen:
-            self._schema_seen = inspect(self.engine).has_table(Board.__tablename__)
+            with self._available():
+                self._schema_seen = inspect(self.engine).has_table(Board.__tablename__)
         return self._schema_seen
 
     @contextlib.contextmanager
     def session(self) -> Iterator[Session]:
         """A read/write session; commits on success."""
-        with self._sessions() as session, session.begin():
+        with self._available(), self._sessions() as session, session.begin():
             yield session
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[Session]:
         """A session whose transaction holds the write lock from its first statement (SQLite)."""
-        with self.engine.connect() as conn:
+        with self._available(), self.engine.connect() as conn:
             conn.execution_options(**{_IMMEDIATE: True})
             with Session(bind=conn, expire_on_commit=False) as session, session.begin():
                 yield session

@@ -1,0 +1,96 @@
+"""`write_submission`: a checkpoint and a release -> predictions.npy and/or features.npz.
+
+The Python API under `opreid extract`. Rows follow query.parquet and columns gallery.parquet, the
+order every submission must have. Features are normalize(pooled) minus the ME mean (docs/model.md).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from reid_model.errors import CheckpointError, ConfigError, DataError
+
+
+@dataclass
+class SubmissionSummary:
+    """What `write_submission` wrote, and how the features were made."""
+
+    written: list[str] = field(default_factory=list)
+    queries: int = 0
+    gallery: int = 0
+    dim: int = 0
+    metric: str = ""
+    flip: bool = False
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def write_submission(
+    checkpoint: str | Path,
+    data: str | Path,
+    output: str | Path | None = None,
+    features: str | Path | None = None,
+    *,
+    flip: bool | None = None,
+    metric: str | None = None,
+    batch_size: int | None = None,
+    num_workers: int = 2,
+    device: str = "auto",
+    progress: bool = False,
+) -> SubmissionSummary:
+    """Extract query and gallery features of the release DATA with CHECKPOINT; write the Q x G distance
+    matrix to `output` (.npy, float32) and/or the features to `features` (.npz), each atomically.
+
+    `flip`, `metric` and `batch_size` default to the checkpoint's test settings.
+    """
+    # user mistakes are caught before torch is imported, so they fail fast
+    if output is None and features is None:
+        raise ConfigError("nothing to write: give -o predictions.npy and/or --features F.npz")
+    if not Path(data).is_dir():
+        raise DataError(f"dataset folder not found: {data}")
+    if not Path(checkpoint).is_file():
+        raise CheckpointError(f"checkpoint not found: {checkpoint}")
+
+    import numpy as np
+
+    from manifests import atomic_path
+    from reid_model.checkpoint import build_model, checkpoint_config, load_checkpoint
+    from reid_model.data import image_loader, read_split
+    from reid_model.distributed import resolve_device
+    from reid_model.extract import distance_matrix, extract_features
+    from reid_model.transforms import test_transform
+
+    state = load_checkpoint(checkpoint)
+    cfg = checkpoint_config(state)
+    model = build_model(state, cfg)
+    dev = resolve_device(device)
+    model.to(dev)
+    flip = cfg.test.flip if flip is None else flip
+    metric = metric or cfg.test.metric
+    batch_size = batch_size or cfg.test.batch_size
+    transform = test_transform(cfg.input)
+    feats = {}
+    for split in ("query", "gallery"):
+        records = read_split(data, split, with_truth=False)
+        loader = image_loader(records.paths, transform, batch_size, num_workers)
+        feats[split] = extract_features(model, loader, dev, flip, progress, desc=split)
+    summary = SubmissionSummary(
+        queries=int(feats["query"].shape[0]), gallery=int(feats["gallery"].shape[0]),
+        dim=int(feats["query"].shape[1]), metric=metric, flip=bool(flip),
+    )  # fmt: skip
+    if features is not None:
+        with atomic_path(features, suffix=".npz") as tmp, open(tmp, "wb") as fh:
+            np.savez(
+                fh,
+                query=feats["query"].numpy().astype(np.float32),
+                gallery=feats["gallery"].numpy().astype(np.float32),
+            )
+        summary.written.append(str(features))
+    if output is not None:
+        dist = distance_matrix(feats["query"], feats["gallery"], metric).numpy().astype(np.float32)
+        with atomic_path(output, suffix=".npy") as tmp, open(tmp, "wb") as fh:
+            np.save(fh, dist, allow_pickle=False)
+        summary.written.append(str(output))
+    return summary
