@@ -52,4 +52,6 @@ def test_unknown_command_is_one_line_error():
         [sys.executable, "-m", "opreid_builder.cli", "no-such-command"], capture_output=True, text=True
     )
     assert proc.returncode == 1
-    assert proc.stderr.splitlines() == ["opreid: error: No such command 'no-such-command'. (see 'opreid --help')"]
+    assert proc.stderr.splitlines() == [
+        "opreid: error: No such command 'no-such-command'. (see 'opreid --help')"
+    ]

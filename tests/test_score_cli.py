@@ -134,7 +134,10 @@ def test_every_bad_submission_exits_2_with_one_line(dataset, corpus):
         assert result.exit_code == 2, (name, result.output)
         assert result.stdout == "", name
         lines = result.stderr.strip().splitlines()
-        assert len(lines) == 1 and lines[0].startswith("opreid score: error: invalid submission"), (name, lines)
+        assert len(lines) == 1 and lines[0].startswith("opreid score: error: invalid submission"), (
+            name,
+            lines,
+        )
         assert phrase in lines[0], (name, lines[0])
 
 
@@ -177,7 +180,9 @@ def test_ground_truth_inconsistencies_are_dataset_errors(dataset, tmp_path):
 def test_bad_options_are_usage_errors(dataset, tmp_path):
     np.save(tmp_path / "d.npy", np.zeros((12, 54), np.float32))
     result = _run([tmp_path / "d.npy", "--data", dataset[0], "--ranks", "0,x"])
-    assert result.exit_code == 1 and result.stderr.startswith("opreid score: error: Invalid value for '--ranks'")
+    assert result.exit_code == 1 and result.stderr.startswith(
+        "opreid score: error: Invalid value for '--ranks'"
+    )
 
 
 def test_subprocess_no_traceback(dataset, tmp_path):

@@ -69,7 +69,9 @@ def test_unsatisfiable_request_is_one_line_naming_the_largest_scale(tmp_path, ru
 def test_curated_refuses_raw_and_curation_options(tmp_path, run_opreid, expect_error):
     out = tmp_path / "rel"
     write_images_table(out, write_images=False)
-    result = run_opreid("build-split", "raw", "-o", out, "--curated", "--rule", "count", "--corrections", "c.csv")
+    result = run_opreid(
+        "build-split", "raw", "-o", out, "--curated", "--rule", "count", "--corrections", "c.csv"
+    )
     expect_error(result, "opreid build-split", 1, "ignores RAW, --rule, --corrections")
     result = run_opreid("build-split", "-o", out)
     expect_error(result, "opreid build-split", 1, "Missing argument 'RAW'")
