@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from manifests import IMAGES, DatasetLayout, ManifestError, read_manifest
-from opreid_builder.curate import CURATION_JSON, CurateConfig
+from opreid_builder.curate import CurateConfig
 from opreid_builder.errors import SplitError, SplitPoolError
 from opreid_builder.release import ReleaseSummary, write_release
 from opreid_builder.split_presets import PRESET_NOTES, SplitTargets, resolve_targets
@@ -90,7 +90,7 @@ def _ok_rows(table: pa.Table) -> pa.Table:
 
 def _recorded_curation(out: Path) -> dict[str, Any]:
     """The curation record `opreid curate` left in OUT/private/curation.json (empty when absent)."""
-    path = DatasetLayout(out).private / CURATION_JSON
+    path = DatasetLayout(out).curation_record
     if not path.is_file():
         return {}
     try:

@@ -55,7 +55,6 @@ from opreid_builder.version import __version__
 log = logging.getLogger(__name__)
 
 NO_PERSON_CHOICES = ("exclude", "occluded")
-CURATION_JSON = "curation.json"
 _FACE_TYPE = IMAGES.schema.field("face_boxes").type
 
 
@@ -440,7 +439,7 @@ def curate(raw: Path, out: Path, config: CurateConfig, progress: bool = True) ->
         "counts": counts,
     }
     private = {**curation, "refused": [{"path": p, "reason": why} for p, why in scan.refused]}
-    atomic_write_text(layout.private / CURATION_JSON, json.dumps(private, indent=2, sort_keys=True) + "\n")
+    atomic_write_text(layout.curation_record, json.dumps(private, indent=2, sort_keys=True) + "\n")
     return CurationResult(table, counts, curation, list(scan.refused))
 
 

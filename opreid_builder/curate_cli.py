@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from manifests import progress_enabled, progress_option
+from manifests import DatasetLayout, progress_enabled, progress_option
 from opreid_builder.curate import NO_PERSON_CHOICES, CurateConfig
 from opreid_builder.faces import DETECTORS
 from opreid_builder.masking import MASK_METHODS
@@ -117,7 +117,8 @@ def _print_counts(result, out: Path) -> None:
     if result.curation.get("corrections"):
         k = result.curation["corrections"]
         click.echo(f"review corrections: {k['applied']} applied, {k['unmatched']} unmatched")
-    click.echo(f"wrote {out / 'private' / 'images.parquet'} and {out / 'masked'}/")
+    layout = DatasetLayout(out)
+    click.echo(f"wrote {layout.images_table} and {layout.masked}/")
 
 
 @click.command("curate")

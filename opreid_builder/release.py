@@ -40,6 +40,7 @@ from manifests import (
     write_dataset_json,
     write_manifest,
 )
+from manifests.layout import IMAGES_DIR
 from opreid_builder.dataset_card import CardInputs, render_card
 from opreid_builder.errors import ReleaseError
 from opreid_builder.split_protocol import SplitSelection
@@ -62,10 +63,7 @@ RELEASE_MAP = ManifestSchema(
         ]
     ),
 )
-RELEASE_MAP_FILE = "release_map.parquet"
 PUBLIC_ID_HEX = 12
-#: Released files covered by dataset.json checksums (besides everything under images/ and private/).
-TOP_LEVEL_FILES = ("README.md", "train.parquet", "query.parquet", "gallery.parquet")
 _RELEASE_SALT = 0x0E1EA5E  # separates the release draws from the split draws of the same seed
 
 
@@ -122,11 +120,11 @@ def _copy_images(out: Path, sources: list[str], targets: list[str], progress: bo
             src_path = out / src
             if not src_path.is_file():
                 raise ReleaseError(f"masked image {src_path} is missing; rerun `opreid curate`")
-            shutil.copyfile(src_path, staging / Path(dst).relative_to("images"))
-        final = out / "images"
+            shutil.copyfile(src_path, staging / Path(dst).relative_to(IMAGES_DIR))
+        final = DatasetLayout(out).images_root
         if final.exists():
             old = Path(tempfile.mkdtemp(prefix=".images-old.", dir=out))
-            os.replace(final, old / "images")
+            os.replace(final, old / IMAGES_DIR)
             os.replace(staging, final)
             shutil.rmtree(old)
         else:
@@ -139,8 +137,8 @@ def _copy_images(out: Path, sources: list[str], targets: list[str], progress: bo
 def release_files(out: Path) -> list[str]:
     """Every file a release's checksums cover: top-level manifests and card, images/, private/."""
     layout = DatasetLayout(out)
-    files = [name for name in TOP_LEVEL_FILES if (out / name).is_file()]
-    for folder in (out / "images", layout.private):
+    files = [path.name for path in layout.public_top_level if path.is_file()]
+    for folder in (layout.images_root, layout.private):
         if folder.is_dir():
             files += [
                 p.relative_to(out).as_posix()
@@ -190,13 +188,13 @@ def write_release(
     ext = [Path(m).suffix.lower() or ".jpg" for m in masked]
     path = np.empty(n, dtype=object)
     test = np.flatnonzero(~is_train)
-    path[test] = [f"images/{split[i]}/{public_id[i]}{ext[i]}" for i in test]
+    path[test] = [layout.image_path(split[i], f"{public_id[i]}{ext[i]}") for i in test]
     train_idx = np.flatnonzero(is_train)
     order = train_idx[np.lexsort((public_id[train_idx], pid[train_idx]))]
     seq = Counter()
     for i in order:
         p = int(pid[i])
-        path[i] = f"images/train/{p:04d}_c{int(camid[i])}_{seq[p]:04d}{ext[i]}"
+        path[i] = layout.image_path("train", f"{p:04d}_c{int(camid[i])}_{seq[p]:04d}{ext[i]}")
         seq[p] += 1
 
     _copy_images(out, masked, path.tolist(), progress)
@@ -232,7 +230,7 @@ def write_release(
             "source_pid": pa.array(source_pid[by_id], pa.int64()),
             "source_path": pa.array([source_path[i] for i in by_id], pa.string()),
         },
-        layout.private / RELEASE_MAP_FILE,
+        layout.release_map,
         RELEASE_MAP,
     )
 

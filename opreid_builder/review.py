@@ -22,7 +22,6 @@ from pathlib import Path
 import numpy as np
 
 from manifests import BODY_PARTS, COCO17, IMAGES, DatasetLayout, atomic_write_text, read_manifest
-from opreid_builder.curate import CURATION_JSON
 from opreid_builder.errors import CurationError
 from opreid_builder.occlusion import missing_keypoints
 
@@ -57,7 +56,7 @@ class ReviewResult:
 
 def _kpt_conf(layout: DatasetLayout) -> tuple[float, str]:
     """The threshold and rule curate used (from private/curation.json), to mark missing keypoints alike."""
-    path = layout.private / CURATION_JSON
+    path = layout.curation_record
     try:
         occ = json.loads(path.read_text(encoding="utf-8"))["occlusion"]
         return float(occ["kpt_conf"]), f"{occ['rule']}, kpt_conf {occ['kpt_conf']}, min_run {occ['min_run']}"

@@ -31,7 +31,8 @@ from manifests import (
     read_manifest,
     sha256_file,
 )
-from opreid_builder.release import PUBLIC_ID_HEX, RELEASE_MAP, RELEASE_MAP_FILE, release_files
+from manifests.layout import IMAGES_DIR
+from opreid_builder.release import PUBLIC_ID_HEX, RELEASE_MAP, release_files
 from opreid_builder.split_protocol import ProtocolRules
 
 _ALLOWED_METADATA = {b"ARROW:schema", b"opreid.kind", b"opreid.schema_version"}
@@ -97,7 +98,7 @@ def _check_checksums(out: Path, info: dict[str, Any], report: ValidationReport) 
     report.summary["files_checked"] = len(listed)
     seen: dict[str, str] = {}
     for rel, digest in sorted(listed.items()):
-        if rel.startswith("images/"):
+        if rel.startswith(f"{IMAGES_DIR}/"):
             if digest in seen:
                 report.add("duplicate-image", f"{rel} has the same bytes as {seen[digest]}")
             seen.setdefault(digest, rel)
@@ -178,10 +179,11 @@ def _check_order(split: str, pids: np.ndarray, report: ValidationReport) -> None
 
 
 def _check_files(out: Path, split: str, frame: pd.DataFrame, report: ValidationReport) -> None:
+    layout = DatasetLayout(out)
     for rel in frame["path"]:
-        if not (out / rel).is_file():
+        if not layout.resolve(rel).is_file():
             report.add("missing-image", f"{split} image {rel} is missing")
-    folder = out / "images" / split
+    folder = layout.images(split)
     referenced = set(frame["path"])
     if folder.is_dir():
         for p in sorted(folder.iterdir()):
@@ -193,7 +195,7 @@ def _check_files(out: Path, split: str, frame: pd.DataFrame, report: ValidationR
             if (
                 not _OPAQUE.match(str(image_id))
                 or Path(rel).stem != image_id
-                or not rel.startswith(f"images/{split}/")
+                or rel != layout.image_path(split, Path(rel).name)
             ):
                 report.add(
                     "opaque-name",
@@ -327,8 +329,8 @@ def validate(out: str | Path) -> ValidationReport:
         if split in public:
             pids = public[split]["image_id"].map(gt_pid)
             _check_order(split, pids.dropna().to_numpy(), report)
-    if (layout.private / RELEASE_MAP_FILE).is_file():
-        mapping = _read(layout.private / RELEASE_MAP_FILE, RELEASE_MAP, report)
+    if layout.release_map.is_file():
+        mapping = _read(layout.release_map, RELEASE_MAP, report)
         if mapping is not None:
             for source in sorted(set(mapping["source_image_id"][mapping["source_image_id"].duplicated()])):
                 report.add("duplicate-image", f"source image {source} is released more than once")

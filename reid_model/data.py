@@ -61,7 +61,7 @@ def read_train(root: str | Path) -> TrainRecords:
         raise DataError(
             f"{layout.train}: pids must be remapped to 0..N-1 (found {len(uniq)} ids, max {uniq[-1]})"
         )
-    paths = [layout.root / p for p in table.column("path").to_pylist()]
+    paths = [layout.resolve(p) for p in table.column("path").to_pylist()]
     camids = np.asarray(table.column("camid").to_numpy(), dtype=np.int64)
     return TrainRecords(paths, pids, camids)
 
@@ -72,7 +72,7 @@ def read_split(root: str | Path, split: str, with_truth: bool = True) -> SplitRe
     schema = manifests.QUERY if split == "query" else manifests.GALLERY
     table = manifests.read_manifest(layout.manifest(split), schema)
     ids = table.column("image_id").to_pylist()
-    paths = [layout.root / p for p in table.column("path").to_pylist()]
+    paths = [layout.resolve(p) for p in table.column("path").to_pylist()]
     camids = np.asarray(table.column("camid").to_numpy(), dtype=np.int64)
     pids = None
     if with_truth and layout.ground_truth.is_file():
