@@ -281,13 +281,9 @@ def test_missing_pose_model_is_one_clear_error(tmp_path, synth, monkeypatch):
         ],
     )
     assert res.exit_code == 1
-    lines = [ln for ln in res.output.splitlines() if ln.strip()]
-    assert (
-        len(lines) == 1
-        and "yolo11n-pose.pt" in lines[0]
-        and "--pose-model" in lines[0]
-        and "Traceback" not in res.output
-    )
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("opreid curate: error: pose model not found")
+    assert "yolo11n-pose.pt" in lines[0] and "--pose-model" in lines[0]
     assert not (tmp_path / "yolo11n-pose.pt").exists()  # nothing was downloaded
 
 

@@ -127,3 +127,17 @@ def test_the_console_script_prints_one_line_and_no_traceback(tmp_path):
     assert proc.returncode == ExitCode.INVALID_INPUT
     assert proc.stderr.splitlines()[-1].startswith("opreid validate: error: ")
     assert "Traceback" not in proc.stderr
+
+
+#: Commands whose output is not a result a machine reads (a server's log).
+NO_JSON = {"leaderboard serve"}
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_that_reports_a_result_has_json(command):
+    group, ctx = cli, click.Context(cli)
+    *groups, name = command.split()
+    for part in groups:
+        group = group.get_command(ctx, part)
+    options = {opt for param in group.get_command(ctx, name).params for opt in getattr(param, "opts", [])}
+    assert ("--json" in options) != (command in NO_JSON), command
