@@ -10,12 +10,12 @@ are marked Pareto-optimal.
 from __future__ import annotations
 
 import logging
-import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from manifests import progress_bar
 from opreid_builder.errors import CurationError
 from opreid_builder.occlusion import RULES, evaluate_grid
 from opreid_builder.pose import KeypointsFile, PoseEstimator
@@ -66,8 +66,6 @@ def _keypoints(
     files: list[tuple[Path, Path]], source: PoseEstimator | KeypointsFile, workers: int, progress: bool
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(N,17,3) keypoints, (N,2) sizes, found-a-person mask and readable mask, in `files` order."""
-    from tqdm import tqdm
-
     n = len(files)
     kps = np.full((n, 17, 3), np.nan, dtype=np.float32)
     sizes = np.ones((n, 2), dtype=np.float64)
@@ -77,7 +75,7 @@ def _keypoints(
     def load(i: int):
         return read_and_decode(files[i][0])[1]
 
-    bar = tqdm(total=n, desc="pose", unit="img", file=sys.stderr, disable=not progress, leave=False)
+    bar = progress_bar(total=n, desc="pose", enabled=progress)
     decoded_stream = prefetch(range(n), load, workers)
     if isinstance(source, KeypointsFile):
         for i, decoded in decoded_stream:

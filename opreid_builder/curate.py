@@ -24,7 +24,6 @@ import hashlib
 import json
 import logging
 import os
-import sys
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -39,6 +38,7 @@ from manifests import (
     DatasetLayout,
     atomic_write_bytes,
     atomic_write_text,
+    progress_bar,
     sha256_bytes,
     write_manifest,
 )
@@ -142,9 +142,7 @@ _MASKS_SCHEMA = pa.schema([("image_id", pa.string()), ("digest", pa.string())])
 
 
 def _bar(total: int, desc: str, progress: bool):
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=desc, unit="img", file=sys.stderr, disable=not progress, leave=False)
+    return progress_bar(total=total, desc=desc, enabled=progress)
 
 
 def _scan_key(path: Path, rel: str) -> str:

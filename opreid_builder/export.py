@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
-from tqdm import tqdm
 
 from manifests import (
     GALLERY,
@@ -29,6 +28,7 @@ from manifests import (
     DatasetLayout,
     ManifestError,
     atomic_write_text,
+    progress_bar,
     read_manifest,
 )
 from opreid_builder.errors import ExportError
@@ -119,9 +119,7 @@ def export_market1501(out: str | Path, dest: str | Path, progress: bool = False)
         for folder in MARKET_FOLDERS.values():
             (staging / folder).mkdir()
         pairs = zip(rows["path"], rows["name"], strict=True)
-        for src, name in tqdm(
-            pairs, total=len(rows), desc="export", unit="img", disable=not progress, leave=False
-        ):
+        for src, name in progress_bar(pairs, total=len(rows), desc="export", enabled=progress):
             if not (out / src).is_file():
                 raise ExportError(f"released image {out / src} is missing; run `opreid validate {out}`")
             shutil.copyfile(out / src, staging / name)

@@ -24,7 +24,6 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from tqdm import tqdm
 
 from manifests import (
     BODY_PARTS,
@@ -36,6 +35,7 @@ from manifests import (
     DatasetLayout,
     ManifestSchema,
     atomic_write_text,
+    progress_bar,
     sha256_tree,
     write_dataset_json,
     write_manifest,
@@ -110,13 +110,8 @@ def _copy_images(out: Path, sources: list[str], targets: list[str], progress: bo
     try:
         for split in SPLITS:
             (staging / split).mkdir()
-        for src, dst in tqdm(
-            list(zip(sources, targets, strict=True)),
-            desc="copy images",
-            unit="img",
-            disable=not progress,
-            leave=False,
-        ):
+        pairs = zip(sources, targets, strict=True)
+        for src, dst in progress_bar(pairs, total=len(sources), desc="copy images", enabled=progress):
             src_path = out / src
             if not src_path.is_file():
                 raise ReleaseError(f"masked image {src_path} is missing; rerun `opreid curate`")

@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
-from tqdm import tqdm
 
+from manifests import progress_bar
 from reid_model.batch_erasing import ErasingParams, compound_batch_erasing, random_erasing
 from reid_model.checkpoint import load_checkpoint, save_checkpoint
 from reid_model.config import Config, dump_config
@@ -271,7 +271,8 @@ class Trainer:
         count, t_last = 0, time.perf_counter()
         if self.evaluate_enabled and cfg.train.eval_at_start and self.iteration == 0:
             self._evaluate(metrics)
-        bar = tqdm(total=self.total_iters, initial=self.iteration, desc="train", disable=not self.progress)
+        bar = progress_bar(total=self.total_iters, initial=self.iteration, desc="train", unit="it",
+                           enabled=self.progress)  # fmt: skip
         try:
             while self.iteration < stop_at:
                 images, pids, camids = next(loader)

@@ -10,8 +10,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
+from manifests import progress_bar
 from reid_model.model import ReidModel
 
 METRICS = ("cosine", "euclidean")
@@ -31,7 +31,7 @@ def extract_features(
     model.eval()
     chunks = []
     try:
-        for images in tqdm(loader, desc=desc, disable=not progress, leave=False):
+        for images in progress_bar(loader, desc=desc, unit="batch", enabled=progress):
             images = images.to(device, non_blocking=True)
             with torch.autocast(device_type=device.type, enabled=device.type == "cuda"):
                 neck = model(images).float()
