@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -11,22 +10,13 @@ from sqlalchemy import select
 
 from benchmarks.leaderboard.errors import AlreadyInitialisedError, DatasetChangedError, LeaderboardError
 from benchmarks.leaderboard.partition import draw_private, new_seed, query_ids_digest
+from benchmarks.leaderboard.settings import BoardSettings
 from benchmarks.leaderboard.standings import check_sort_metric
 from benchmarks.leaderboard.store import Board, QueryPartition, Store, utcnow
 from benchmarks.leaderboard.tokens import hash_token, new_token
 from manifests import QUERY, DatasetLayout, ManifestError, read_manifest
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class BoardSettings:
-    name: str = "OPReID"
-    sort_metric: str = "mAP"
-    daily_quota: int | None = 5
-    total_quota: int | None = 100
-    private_fraction: float = 0.5
-    seed: int | None = None  # None: a random, secret seed
 
 
 def read_query_ids(data_dir: str | Path) -> list[str]:

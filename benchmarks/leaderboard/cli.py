@@ -16,8 +16,11 @@ from typing import Any
 import click
 
 from benchmarks.leaderboard.errors import LeaderboardError
+from benchmarks.leaderboard.settings import BoardSettings, WebSettings
 from benchmarks.leaderboard.store import DB_FILENAME, Store
 
+_BOARD = BoardSettings()
+_WEB = WebSettings()
 TOKEN_ENV = "OPREID_LEADERBOARD_TOKEN"
 DB_ENV = "OPREID_LEADERBOARD_DB"
 
@@ -60,26 +63,26 @@ def leaderboard() -> None:
     "--data", required=True, type=click.Path(exists=True, file_okay=False), help="Built dataset OUT."
 )
 @click.option("--db", envvar=DB_ENV, help="Database file or URL (default OUT/leaderboard.db).")
-@click.option("--name", default="OPReID", show_default=True, help="Leaderboard title.")
-@click.option("--sort-metric", default="mAP", show_default=True, help="mAP, mINP or rankK.")
+@click.option("--name", default=_BOARD.name, show_default=True, help="Leaderboard title.")
+@click.option("--sort-metric", default=_BOARD.sort_metric, show_default=True, help="mAP, mINP or rankK.")
 @click.option(
     "--daily-quota",
     type=click.IntRange(min=0),
-    default=5,
+    default=_BOARD.daily_quota,
     show_default=True,
     help="Per team per UTC day; 0 = unlimited.",
 )
 @click.option(
     "--total-quota",
     type=click.IntRange(min=0),
-    default=100,
+    default=_BOARD.total_quota,
     show_default=True,
     help="Per team in total; 0 = unlimited.",
 )
 @click.option(
     "--private-fraction",
     type=click.FloatRange(0, 1, min_open=True, max_open=True),
-    default=0.5,
+    default=_BOARD.private_fraction,
     show_default=True,
     help="Share of queries in the hidden private subset.",
 )
@@ -87,7 +90,7 @@ def leaderboard() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output on stdout.")
 def init_cmd(data, db, name, sort_metric, daily_quota, total_quota, private_fraction, seed, as_json) -> None:
     """Create a leaderboard for a built dataset; prints the host token (shown once)."""
-    from benchmarks.leaderboard.board import BoardSettings, create_board
+    from benchmarks.leaderboard.board import create_board
 
     store = Store(db or Path(data) / DB_FILENAME)
     settings = BoardSettings(
@@ -294,10 +297,19 @@ def history_cmd(team_name, db, data, as_json) -> None:
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, type=int, show_default=True)
 @click.option(
-    "--max-upload-mb", default=512.0, type=float, show_default=True, help="Upload size limit (413 above)."
+    "--max-upload-mb",
+    default=_WEB.max_upload_bytes / 2**20,
+    type=float,
+    show_default=True,
+    help="Upload size limit (413 above).",
 )
 @click.option(
-    "--timeout", "timeout_s", default=300.0, type=float, show_default=True, help="Request timeout in seconds."
+    "--timeout",
+    "timeout_s",
+    default=_WEB.request_timeout_s,
+    type=float,
+    show_default=True,
+    help="Request timeout in seconds.",
 )
 @click.option("--db", envvar=DB_ENV, help=f"Database file or URL (env {DB_ENV}).")
 @click.option("--data", type=click.Path(file_okay=False), help="Built dataset OUT (db: OUT/leaderboard.db).")
@@ -305,7 +317,7 @@ def serve_cmd(host, port, max_upload_mb, timeout_s, db, data) -> None:
     """Serve the standings page, team histories, an upload form and a JSON API."""
     import uvicorn
 
-    from benchmarks.leaderboard.web import WebSettings, create_app, install_log_redaction
+    from benchmarks.leaderboard.web import create_app, install_log_redaction
 
     store = _open(db, data)
     with store.session() as session:

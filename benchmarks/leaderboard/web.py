@@ -21,7 +21,6 @@ import logging
 import os
 import re
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +41,7 @@ from benchmarks.leaderboard.errors import (
     UnknownSubmissionError,
     UnknownTeamError,
 )
+from benchmarks.leaderboard.settings import WebSettings
 from benchmarks.leaderboard.standings import compute_standings, is_metric, sort_rows
 from benchmarks.leaderboard.store import Store
 from benchmarks.leaderboard.submissions import SubmitResult, Ticket, submit, team_history, team_quota
@@ -51,12 +51,6 @@ log = logging.getLogger(__name__)
 
 TEMPLATES = Path(__file__).with_name("templates")
 _COPY_CHUNK = 1 << 20
-
-
-@dataclass(frozen=True)
-class WebSettings:
-    max_upload_bytes: int = 512 * 2**20
-    request_timeout_s: float = 300.0
 
 
 class _BodyTooLarge(Exception):
