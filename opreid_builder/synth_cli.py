@@ -9,6 +9,9 @@ from pathlib import Path
 import click
 
 from manifests import progress_enabled, progress_option
+from opreid_builder.synth import MAX_CAMERAS, MAX_IDENTITIES, SynthConfig
+
+_D = SynthConfig()
 
 _RANGE = re.compile(r"^\s*(\d+)\s*(?:-\s*(\d+)\s*)?$")
 _SIZE = re.compile(r"^\s*(\d+)\s*[xX]\s*(\d+)\s*$")
@@ -37,19 +40,25 @@ def _parse_size(ctx, param, value: str) -> tuple[int, int]:
 
 @click.command("synth")
 @click.argument("out", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--identities", type=int, default=_D.identities, show_default=True,
+              help=f"Number of identities (pids 1..N, N <= {MAX_IDENTITIES}).")  # fmt: skip
 @click.option(
-    "--identities", type=int, default=100, show_default=True, help="Number of identities (pids 1..N)."
+    "--cameras",
+    type=int,
+    default=_D.cameras,
+    show_default=True,
+    help=f"Number of cameras (1..{MAX_CAMERAS}).",
 )
-@click.option("--cameras", type=int, default=6, show_default=True, help="Number of cameras (1..9).")
-@click.option("--images-per-identity", "ipi", default="10-30", show_default=True, callback=_parse_range,
-              help="Images per identity, a range LO-HI (or one number).")  # fmt: skip
-@click.option("--occluded-fraction", type=float, default=0.35, show_default=True,
+@click.option("--images-per-identity", "ipi", default="{}-{}".format(*_D.images_per_identity), show_default=True,
+              callback=_parse_range, help="Images per identity, a range LO-HI (or one number).")  # fmt: skip
+@click.option("--occluded-fraction", type=float, default=_D.occluded_fraction, show_default=True,
               help="Expected fraction of occluded images (each identity keeps both kinds when it can).")  # fmt: skip
+@click.option("--size", default=f"{_D.height}x{_D.width}", show_default=True, callback=_parse_size,
+              help="Crop size HEIGHTxWIDTH.")  # fmt: skip
 @click.option(
-    "--size", default="128x64", show_default=True, callback=_parse_size, help="Crop size HEIGHTxWIDTH."
+    "--seed", type=int, default=_D.seed, show_default=True, help="Same seed => byte-identical output."
 )
-@click.option("--seed", type=int, default=0, show_default=True, help="Same seed => byte-identical output.")
-@click.option("--workers", type=int, default=1, show_default=True, help="Worker processes.")
+@click.option("--workers", type=int, default=_D.workers, show_default=True, help="Worker processes.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
 @progress_option
 def synth(out: Path, identities: int, cameras: int, ipi: tuple[int, int], occluded_fraction: float,
@@ -59,7 +68,7 @@ def synth(out: Path, identities: int, cameras: int, ipi: tuple[int, int], occlud
     Also writes OUT/keypoints.parquet (ground-truth COCO-17 keypoints, v=0 when hidden by an
     occluder or outside the crop) and OUT/truth.parquet (occluded flag, occluded parts, face boxes).
     """
-    from opreid_builder.synth import SynthConfig, generate
+    from opreid_builder.synth import generate
 
     config = SynthConfig(
         identities=identities,
