@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from manifests import COCO17
 from opreid_builder.errors import CurationError
 from opreid_builder.occlusion import RULES, evaluate_grid
 from opreid_builder.pose import KeypointsFile, PoseEstimator
@@ -69,7 +70,7 @@ def _keypoints(
     from tqdm import tqdm
 
     n = len(files)
-    kps = np.full((n, 17, 3), np.nan, dtype=np.float32)
+    kps = np.full((n, len(COCO17), 3), np.nan, dtype=np.float32)
     sizes = np.ones((n, 2), dtype=np.float64)
     person = np.zeros(n, dtype=bool)
     readable = np.zeros(n, dtype=bool)
