@@ -79,11 +79,11 @@ class CurateConfig:
     face_detectors: tuple[str, ...] = ()
     face_models: tuple[str, ...] = ()
     insightface_root: str | None = None
-    face_score: float = 0.6
-    face_upscale: int = 512
+    face_score: float = FaceConfig.score_threshold
+    face_upscale: int = FaceConfig.upscale_to
     face_mask: str = "fill"
     face_enlarge: float = 1.3
-    head_enlarge: float = 2.0
+    head_enlarge: float = FaceConfig.head_enlarge
     jpeg_quality: int = 95
     corrections: str | None = None
     workers: int = 2
