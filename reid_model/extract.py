@@ -2,7 +2,11 @@
 
 Features are the eval-mode BNNeck outputs (optionally averaged with the flipped image), then
 L2-normalised with the ME mean subtracted. Distances: cosine (1 - cos, re-normalising the
-ME-subtracted features, FastReID's default) or squared Euclidean.
+ME-subtracted features, FastReID's default) or squared Euclidean: the definitions of the scorer's
+`benchmarks.feature_distances`, which evaluation during training calls directly. Here they are
+computed in torch, because the written predictions are byte-for-byte those of torch's float32
+normalisation and matrix product (numpy's BLAS and float64 norms differ in the last bit for about
+a quarter of the entries); tests/test_model_components.py checks the two agree.
 """
 
 from __future__ import annotations
@@ -12,9 +16,8 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from benchmarks.feature_distances import METRICS
 from reid_model.model import ReidModel
-
-METRICS = ("cosine", "euclidean")
 
 
 @torch.no_grad()
@@ -46,7 +49,7 @@ def extract_features(
 
 
 def distance_matrix(query: torch.Tensor, gallery: torch.Tensor, metric: str = "cosine") -> torch.Tensor:
-    """Q x G float32 distances, lower is closer."""
+    """Q x G float32 distances, lower is closer (cosine: 1 - the scorer's similarity)."""
     q, g = query.float(), gallery.float()
     if metric == "cosine":
         return 1.0 - F.normalize(q, dim=1) @ F.normalize(g, dim=1).t()
