@@ -111,12 +111,9 @@ def ordered_missing(missing17: np.ndarray, rule: str) -> np.ndarray:
 def longest_runs(mask: np.ndarray) -> np.ndarray:
     """Length of the longest stretch of True values along the last axis of a (..., L) mask."""
     mask = np.asarray(mask, dtype=bool)
-    run = np.zeros(mask.shape[:-1], dtype=np.int64)
-    best = np.zeros(mask.shape[:-1], dtype=np.int64)
-    for k in range(mask.shape[-1]):
-        run = np.where(mask[..., k], run + 1, 0)
-        best = np.maximum(best, run)
-    return best
+    count = np.cumsum(mask, axis=-1, dtype=np.int64)  # True values so far
+    at_last_false = np.maximum.accumulate(np.where(mask, 0, count), axis=-1)
+    return (count - at_last_false).max(axis=-1, initial=0)  # run ending at each position, longest
 
 
 def longest_run(mask: np.ndarray) -> int:
