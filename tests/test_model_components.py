@@ -331,7 +331,7 @@ def test_lr_schedule_warmup_delay_cosine():
 
 @pytest.mark.parametrize("metric", ["cosine", "euclidean"])
 def test_extract_distances_are_the_scorers_feature_distances(metric):
-    """extract computes in torch (byte-stable predictions); the definition is benchmarks.feature_distances."""
+    """extract's distances are computed by benchmarks.feature_distances (numpy backend)."""
     import numpy as np
 
     from benchmarks.feature_distances import METRICS, feature_distances
@@ -346,6 +346,8 @@ def test_extract_distances_are_the_scorers_feature_distances(metric):
     theirs = 1.0 - block if src.similarity else block
     assert ours.dtype == np.float32
     np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-5)
+    if metric == "cosine":
+        np.testing.assert_array_equal(ours, np.float32(1.0) - src.rows(0, src.num_query))
     assert (
         np.argsort(ours, axis=1, kind="stable")[:, :5] == np.argsort(theirs, axis=1, kind="stable")[:, :5]
     ).all()
