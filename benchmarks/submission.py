@@ -22,11 +22,11 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.errors import InvalidSubmissionError
+from benchmarks.feature_distances import METRICS
 from benchmarks.npy_header import NpyHeader, NpyHeaderError, read_npy_header
 from benchmarks.submission_checks import nonfinite_problems, ranked_index_problems
 
 FORMATS = ("distances", "ranked", "features")
-METRICS = ("cosine", "euclidean")
 #: Bound on the summed uncompressed size of an .npz's members (features of 45k images x 2048 x
 #: float32 are ~370 MB); anything larger is refused before extraction.
 DEFAULT_MAX_NPZ_BYTES = 4 << 30

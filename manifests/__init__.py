@@ -1,4 +1,5 @@
-"""The data contract of a built dataset: Arrow schemas, atomic writes, validating reads, checksums.
+"""The data contract of a built dataset: Arrow schemas, keypoint topology, atomic writes, validating
+reads, checksums.
 
 Imports nothing else from opreid: every other package builds on it.
 """
@@ -19,12 +20,25 @@ from manifests.errors import (
     UnreadableManifestError,
     UserError,
 )
+from manifests.keypoints import (
+    BODY_PARTS,
+    COCO17,
+    COCO18,
+    COCO18_ORDER,
+    FACE_POINTS,
+    HEAD_POINTS,
+    KEYPOINT_INDEX,
+    KEYPOINT_VALUES,
+    NECK,
+    PART_KEYPOINTS,
+    SHOULDERS,
+    SKELETON,
+    in_order,
+)
 from manifests.layout import DatasetLayout
 from manifests.parquet_io import conform, read_manifest, read_metadata, write_manifest
 from manifests.progress import progress_bar, progress_enabled, progress_option
 from manifests.schemas import (
-    BODY_PARTS,
-    COCO17,
     GALLERY,
     GROUND_TRUTH,
     IMAGE_STATUSES,
@@ -40,12 +54,14 @@ from manifests.schemas import (
 )
 
 __all__ = [
-    "BODY_PARTS", "COCO17", "GALLERY", "GROUND_TRUTH", "IMAGES", "IMAGE_STATUSES", "KEYPOINTS_FILE",
-    "QUERY", "SCHEMAS", "SCHEMA_VERSION", "SPLITS", "SYNTH_TRUTH", "TRAIN",
+    "BODY_PARTS", "COCO17", "COCO18", "COCO18_ORDER", "FACE_POINTS", "GALLERY", "GROUND_TRUTH", "HEAD_POINTS",
+    "IMAGES", "IMAGE_STATUSES", "KEYPOINTS_FILE", "KEYPOINT_INDEX", "KEYPOINT_VALUES", "NECK", "PART_KEYPOINTS",
+    "QUERY", "SCHEMAS", "SCHEMA_VERSION", "SHOULDERS", "SKELETON", "SPLITS", "SYNTH_TRUTH", "TRAIN",
     "ColumnTypeError", "DatasetLayout", "ExitCode", "InvalidInputError", "ManifestError", "ManifestSchema",
     "MissingColumnError", "OpreidError", "RefusedError", "SchemaKindError", "SchemaVersionError",
     "UnreadableManifestError", "UserError",
-    "atomic_path", "atomic_write_bytes", "atomic_write_text", "conform", "read_dataset_json",
-    "progress_bar", "progress_enabled", "progress_option", "read_manifest", "read_metadata", "sha256_bytes", "sha256_file", "sha256_tree", "write_dataset_json",
+    "atomic_path", "atomic_write_bytes", "atomic_write_text", "conform", "in_order", "progress_bar",
+    "progress_enabled", "progress_option", "read_dataset_json", "read_manifest", "read_metadata", "sha256_bytes",
+    "sha256_file", "sha256_tree", "write_dataset_json",
     "write_manifest",
 ]  # fmt: skip

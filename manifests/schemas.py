@@ -2,7 +2,8 @@
 
 Each file records its kind and schema version in the Parquet key-value metadata
 (`opreid.kind`, `opreid.schema_version`); readers accept the same major version only.
-Column meanings are in ARCHITECTURE.md ("Data contract").
+Column meanings are in ARCHITECTURE.md ("Data contract"); the keypoint order and the body parts of
+`keypoints` / `missing_parts` / `occluded_parts` are in manifests/keypoints.py.
 """
 
 from __future__ import annotations
@@ -15,19 +16,11 @@ SCHEMA_VERSION = "1.0"
 KIND_KEY = b"opreid.kind"
 VERSION_KEY = b"opreid.schema_version"
 
-#: COCO-17 keypoint names in index order (the order of every `keypoints` column).
-COCO17 = (
-    "nose", "left_eye", "right_eye", "left_ear", "right_ear",
-    "left_shoulder", "right_shoulder", "left_elbow", "right_elbow", "left_wrist", "right_wrist",
-    "left_hip", "right_hip", "left_knee", "right_knee", "left_ankle", "right_ankle",
-)  # fmt: skip
-#: Body parts used by `missing_parts` / `occluded_parts`.
-BODY_PARTS = ("head", "torso", "left_arm", "right_arm", "left_leg", "right_leg")
 #: Values of `private/images.parquet` `status`.
 IMAGE_STATUSES = ("ok", "unreadable", "no_person", "duplicate", "excluded")
 SPLITS = ("train", "query", "gallery")
 
-_KEYPOINTS = pa.list_(pa.float32())  # 51 floats: x, y, conf for each COCO-17 keypoint
+_KEYPOINTS = pa.list_(pa.float32())  # 51 floats: x, y, conf for each COCO-17 keypoint (keypoints.py)
 _FACE_BOX = pa.struct(
     [
         ("x1", pa.float32()), ("y1", pa.float32()), ("x2", pa.float32()), ("y2", pa.float32()),

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from manifests import progress_bar
+from manifests import COCO17, progress_bar
 from opreid_builder.errors import CurationError
 from opreid_builder.occlusion import RULES, evaluate_grid
 from opreid_builder.pose import KeypointsFile, PoseEstimator
@@ -67,7 +67,7 @@ def _keypoints(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(N,17,3) keypoints, (N,2) sizes, found-a-person mask and readable mask, in `files` order."""
     n = len(files)
-    kps = np.full((n, 17, 3), np.nan, dtype=np.float32)
+    kps = np.full((n, len(COCO17), 3), np.nan, dtype=np.float32)
     sizes = np.ones((n, 2), dtype=np.float64)
     person = np.zeros(n, dtype=bool)
     readable = np.zeros(n, dtype=bool)

@@ -33,6 +33,7 @@ import numpy as np
 import pyarrow as pa
 
 from manifests import (
+    COCO17,
     IMAGE_STATUSES,
     IMAGES,
     DatasetLayout,
@@ -46,7 +47,7 @@ from opreid_builder.corrections import load_corrections
 from opreid_builder.errors import CurationError
 from opreid_builder.faces import FaceBox, FaceConfig, FaceDetectors
 from opreid_builder.masking import BLUR_WARNING, check_method, encode_jpeg, mask_faces
-from opreid_builder.occlusion import OcclusionRule, evaluate
+from opreid_builder.occlusion import PAPER_RULE, OcclusionRule, evaluate
 from opreid_builder.pose import KeypointsFile, PoseEstimator, PoseResult, keypoint_source
 from opreid_builder.sources import SourceScan, prefetch, read_and_decode, scan_sources
 from opreid_builder.stage_cache import StageCache
@@ -70,19 +71,19 @@ class CurateConfig:
     imgsz: int | None = None
     half: bool = False
     person_conf: float = 0.25
-    rule: str = "coco18"
-    kpt_conf: float = 0.5
-    min_run: int = 3
+    rule: str = PAPER_RULE.rule
+    kpt_conf: float = PAPER_RULE.kpt_conf
+    min_run: int = PAPER_RULE.min_run
     no_person: str = "exclude"
     min_size: int = 16
     face_detectors: tuple[str, ...] = ()
     face_models: tuple[str, ...] = ()
     insightface_root: str | None = None
-    face_score: float = 0.6
-    face_upscale: int = 512
+    face_score: float = FaceConfig.score_threshold
+    face_upscale: int = FaceConfig.upscale_to
     face_mask: str = "fill"
     face_enlarge: float = 1.3
-    head_enlarge: float = 2.0
+    head_enlarge: float = FaceConfig.head_enlarge
     jpeg_quality: int = 95
     corrections: str | None = None
     workers: int = 2
@@ -225,7 +226,11 @@ def _pose_stage(
     cache.flush()
     out = {}
     for sha, e in done.items():
-        kp = None if e["keypoints"] is None else np.asarray(e["keypoints"], dtype=np.float32).reshape(17, 3)
+        kp = (
+            None
+            if e["keypoints"] is None
+            else np.asarray(e["keypoints"], dtype=np.float32).reshape(len(COCO17), 3)
+        )
         out[sha] = PoseResult(e["n_persons"], e["person_index"], kp, e["box"], e["score"])
     return out
 
@@ -251,7 +256,7 @@ def _face_stage(
     layout.masked.mkdir(parents=True, exist_ok=True)
 
     def boxes_of(row: dict[str, Any], found: list[dict] | None) -> list[dict]:
-        kp = None if row["keypoints"] is None else np.asarray(row["keypoints"]).reshape(17, 3)
+        kp = None if row["keypoints"] is None else np.asarray(row["keypoints"]).reshape(len(COCO17), 3)
         head = detectors.head_box(kp, row["width"], row["height"], config.kpt_conf)
         return list(found or []) + [b.as_dict() for b in head]
 

@@ -19,16 +19,13 @@ from pathlib import Path
 
 import numpy as np
 
-from manifests import COCO17, sha256_file
+from manifests import COCO17, FACE_POINTS, HEAD_POINTS, SHOULDERS, sha256_file
 from opreid_builder.errors import FaceDetectorError, ModelFileError
 
 log = logging.getLogger(__name__)
 
 DETECTORS = ("insightface", "yunet", "pose-head")
 FACE_MODEL_ENV = "OPREID_FACE_MODEL"
-_I = {name: i for i, name in enumerate(COCO17)}
-_FACE_POINTS = tuple(_I[n] for n in ("nose", "left_eye", "right_eye"))
-_HEAD_POINTS = tuple(_I[n] for n in ("nose", "left_eye", "right_eye", "left_ear", "right_ear"))
 
 
 @dataclass(frozen=True)
@@ -184,13 +181,13 @@ def pose_head_box(
         x, y, c = kp[i]
         return bool(np.isfinite(kp[i]).all() and c >= kpt_conf and 0 <= x < width and 0 <= y < height)
 
-    if not any(seen(i) for i in _FACE_POINTS):
+    if not any(seen(i) for i in FACE_POINTS):
         return None
-    pts = np.array([kp[i] for i in _HEAD_POINTS if seen(i)])
+    pts = np.array([kp[i] for i in HEAD_POINTS if seen(i)])
     cx, cy = float(pts[:, 0].mean()), float(pts[:, 1].mean())
     span = max(float(np.ptp(pts[:, 0])), float(np.ptp(pts[:, 1])))
     floor = height / 10.0
-    ls, rs = _I["left_shoulder"], _I["right_shoulder"]
+    ls, rs = SHOULDERS
     if seen(ls) and seen(rs):
         floor = max(floor, abs(kp[ls, 0] - kp[rs, 0]) / 3.0)
     half = max(span, floor) * enlarge / 2.0

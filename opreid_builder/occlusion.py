@@ -13,7 +13,8 @@ Rules (`--rule`):
 - `count`: occluded when at least `min_run` of the 17 keypoints are missing, wherever they are.
 
 A keypoint is missing when its confidence is below `kpt_conf`, it is not finite, or it lies
-outside the crop.
+outside the crop. The keypoint names, the COCO-18 order and the body parts are the data contract's
+(manifests/keypoints.py); the generator (`opreid synth`) checks its occluders against PAPER_RULE.
 """
 
 from __future__ import annotations
@@ -22,45 +23,18 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from manifests import BODY_PARTS, COCO17
+from manifests import COCO17, COCO18, COCO18_ORDER, KEYPOINT_INDEX, PART_KEYPOINTS, in_order
 from opreid_builder.errors import CurationError
 
 RULES = ("coco18", "coco17", "body", "count")
-NECK = -1  # marker in an order: the neck, derived from both shoulders
-_I = {name: i for i, name in enumerate(COCO17)}
-
-#: OpenPose COCO-18 order expressed in COCO-17 indices (NECK = derived).
-COCO18_ORDER: tuple[int, ...] = (
-    _I["nose"], NECK,
-    _I["right_shoulder"], _I["right_elbow"], _I["right_wrist"],
-    _I["left_shoulder"], _I["left_elbow"], _I["left_wrist"],
-    _I["right_hip"], _I["right_knee"], _I["right_ankle"],
-    _I["left_hip"], _I["left_knee"], _I["left_ankle"],
-    _I["right_eye"], _I["left_eye"], _I["right_ear"], _I["left_ear"],
-)  # fmt: skip
-COCO18_NAMES = (
-    "nose", "neck", "right_shoulder", "right_elbow", "right_wrist", "left_shoulder", "left_elbow",
-    "left_wrist", "right_hip", "right_knee", "right_ankle", "left_hip", "left_knee", "left_ankle",
-    "right_eye", "left_eye", "right_ear", "left_ear",
-)  # fmt: skip
-BODY_ORDER: tuple[int, ...] = (_I["nose"], *range(_I["left_shoulder"], len(COCO17)))
+#: COCO-17 order without eyes and ears: the nose, then shoulders to ankles.
+BODY_ORDER: tuple[int, ...] = (KEYPOINT_INDEX["nose"], *range(KEYPOINT_INDEX["left_shoulder"], len(COCO17)))
 ORDERS: dict[str, tuple[int, ...]] = {
     "coco18": COCO18_ORDER,
     "coco17": tuple(range(len(COCO17))),
     "body": BODY_ORDER,
     "count": tuple(range(len(COCO17))),
 }
-
-#: COCO-17 keypoints of each body part; a part is missing when any of them is (as the synth truth counts).
-PART_KEYPOINTS: dict[str, tuple[int, ...]] = {
-    "head": tuple(_I[n] for n in ("nose", "left_eye", "right_eye", "left_ear", "right_ear")),
-    "torso": tuple(_I[n] for n in ("left_shoulder", "right_shoulder", "left_hip", "right_hip")),
-    "left_arm": tuple(_I[n] for n in ("left_shoulder", "left_elbow", "left_wrist")),
-    "right_arm": tuple(_I[n] for n in ("right_shoulder", "right_elbow", "right_wrist")),
-    "left_leg": tuple(_I[n] for n in ("left_hip", "left_knee", "left_ankle")),
-    "right_leg": tuple(_I[n] for n in ("right_hip", "right_knee", "right_ankle")),
-}
-assert tuple(PART_KEYPOINTS) == BODY_PARTS
 
 
 @dataclass(frozen=True)
@@ -81,11 +55,7 @@ class OcclusionRule:
 
     def describe(self) -> dict:
         body = asdict(self)
-        body["order"] = (
-            [COCO18_NAMES[i] for i in range(18)]
-            if self.rule == "coco18"
-            else [COCO17[i] for i in ORDERS[self.rule]]
-        )
+        body["order"] = list(COCO18) if self.rule == "coco18" else [COCO17[i] for i in ORDERS[self.rule]]
         body["test"] = (
             f"at least {self.min_run} of 17 keypoints missing"
             if self.rule == "count"
@@ -93,6 +63,16 @@ class OcclusionRule:
         )
         body["missing"] = f"confidence < {self.kpt_conf}, not finite, or outside the crop"
         return body
+
+    def decide(self, missing17: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Longest run in the rule's order and the decision, for (..., 17) missing masks."""
+        run = longest_runs(in_order(missing17, ORDERS[self.rule]))
+        evidence = np.asarray(missing17, dtype=bool).sum(axis=-1) if self.rule == "count" else run
+        return run, evidence >= self.min_run
+
+
+#: The paper's rule (the default): a run of >= 3 missing keypoints in OpenPose's COCO-18 order.
+PAPER_RULE = OcclusionRule()
 
 
 @dataclass(frozen=True)
@@ -106,30 +86,39 @@ class Occlusion:
     occluded: bool
 
 
-def missing_keypoints(keypoints: np.ndarray, width: int, height: int, kpt_conf: float) -> np.ndarray:
-    """(17,) bool: confidence below the threshold, not finite, or outside [0, width) x [0, height)."""
-    kp = np.asarray(keypoints, dtype=np.float64).reshape(len(COCO17), 3)
-    x, y, c = kp[:, 0], kp[:, 1], kp[:, 2]
-    finite = np.isfinite(kp).all(axis=1)
+def missing_keypoints(keypoints: np.ndarray, width, height, kpt_conf: float) -> np.ndarray:
+    """(..., 17) bool: confidence below the threshold, not finite, or outside [0, width) x [0, height).
+
+    `keypoints` is (..., 17, 3) or (..., 51); `width` and `height` are numbers or (...,) arrays.
+    """
+    kp = np.asarray(keypoints, dtype=np.float64)
+    kp = kp.reshape(*kp.shape[:-1], len(COCO17), 3) if kp.shape[-1] != 3 else kp
+    w = np.asarray(width, dtype=np.float64)[..., None]
+    h = np.asarray(height, dtype=np.float64)[..., None]
+    x, y, c = kp[..., 0], kp[..., 1], kp[..., 2]
+    finite = np.isfinite(kp).all(axis=-1)
     with np.errstate(invalid="ignore"):
-        inside = (x >= 0) & (y >= 0) & (x < width) & (y < height)
+        inside = (x >= 0) & (y >= 0) & (x < w) & (y < h)
         confident = c >= kpt_conf
     return ~(finite & inside & confident)
 
 
 def ordered_missing(missing17: np.ndarray, rule: str) -> np.ndarray:
     """The missing mask laid out in the rule's order (the neck derived for coco18)."""
-    neck = bool(missing17[_I["left_shoulder"]] or missing17[_I["right_shoulder"]])
-    return np.array([neck if i == NECK else bool(missing17[i]) for i in ORDERS[rule]], dtype=bool)
+    return in_order(missing17, ORDERS[rule])
+
+
+def longest_runs(mask: np.ndarray) -> np.ndarray:
+    """Length of the longest stretch of True values along the last axis of a (..., L) mask."""
+    mask = np.asarray(mask, dtype=bool)
+    count = np.cumsum(mask, axis=-1, dtype=np.int64)  # True values so far
+    at_last_false = np.maximum.accumulate(np.where(mask, 0, count), axis=-1)
+    return (count - at_last_false).max(axis=-1, initial=0)  # run ending at each position, longest
 
 
 def longest_run(mask: np.ndarray) -> int:
     """Length of the longest stretch of True values."""
-    best = run = 0
-    for value in mask:
-        run = run + 1 if value else 0
-        best = max(best, run)
-    return best
+    return int(longest_runs(mask))
 
 
 def missing_parts(missing17: np.ndarray) -> tuple[str, ...]:
@@ -139,11 +128,9 @@ def missing_parts(missing17: np.ndarray) -> tuple[str, ...]:
 
 def evaluate(keypoints: np.ndarray, width: int, height: int, rule: OcclusionRule) -> Occlusion:
     """Apply the rule to one person's 17 keypoints (x, y, conf in crop pixels)."""
-    missing = missing_keypoints(keypoints, width, height, rule.kpt_conf)
-    run = longest_run(ordered_missing(missing, rule.rule))
-    n = int(missing.sum())
-    occluded = n >= rule.min_run if rule.rule == "count" else run >= rule.min_run
-    return Occlusion(missing, run, n, missing_parts(missing), bool(occluded))
+    missing = missing_keypoints(np.reshape(keypoints, (len(COCO17), 3)), width, height, rule.kpt_conf)
+    run, occluded = rule.decide(missing)
+    return Occlusion(missing, int(run), int(missing.sum()), missing_parts(missing), bool(occluded))
 
 
 def evaluate_grid(
@@ -158,28 +145,11 @@ def evaluate_grid(
     `keypoints` is (N, 17, 3), `sizes` (N, 2) as width, height. Returns a bool (N,) array per combination.
     """
     kp = np.asarray(keypoints, dtype=np.float64).reshape(-1, len(COCO17), 3)
-    w = np.asarray(sizes, dtype=np.float64)[:, 0:1]
-    h = np.asarray(sizes, dtype=np.float64)[:, 1:2]
-    finite = np.isfinite(kp).all(axis=2)
-    with np.errstate(invalid="ignore"):
-        inside = (kp[..., 0] >= 0) & (kp[..., 1] >= 0) & (kp[..., 0] < w) & (kp[..., 1] < h) & finite
+    size = np.asarray(sizes, dtype=np.float64).reshape(-1, 2)
     out: dict[tuple[str, float, int], np.ndarray] = {}
     for conf in confs:
-        with np.errstate(invalid="ignore"):
-            missing = ~(inside & (kp[..., 2] >= conf))
-        neck = missing[:, _I["left_shoulder"]] | missing[:, _I["right_shoulder"]]
+        missing = missing_keypoints(kp, size[:, 0], size[:, 1], conf)
         for name in rules:
-            if name == "count":
-                n = missing.sum(axis=1)
-                for k in runs:
-                    out[(name, conf, k)] = n >= k
-                continue
-            cols = [neck if i == NECK else missing[:, i] for i in ORDERS[name]]
-            run = np.zeros(len(kp), dtype=np.int64)
-            best = np.zeros(len(kp), dtype=np.int64)
-            for col in cols:
-                run = np.where(col, run + 1, 0)
-                best = np.maximum(best, run)
             for k in runs:
-                out[(name, conf, k)] = best >= k
+                out[(name, conf, k)] = OcclusionRule(name, conf, k).decide(missing)[1]
     return out

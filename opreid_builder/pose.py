@@ -23,13 +23,12 @@ from typing import TypeVar
 
 import numpy as np
 
-from manifests import COCO17, KEYPOINTS_FILE, ManifestError, read_manifest, sha256_file
+from manifests import COCO17, KEYPOINT_VALUES, KEYPOINTS_FILE, ManifestError, read_manifest, sha256_file
 from opreid_builder.errors import CurationError, KeypointsFileError, ModelFileError, PoseError
 
 log = logging.getLogger(__name__)
 
 POSE_MODEL_ENV = "OPREID_POSE_MODEL"
-N_VALUES = 3 * len(COCO17)
 K = TypeVar("K")
 
 
@@ -231,9 +230,9 @@ class KeypointsFile:
         self._by_file: dict[str, np.ndarray] = {}
         self._by_name: dict[str, list[str]] = {}
         for i, (f, kp) in enumerate(zip(files, values, strict=True)):
-            if kp is None or len(kp) != N_VALUES:
+            if kp is None or len(kp) != KEYPOINT_VALUES:
                 raise KeypointsFileError(
-                    f"{self.path}: row {i + 1} ({f}) has {0 if kp is None else len(kp)} values, expected 51"
+                    f"{self.path}: row {i + 1} ({f}) has {0 if kp is None else len(kp)} values, expected {KEYPOINT_VALUES}"
                 )
             key = os.path.normpath(f).replace(os.sep, "/")
             self._by_file[key] = np.asarray(kp, dtype=np.float32).reshape(len(COCO17), 3)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from manifests import BODY_PARTS, COCO17, IMAGES, DatasetLayout, atomic_write_text, read_manifest
+from manifests import BODY_PARTS, IMAGES, SKELETON, DatasetLayout, atomic_write_text, read_manifest
 from opreid_builder.errors import CurationError
 from opreid_builder.occlusion import missing_keypoints
 
@@ -34,17 +34,6 @@ FIELDS = (
     "image_id", "image", "source_path", "pid", "camid", "status", "occluded", "source", "run",
     "missing_parts", "keypoints", "missing", "width", "height",
 )  # fmt: skip
-_I = {n: i for i, n in enumerate(COCO17)}
-SKELETON = [
-    (_I[a], _I[b])
-    for a, b in (
-        ("left_shoulder", "right_shoulder"), ("left_shoulder", "left_elbow"), ("left_elbow", "left_wrist"),
-        ("right_shoulder", "right_elbow"), ("right_elbow", "right_wrist"), ("left_shoulder", "left_hip"),
-        ("right_shoulder", "right_hip"), ("left_hip", "right_hip"), ("left_hip", "left_knee"),
-        ("left_knee", "left_ankle"), ("right_hip", "right_knee"), ("right_knee", "right_ankle"),
-        ("nose", "left_eye"), ("nose", "right_eye"), ("left_eye", "left_ear"), ("right_eye", "right_ear"),
-    )
-]  # fmt: skip
 
 
 @dataclass(frozen=True)

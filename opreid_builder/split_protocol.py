@@ -9,8 +9,9 @@ Rules (per identity):
   holds exactly one occluded and one holistic image of it, both from other cameras;
 - a distractor identity adds 1-3 occluded and 1-3 holistic gallery images.
 
-Determinism: rows are sorted by (pid, image_id) before any draw, and every draw comes from a
-numpy Generator spawned from the seed, so the result depends only on the set of rows and the seed.
+Determinism: rows are sorted by (pid, image_id) before any draw, and every draw comes from one of
+the named numpy Generators of `SplitStreams`, spawned from the seed, so the result depends only on
+the set of rows and the seed.
 Everything is vectorised (numpy), so a 1.38 M-row pool splits in seconds.
 """
 
@@ -192,17 +193,75 @@ def _columns(table: pa.Table) -> tuple[np.ndarray, ...]:
     return table, pid, cam, occ
 
 
-def select_split(table: pa.Table, config: SplitConfig) -> SplitSelection:
-    """Compute eligibility, then draw the split; raises SplitPoolError naming a failed constraint."""
-    targets, rules = config.targets, config.rules
-    targets.check()
-    rules.check()
-    table, pid, cam, occ = _columns(table)
-    n = len(pid)
-    streams = [np.random.default_rng(s) for s in np.random.SeedSequence(config.seed).spawn(8)]
-    row_key = streams[0].random(n)
+@dataclass(frozen=True)
+class SplitStreams:
+    """The split's independent random streams, spawned from the seed in field order.
 
-    # ---- identity and (identity, camera) statistics
+    Each step draws from its own stream, so a step that draws more or less (or is skipped) never
+    shifts another's draws. The field order is the spawn order: add new streams at the end only.
+    """
+
+    row_key: np.random.Generator  # per image: which of an identity's images are taken first
+    identity_key: np.random.Generator  # per identity: which identities are drawn for each role
+    train_counts: np.random.Generator  # images per train identity
+    train_occluded: np.random.Generator  # occluded images per train identity
+    distractor_occluded: np.random.Generator  # occluded images per distractor identity
+    distractor_holistic: np.random.Generator  # holistic images per distractor identity
+    query_camera: np.random.Generator  # the camera a query identity's query images come from
+
+    @classmethod
+    def from_seed(cls, seed: int) -> SplitStreams:
+        children = np.random.SeedSequence(seed).spawn(len(dataclasses.fields(cls)))
+        return cls(*(np.random.default_rng(child) for child in children))
+
+
+@dataclass(frozen=True)
+class _Pool:
+    """The sorted input rows, their identity and (identity, camera) statistics and eligibility."""
+
+    table: pa.Table  # rows in (pid, image_id) order
+    occ: np.ndarray  # per row: occluded
+    pid_idx: np.ndarray  # per row: identity index
+    cam_idx: np.ndarray  # per row: camera index
+    n_ids: int
+    n_cams: int
+    n_occ: np.ndarray  # per identity: occluded images
+    n_hol: np.ndarray  # per identity: holistic images
+    n_all: np.ndarray  # per identity: images
+    pc_pid: np.ndarray  # per (identity, camera): identity index
+    pc_cam: np.ndarray  # per (identity, camera): camera index
+    cam_q1: np.ndarray  # per (identity, camera): can hold one query, other cameras the two matches
+    cam_q2: np.ndarray  # per (identity, camera): the same with two queries
+    q1_ok: np.ndarray  # per identity: eligible as a one-query identity
+    q2_ok: np.ndarray  # per identity: eligible as a two-query identity
+    train_ok: np.ndarray  # per identity: eligible for train
+    dist_ok: np.ndarray  # per identity: eligible as a distractor
+
+    @property
+    def eligibility(self) -> dict[str, int]:
+        return {
+            "images": len(self.occ),
+            "identities": self.n_ids,
+            "cameras": self.n_cams,
+            "occluded_images": int(self.n_occ.sum()),
+            "query_eligible_ids": int(self.q1_ok.sum()),
+            "two_query_eligible_ids": int(self.q2_ok.sum()),
+            "train_eligible_ids": int(self.train_ok.sum()),
+            "distractor_eligible_ids": int(self.dist_ok.sum()),
+        }
+
+    def describe(self, rules: ProtocolRules) -> str:
+        """One line on what the pool holds, for the log and for every pool error."""
+        return (
+            f"{self.n_ids} identities / {len(self.occ)} images ({int(self.n_occ.sum())} occluded) over "
+            f"{self.n_cams} cameras: {int(self.q1_ok.sum())} eligible as query, {int(self.q2_ok.sum())} "
+            f"as two-query, {int(self.train_ok.sum())} as train (>= {rules.train_images_per_id[0]} images), "
+            f"{int(self.dist_ok.sum())} as distractor"
+        )
+
+
+def _pool(table: pa.Table, pid: np.ndarray, cam: np.ndarray, occ: np.ndarray, rules: ProtocolRules) -> _Pool:
+    """Identity and (identity, camera) statistics, and which identities each role may take."""
     uniq_pid, pid_idx = np.unique(pid, return_inverse=True)
     n_ids = len(uniq_pid)
     uniq_cam, cam_idx = np.unique(cam, return_inverse=True)
@@ -216,46 +275,37 @@ def select_split(table: pa.Table, config: SplitConfig) -> SplitSelection:
     pc_occ = np.bincount(pc_idx, weights=occ, minlength=len(uniq_pc)).astype(np.int64)
     pc_hol = np.bincount(pc_idx, minlength=len(uniq_pc)).astype(np.int64) - pc_occ
     other_ok = ((n_occ[pc_pid] - pc_occ) >= 1) & ((n_hol[pc_pid] - pc_hol) >= 1)
-    cam_q1 = (pc_occ >= 1) & other_ok  # this camera can hold one query; others hold the two matches
+    cam_q1 = (pc_occ >= 1) & other_ok
     cam_q2 = (pc_occ >= 2) & other_ok
-    q1_ok = np.bincount(pc_pid[cam_q1], minlength=n_ids) > 0
-    q2_ok = np.bincount(pc_pid[cam_q2], minlength=n_ids) > 0
-    t_lo, t_hi = rules.train_images_per_id
-    train_ok = n_all >= t_lo
-    (do_lo, do_hi), (dh_lo, dh_hi) = rules.distractor_occluded, rules.distractor_holistic
-    dist_ok = (n_occ >= do_lo) & (n_hol >= dh_lo)
-    eligibility = {
-        "images": int(n),
-        "identities": int(n_ids),
-        "cameras": int(len(uniq_cam)),
-        "occluded_images": int(n_occ.sum()),
-        "query_eligible_ids": int(q1_ok.sum()),
-        "two_query_eligible_ids": int(q2_ok.sum()),
-        "train_eligible_ids": int(train_ok.sum()),
-        "distractor_eligible_ids": int(dist_ok.sum()),
-    }
-    pool = (
-        f"{n_ids} identities / {n} images ({int(n_occ.sum())} occluded) over {len(uniq_cam)} cameras: "
-        f"{int(q1_ok.sum())} eligible as query, {int(q2_ok.sum())} as two-query, "
-        f"{int(train_ok.sum())} as train (>= {t_lo} images), {int(dist_ok.sum())} as distractor"
-    )
-    log.info("split pool: %s", pool)
+    (do_lo, _), (dh_lo, _) = rules.distractor_occluded, rules.distractor_holistic
+    return _Pool(
+        table=table, occ=occ, pid_idx=pid_idx, cam_idx=cam_idx, n_ids=int(n_ids), n_cams=int(len(uniq_cam)),
+        n_occ=n_occ, n_hol=n_hol, n_all=n_all, pc_pid=pc_pid, pc_cam=pc_cam, cam_q1=cam_q1, cam_q2=cam_q2,
+        q1_ok=np.bincount(pc_pid[cam_q1], minlength=n_ids) > 0,
+        q2_ok=np.bincount(pc_pid[cam_q2], minlength=n_ids) > 0,
+        train_ok=n_all >= rules.train_images_per_id[0],
+        dist_ok=(n_occ >= do_lo) & (n_hol >= dh_lo),
+    )  # fmt: skip
 
-    needed = targets.train_ids + targets.gallery_ids
-    if needed > n_ids:
-        raise SplitPoolError(
-            "disjoint identities",
-            f"{needed} identities ({targets.train_ids} train + {targets.gallery_ids} gallery, "
-            f"{targets.query_ids} of them query); lower --scale or the counts",
-            pool,
-        )
-    id_key = streams[1].random(n_ids)
-    used = np.zeros(n_ids, dtype=bool)
 
-    # ---- query identities: the most constrained role is drawn first
+@dataclass(frozen=True)
+class _Identities:
+    """The identities drawn for each role (identity indices)."""
+
+    q1: np.ndarray  # one query image
+    q2: np.ndarray  # two query images
+    train: np.ndarray
+    dist: np.ndarray
+    dist_target: int | None  # distractor images wanted (None: each count drawn from its range)
+
+
+def _query_identities(
+    p: _Pool, targets: SplitTargets, key: np.ndarray, used: np.ndarray, pool: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """Query identities, the most constrained role, drawn first: two-query ones, then one-query ones."""
     n_q2 = targets.query_images - targets.query_ids
     n_q1 = targets.query_ids - n_q2
-    q2 = _pick(q2_ok, n_q2, id_key)
+    q2 = _pick(p.q2_ok, n_q2, key)
     if len(q2) < n_q2:
         raise SplitPoolError(
             "query identities with two query images",
@@ -264,7 +314,7 @@ def select_split(table: pa.Table, config: SplitConfig) -> SplitSelection:
             pool,
         )
     used[q2] = True
-    q1 = _pick(q1_ok & ~used, n_q1, id_key)
+    q1 = _pick(p.q1_ok & ~used, n_q1, key)
     if len(q1) < n_q1:
         raise SplitPoolError(
             "query identities",
@@ -273,10 +323,21 @@ def select_split(table: pa.Table, config: SplitConfig) -> SplitSelection:
             pool,
         )
     used[q1] = True
+    return q1, q2
 
-    # ---- train identities, then swapped for capacity if the image target needs it
-    train_cap = np.minimum(n_all, t_hi)
-    train = _pick(train_ok & ~used, targets.train_ids, id_key)
+
+def _train_capacity(p: _Pool, rules: ProtocolRules) -> np.ndarray:
+    """Images a train identity can give: all of them, at most the per-identity maximum."""
+    return np.minimum(p.n_all, rules.train_images_per_id[1])
+
+
+def _train_identities(
+    p: _Pool, targets: SplitTargets, rules: ProtocolRules, key: np.ndarray, used: np.ndarray, pool: str
+) -> np.ndarray:
+    """Train identities, swapped for ones holding more images if the image target needs it."""
+    t_lo, t_hi = rules.train_images_per_id
+    train_cap = _train_capacity(p, rules)
+    train = _pick(p.train_ok & ~used, targets.train_ids, key)
     if len(train) < targets.train_ids:
         raise SplitPoolError(
             "train identities",
@@ -285,14 +346,16 @@ def select_split(table: pa.Table, config: SplitConfig) -> SplitSelection:
             pool,
         )
     if targets.train_images is not None:
-        spare = np.flatnonzero(train_ok & ~used & ~np.isin(np.arange(n_ids), train))
+        spare = np.flatnonzero(p.train_ok & ~used & ~np.isin(np.arange(p.n_ids), train))
         # capacity at the target occluded fraction: identities rich in holistic images come first
         frac = rules.train_occluded_fraction
         occ_room = (
-            n_occ if frac >= 1 else np.minimum(n_occ, np.floor(n_hol * frac / (1 - frac)).astype(np.int64))
+            p.n_occ
+            if frac >= 1
+            else np.minimum(p.n_occ, np.floor(p.n_hol * frac / (1 - frac)).astype(np.int64))
         )
-        balanced_cap = np.minimum(n_hol + occ_room, t_hi)
-        train = _swap_for_capacity(train, spare, balanced_cap, targets.train_images, id_key)
+        balanced_cap = np.minimum(p.n_hol + occ_room, t_hi)
+        train = _swap_for_capacity(train, spare, balanced_cap, targets.train_images, key)
         if int(train_cap[train].sum()) < targets.train_images:
             raise SplitPoolError(
                 "train images",
@@ -302,88 +365,149 @@ def select_split(table: pa.Table, config: SplitConfig) -> SplitSelection:
                 pool,
             )
     used[train] = True
+    return train
 
-    # ---- distractors
+
+def _distractor_capacity(p: _Pool, rules: ProtocolRules) -> np.ndarray:
+    """Gallery images a distractor identity can give, within the per-identity maxima."""
+    return np.minimum(p.n_occ, rules.distractor_occluded[1]) + np.minimum(
+        p.n_hol, rules.distractor_holistic[1]
+    )
+
+
+def _distractor_identities(
+    p: _Pool, targets: SplitTargets, rules: ProtocolRules, key: np.ndarray, used: np.ndarray, pool: str
+) -> tuple[np.ndarray, int | None]:
+    """Distractor identities, swapped for capacity if the gallery image target needs it; and that target."""
     n_dist = targets.distractor_ids
-    dist_cap = np.minimum(n_occ, do_hi) + np.minimum(n_hol, dh_hi)
-    dist = _pick(dist_ok & ~used, n_dist, id_key)
+    dist = _pick(p.dist_ok & ~used, n_dist, key)
     if len(dist) < n_dist:
         raise SplitPoolError(
             "distractor identities",
-            f"{n_dist} identities with >= {do_lo} occluded and >= {dh_lo} holistic images, unused by "
+            f"{n_dist} identities with >= {rules.distractor_occluded[0]} occluded and "
+            f">= {rules.distractor_holistic[0]} holistic images, unused by "
             f"train ({targets.train_ids}) and query ({targets.query_ids})",
             pool,
         )
     dist_target = None
     if targets.gallery_images is not None:
         dist_target = max(targets.gallery_images - 2 * targets.query_ids, 0)
-        spare = np.flatnonzero(dist_ok & ~used & ~np.isin(np.arange(n_ids), dist))
-        dist = _swap_for_capacity(dist, spare, dist_cap, dist_target, id_key)
+        spare = np.flatnonzero(p.dist_ok & ~used & ~np.isin(np.arange(p.n_ids), dist))
+        dist = _swap_for_capacity(dist, spare, _distractor_capacity(p, rules), dist_target, key)
     used[dist] = True
+    return dist, dist_target
 
-    # ---- per-identity image counts
-    want_train = np.zeros(n_ids, dtype=np.int64)
-    want_train[train] = allocate(
-        np.full(len(train), t_lo), train_cap[train],
-        targets.train_images if targets.train_images is not None else int(train_cap[train].sum()),
-        streams[2],
-    )  # fmt: skip
-    train_occ = np.zeros(n_ids, dtype=np.int64)
-    train_occ[train] = allocate(
-        np.maximum(want_train[train] - n_hol[train], 0),
-        np.minimum(n_occ[train], want_train[train]),
-        int(round(rules.train_occluded_fraction * int(want_train[train].sum()))),
-        streams[3],
-    )
-    train_hol = want_train - train_occ
 
-    dist_occ = np.zeros(n_ids, dtype=np.int64)
-    dist_hol = np.zeros(n_ids, dtype=np.int64)
-    occ_cap, hol_cap = np.minimum(n_occ[dist], do_hi), np.minimum(n_hol[dist], dh_hi)
-    if dist_target is None:
-        dist_occ[dist] = allocate(np.full(len(dist), do_lo), occ_cap, None, streams[4])
-        dist_hol[dist] = allocate(np.full(len(dist), dh_lo), hol_cap, None, streams[5])
-    else:
-        got = allocate(np.full(len(dist), do_lo), occ_cap, (dist_target + 1) // 2, streams[4])
-        dist_occ[dist] = got
-        dist_hol[dist] = allocate(
-            np.full(len(dist), dh_lo), hol_cap, dist_target - int(got.sum()), streams[5]
+def _draw_identities(
+    p: _Pool, targets: SplitTargets, rules: ProtocolRules, key: np.ndarray, pool: str
+) -> _Identities:
+    """Disjoint identities for every role, from one random key per identity."""
+    needed = targets.train_ids + targets.gallery_ids
+    if needed > p.n_ids:
+        raise SplitPoolError(
+            "disjoint identities",
+            f"{needed} identities ({targets.train_ids} train + {targets.gallery_ids} gallery, "
+            f"{targets.query_ids} of them query); lower --scale or the counts",
+            pool,
         )
+    used = np.zeros(p.n_ids, dtype=bool)
+    q1, q2 = _query_identities(p, targets, key, used, pool)
+    train = _train_identities(p, targets, rules, key, used, pool)
+    dist, dist_target = _distractor_identities(p, targets, rules, key, used, pool)
+    return _Identities(q1, q2, train, dist, dist_target)
 
-    # ---- query camera of each query identity: a random viable camera
-    n_query = np.zeros(n_ids, dtype=np.int64)
-    n_query[q1], n_query[q2] = 1, 2
-    viable = np.where(n_query[pc_pid] == 2, cam_q2, (n_query[pc_pid] == 1) & cam_q1)
-    cam_key = np.where(viable, streams[6].random(len(uniq_pc)), np.inf)
-    first = _take_per_group(viable, pc_pid, cam_key, np.ones(n_ids, dtype=np.int64))
-    query_cam = np.full(n_ids, -1, dtype=np.int64)
-    query_cam[pc_pid[first]] = pc_cam[first]
 
-    # ---- image selection
+def _train_counts(
+    p: _Pool, ids: _Identities, targets: SplitTargets, rules: ProtocolRules, streams: SplitStreams
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per identity: occluded and holistic train images (the image target, at the occluded fraction)."""
+    train, train_cap = ids.train, _train_capacity(p, rules)
+    want = np.zeros(p.n_ids, dtype=np.int64)
+    want[train] = allocate(
+        np.full(len(train), rules.train_images_per_id[0]), train_cap[train],
+        targets.train_images if targets.train_images is not None else int(train_cap[train].sum()),
+        streams.train_counts,
+    )  # fmt: skip
+    train_occ = np.zeros(p.n_ids, dtype=np.int64)
+    train_occ[train] = allocate(
+        np.maximum(want[train] - p.n_hol[train], 0),
+        np.minimum(p.n_occ[train], want[train]),
+        int(round(rules.train_occluded_fraction * int(want[train].sum()))),
+        streams.train_occluded,
+    )
+    return train_occ, want - train_occ
+
+
+def _distractor_counts(
+    p: _Pool, ids: _Identities, rules: ProtocolRules, streams: SplitStreams
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per identity: occluded and holistic distractor images (half the target occluded, if any)."""
+    dist, target = ids.dist, ids.dist_target
+    (do_lo, do_hi), (dh_lo, dh_hi) = rules.distractor_occluded, rules.distractor_holistic
+    dist_occ = np.zeros(p.n_ids, dtype=np.int64)
+    dist_hol = np.zeros(p.n_ids, dtype=np.int64)
+    occ_cap, hol_cap = np.minimum(p.n_occ[dist], do_hi), np.minimum(p.n_hol[dist], dh_hi)
+    occ_lo, hol_lo = np.full(len(dist), do_lo), np.full(len(dist), dh_lo)
+    if target is None:
+        dist_occ[dist] = allocate(occ_lo, occ_cap, None, streams.distractor_occluded)
+        dist_hol[dist] = allocate(hol_lo, hol_cap, None, streams.distractor_holistic)
+    else:
+        got = allocate(occ_lo, occ_cap, (target + 1) // 2, streams.distractor_occluded)
+        dist_occ[dist] = got
+        dist_hol[dist] = allocate(hol_lo, hol_cap, target - int(got.sum()), streams.distractor_holistic)
+    return dist_occ, dist_hol
+
+
+def _query_cameras(p: _Pool, ids: _Identities, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Per identity: how many query images (0, 1, 2) and the camera they come from (a random viable one)."""
+    n_query = np.zeros(p.n_ids, dtype=np.int64)
+    n_query[ids.q1], n_query[ids.q2] = 1, 2
+    viable = np.where(n_query[p.pc_pid] == 2, p.cam_q2, (n_query[p.pc_pid] == 1) & p.cam_q1)
+    cam_key = np.where(viable, rng.random(len(p.pc_pid)), np.inf)
+    first = _take_per_group(viable, p.pc_pid, cam_key, np.ones(p.n_ids, dtype=np.int64))
+    query_cam = np.full(p.n_ids, -1, dtype=np.int64)
+    query_cam[p.pc_pid[first]] = p.pc_cam[first]
+    return n_query, query_cam
+
+
+def _select_images(
+    p: _Pool,
+    row_key: np.ndarray,
+    queries: tuple[np.ndarray, np.ndarray],
+    train: tuple[np.ndarray, np.ndarray],
+    distractors: tuple[np.ndarray, np.ndarray],
+) -> dict[str, np.ndarray]:
+    """Row indices of each role: per identity, the wanted number of images with the smallest row keys.
+
+    `queries` is (query images, query camera) per identity; `train` and `distractors` are
+    (occluded, holistic) image counts per identity.
+    """
+    occ, pid_idx = p.occ, p.pid_idx
+    n_query, query_cam = queries
     row_query_cam = query_cam[pid_idx]
     is_q = n_query[pid_idx] > 0
-    one = np.ones(n_ids, dtype=np.int64)
-    picks = {
-        "query": _take_per_group(occ & is_q & (cam_idx == row_query_cam), pid_idx, row_key, n_query),
-        "match": np.concatenate(
-            [
-                _take_per_group(occ & is_q & (cam_idx != row_query_cam), pid_idx, row_key, one),
-                _take_per_group(~occ & is_q & (cam_idx != row_query_cam), pid_idx, row_key, one),
-            ]
-        ),
-        "distractor": np.concatenate(
-            [
-                _take_per_group(occ & (dist_occ[pid_idx] > 0), pid_idx, row_key, dist_occ),
-                _take_per_group(~occ & (dist_hol[pid_idx] > 0), pid_idx, row_key, dist_hol),
-            ]
-        ),
-        "train": np.concatenate(
-            [
-                _take_per_group(occ & (train_occ[pid_idx] > 0), pid_idx, row_key, train_occ),
-                _take_per_group(~occ & (train_hol[pid_idx] > 0), pid_idx, row_key, train_hol),
-            ]
-        ),
+    one = np.ones(p.n_ids, dtype=np.int64)
+
+    def take(mask: np.ndarray, count: np.ndarray) -> np.ndarray:
+        return _take_per_group(mask, pid_idx, row_key, count)
+
+    def occluded_then_holistic(counts: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+        n_occ, n_hol = counts
+        return np.concatenate(
+            [take(occ & (n_occ[pid_idx] > 0), n_occ), take(~occ & (n_hol[pid_idx] > 0), n_hol)]
+        )
+
+    other_cam = is_q & (p.cam_idx != row_query_cam)
+    return {
+        "query": take(occ & is_q & (p.cam_idx == row_query_cam), n_query),
+        "match": np.concatenate([take(occ & other_cam, one), take(~occ & other_cam, one)]),
+        "distractor": occluded_then_holistic(distractors),
+        "train": occluded_then_holistic(train),
     }
+
+
+def _selected_rows(table: pa.Table, picks: dict[str, np.ndarray]) -> pa.Table:
+    """The picked rows with their split and role, sorted by image_id."""
     split_of = {"train": "train", "query": "query", "match": "gallery", "distractor": "gallery"}
     index = np.concatenate([picks[r] for r in ROLES])
     role = np.concatenate([np.full(len(picks[r]), r, dtype=object) for r in ROLES])
@@ -392,15 +516,43 @@ def select_split(table: pa.Table, config: SplitConfig) -> SplitSelection:
     ]
     rows = table.take(pa.array(index)).append_column("split", pa.array(split, pa.string()))
     rows = rows.append_column("role", pa.array(role, pa.string()))
-    rows = rows.take(pc.sort_indices(rows, sort_keys=[("image_id", "ascending")]))
+    return rows.take(pc.sort_indices(rows, sort_keys=[("image_id", "ascending")]))
 
-    achieved = _achieved(pid, occ, picks, rules)
+
+def select_split(table: pa.Table, config: SplitConfig) -> SplitSelection:
+    """Compute eligibility, then draw the split; raises SplitPoolError naming a failed constraint.
+
+    Steps: pool statistics and eligibility; identities per role (queries, train, distractors);
+    per-identity image counts; the query camera; then the images themselves.
+    """
+    targets, rules = config.targets, config.rules
+    targets.check()
+    rules.check()
+    table, pid, cam, occ = _columns(table)
+    streams = SplitStreams.from_seed(config.seed)
+    row_key = streams.row_key.random(len(pid))
+
+    p = _pool(table, pid, cam, occ, rules)
+    pool = p.describe(rules)
+    log.info("split pool: %s", pool)
+
+    ids = _draw_identities(p, targets, rules, streams.identity_key.random(p.n_ids), pool)
+    train = _train_counts(p, ids, targets, rules, streams)
+    distractors = _distractor_counts(p, ids, rules, streams)
+    queries = _query_cameras(p, ids, streams.query_camera)
+    picks = _select_images(p, row_key, queries, train, distractors)
+
     target_numbers = {
         **targets.as_dict(),
         "distractor_ids": targets.distractor_ids,
         "train_occluded_fraction": rules.train_occluded_fraction,
     }
-    return SplitSelection(rows=rows, targets=target_numbers, achieved=achieved, eligibility=eligibility)
+    return SplitSelection(
+        rows=_selected_rows(table, picks),
+        targets=target_numbers,
+        achieved=_achieved(pid, occ, picks, rules),
+        eligibility=p.eligibility,
+    )
 
 
 def _achieved(pid: np.ndarray, occ: np.ndarray, picks: dict[str, np.ndarray], rules: ProtocolRules) -> dict:

@@ -7,12 +7,12 @@ occluder, face box). Every image is drawn from its own RNG seeded by (seed, pid,
 the output is byte-identical for a seed whatever the worker count or order.
 
 Occluded images carry an occluder that hides >= 3 sequential keypoints in the OpenPose COCO-18
-order (the paper's rule); holistic images keep every keypoint in the crop and at most a small
-incidental hide. The generator checks its own intent against that rule and re-places an occluder
-that misses it, so the truth flag and the keypoints agree.
+order (the paper's rule, `occlusion.PAPER_RULE`); holistic images keep every keypoint in the crop
+and at most a small incidental hide. The generator checks its own intent against that rule and
+re-places an occluder that misses it, so the truth flag and the keypoints agree.
 
 truth.parquet: `occluded` is the generator's intent (checked against the rule above);
-`occluded_parts` lists the body parts with at least one hidden keypoint (see PART_KEYPOINTS);
+`occluded_parts` lists the body parts with at least one hidden keypoint (manifests.PART_KEYPOINTS);
 `occluder` names the object drawn in front of the person (a holistic image may carry a thin
 `pole` that hides a joint or two), null when nothing is; `face_box` is the drawn face (null in
 back views) and `face_visible` is False when no face is drawn or an occluder covers half of it.
@@ -34,6 +34,7 @@ from PIL import Image, ImageDraw
 
 import manifests
 from opreid_builder.errors import SynthError
+from opreid_builder.occlusion import PAPER_RULE, missing_parts
 from opreid_builder.synth_appearance import VIEWS, Camera, camera, identity, random_identity
 from opreid_builder.synth_canvas import SUPERSAMPLE, Shape, line, new_mask, paint, rect, shade
 from opreid_builder.synth_figure import Pose, face_box, figure_shapes, make_pose
@@ -53,18 +54,6 @@ TRUTH_NAME = "truth.parquet"
 MAX_CAMERAS = 9  # one digit in `c{cam}`, as Market-1501 readers expect
 MAX_IDENTITIES = 9999  # four digits in the pid
 _MARKET_NAME = re.compile(r"^(\d{4})_c(\d)s1_(\d{6})_00\.jpg$")
-
-#: COCO-17 indices of each body part (a part is occluded when any of its keypoints is hidden).
-PART_KEYPOINTS = {
-    "head": (0, 1, 2, 3, 4),
-    "torso": (5, 6, 11, 12),
-    "left_arm": (5, 7, 9),
-    "right_arm": (6, 8, 10),
-    "left_leg": (11, 13, 15),
-    "right_leg": (12, 14, 16),
-}
-# OpenPose COCO-18 order as COCO-17 indices; None = neck (present only when both shoulders are).
-_COCO18 = (0, None, 6, 8, 10, 5, 7, 9, 12, 14, 16, 11, 13, 15, 2, 1, 4, 3)
 
 
 class SynthConfigError(SynthError):
@@ -156,14 +145,9 @@ def _rng(*key: int) -> np.random.Generator:
     )
 
 
-def longest_missing_run(visible: np.ndarray) -> int:
-    """Longest run of consecutive missing keypoints in the OpenPose COCO-18 order (the paper's rule)."""
-    best = run = 0
-    for idx in _COCO18:
-        present = bool(visible[5] and visible[6]) if idx is None else bool(visible[idx])
-        run = 0 if present else run + 1
-        best = max(best, run)
-    return best
+def occluded_by_rule(visible: np.ndarray) -> bool:
+    """Whether the paper's rule flags a person whose keypoint visibility (17 values, 0 = hidden) this is."""
+    return bool(PAPER_RULE.decide(np.asarray(visible) == 0.0)[1])
 
 
 # ----------------------------------------------------------------------------------------- planning
@@ -326,7 +310,7 @@ def _choose_occluder(
             occ = BUILDERS[name](rng, pose, width, height)
             mask = _occluder_mask(occ, width, height)
             vis = _visibility(pose.keypoints, mask, width, height)
-            if longest_missing_run(vis) >= 3:
+            if occluded_by_rule(vis):
                 return occ, mask, vis
         occ = full_leg_cart(pose, width, height)
         mask = _occluder_mask(occ, width, height)
@@ -337,7 +321,7 @@ def _choose_occluder(
             occ = BUILDERS[name](rng, pose, width, height)
             mask = _occluder_mask(occ, width, height)
             vis = _visibility(pose.keypoints, mask, width, height)
-            if longest_missing_run(vis) < 3:
+            if not occluded_by_rule(vis):
                 return occ, mask, vis
     mask = _occluder_mask(None, width, height)
     return None, mask, _visibility(pose.keypoints, mask, width, height)
@@ -395,7 +379,7 @@ def render_crop(config: SynthConfig, spec: ImageSpec, draw_occluders: bool = Tru
     image = np.clip(arr + 0.5, 0, 255).astype(np.uint8)
 
     keypoints = np.concatenate([pose.keypoints.astype(np.float32), vis[:, None]], axis=1)
-    parts = [p for p, idx in PART_KEYPOINTS.items() if any(vis[i] == 0.0 for i in idx)]
+    parts = list(missing_parts(vis == 0.0))
     box = face_box(pose)
     face_visible = False
     box_out: list[float] | None = None

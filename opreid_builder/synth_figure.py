@@ -12,13 +12,19 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from manifests import COCO17, KEYPOINT_INDEX
 from opreid_builder.synth_appearance import Identity
 from opreid_builder.synth_canvas import Shape, capsule, ellipse, line, mix, polygon, rect, shade
 
-# COCO-17 indices.
-NOSE, L_EYE, R_EYE, L_EAR, R_EAR = 0, 1, 2, 3, 4
-L_SHO, R_SHO, L_ELB, R_ELB, L_WRI, R_WRI = 5, 6, 7, 8, 9, 10
-L_HIP, R_HIP, L_KNE, R_KNE, L_ANK, R_ANK = 11, 12, 13, 14, 15, 16
+# COCO-17 indices of the joints the drawing uses.
+_I = KEYPOINT_INDEX
+NOSE, L_EYE, R_EYE, L_EAR, R_EAR = (_I[n] for n in ("nose", "left_eye", "right_eye", "left_ear", "right_ear"))
+L_SHO, R_SHO, L_ELB, R_ELB, L_WRI, R_WRI = (
+    _I[f"{side}_{joint}"] for joint in ("shoulder", "elbow", "wrist") for side in ("left", "right")
+)
+L_HIP, R_HIP, L_KNE, R_KNE, L_ANK, R_ANK = (
+    _I[f"{side}_{joint}"] for joint in ("hip", "knee", "ankle") for side in ("left", "right")
+)
 
 
 @dataclass(frozen=True)
@@ -50,7 +56,7 @@ class Pose:
 
 def make_pose(rng: np.random.Generator, who: Identity, view: str, cx: float, top: float, u: float) -> Pose:
     """A walking pose: a random gait phase swings the legs and (opposite) the arms."""
-    kp = np.zeros((17, 2))
+    kp = np.zeros((len(COCO17), 2))
     phase = rng.uniform(0.0, 2.0 * math.pi)
     leg_amp = math.radians(rng.uniform(10.0, 30.0))
     arm_amp = math.radians(rng.uniform(6.0, 24.0))

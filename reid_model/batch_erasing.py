@@ -13,13 +13,18 @@ from dataclasses import dataclass
 
 import torch
 
+#: What an erased region is filled with (`input.re_fill`).
+FILLS = ("mean", "random")
+
 
 @dataclass(frozen=True)
 class ErasingParams:
     prob: float = 0.5
     area: tuple[float, float] = (0.02, 0.4)
     ratio: float = 0.3  # aspect ratio ~ U(ratio, 1/ratio)
-    fill: str = "mean"  # mean: 0 in normalised space (the ImageNet mean pixel) | random: N(0, 1) noise
+    fill: str = (
+        "mean"  # one of FILLS; mean: 0 in normalised space (the ImageNet mean pixel) | random: N(0, 1)
+    )
     parts: tuple[int, ...] = (6, 7, 8)
     attempts: int = 100
 

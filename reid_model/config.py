@@ -25,7 +25,7 @@ from reid_model.errors import ConfigError
 class ModelConfig:
     """Backbone, pooling and heads (spec §1, §2, §5)."""
 
-    block: str = "bottleneck"  # bottleneck (ResNet-50 layout) | basic (tiny preset)
+    block: str = "bottleneck"  # resnet.BLOCKS: bottleneck (ResNet-50 layout) | basic (tiny preset)
     layers: list[int] = field(default_factory=lambda: [3, 4, 6, 3])
     widths: list[int] = field(default_factory=lambda: [64, 128, 256, 512])
     last_stride: int = 1
@@ -39,10 +39,12 @@ class ModelConfig:
     cls_heads: int = 2
     cls_tau: float = 16.0
     cls_gamma: float = 0.03125
-    rp_init: str = "identity"  # identity (RP == average pooling at init) | normal (N(0, 0.01) like DNL)
+    rp_init: str = (
+        "identity"  # reconstructive_pooling.INITS: identity (RP == average pooling at init) | normal
+    )
     rp_id_loss: bool = False  # Fig. 2 caption reading: also classify the RP feature
     me_beta: float = 0.9
-    me_feature: str = "bnneck"  # bnneck | pooled: which L2-normalised feature the ME mean tracks
+    me_feature: str = "bnneck"  # momentum_mean.ME_FEATURES: which L2-normalised feature the ME mean tracks
     pretrained: str = ""  # "" (random init) | imagenet | path to a state dict
 
 
@@ -58,7 +60,7 @@ class InputConfig:
     re_prob: float = 0.5
     re_area: list[float] = field(default_factory=lambda: [0.02, 0.4])
     re_ratio: float = 0.3  # aspect ratio drawn from U(re_ratio, 1 / re_ratio)
-    re_fill: str = "mean"  # mean (0 after normalisation) | random (per-pixel N(0, 1))
+    re_fill: str = "mean"  # batch_erasing.FILLS: mean (0 after normalisation) | random (per-pixel N(0, 1))
     bce_parts: list[int] = field(default_factory=lambda: [6, 7, 8])
 
 
@@ -77,11 +79,11 @@ class LossConfig:
     """BED, the baseline triplet used when `bed: false`, and the classification loss (spec §3, §5.1)."""
 
     bed_alpha: float = 0.3
-    bed_reduction: str = "separate"  # separate | all_pairs_mean | per_anchor | batch_hard
+    bed_reduction: str = "separate"  # one of bed_loss.REDUCTIONS
     bed_normalize: bool = False
     triplet_margin: float = 0.0  # 0 = soft margin (SBS); only used when bed is off
     label_smoothing: float = 0.1
-    cls_head_loss: str = "sum_logits"  # sum_logits (Tang) | per_head (paper-literal sum of per-head CEs)
+    cls_head_loss: str = "sum_logits"  # causal_classifier.HEAD_LOSSES: sum_logits (Tang) | per_head (paper)
 
 
 @dataclass
@@ -119,7 +121,7 @@ class TestConfig:
     """Feature extraction and the retrieval distance (spec §5.2, §6.3)."""
 
     batch_size: int = 128
-    metric: str = "cosine"  # cosine | euclidean (squared, on the ME-subtracted features)
+    metric: str = "cosine"  # feature_distances.METRICS: cosine | euclidean (squared, ME-subtracted)
     flip: bool = False
 
 
@@ -145,15 +147,26 @@ class Config:
         return dataclasses.asdict(self)
 
 
-_CHOICES = {
-    "model.block": ("bottleneck", "basic"),
-    "model.rp_init": ("identity", "normal"),
-    "model.me_feature": ("bnneck", "pooled"),
-    "input.re_fill": ("mean", "random"),
-    "loss.bed_reduction": ("separate", "all_pairs_mean", "per_anchor", "batch_hard"),
-    "loss.cls_head_loss": ("sum_logits", "per_head"),
-    "test.metric": ("cosine", "euclidean"),
-}
+def _choices() -> dict[str, tuple[str, ...]]:
+    """Each choice-valued key and its choices, from the modules that own them (imported late: they
+    import torch, and a config mistake should be reported before torch loads)."""
+    from benchmarks.feature_distances import METRICS
+    from reid_model.batch_erasing import FILLS
+    from reid_model.bed_loss import REDUCTIONS
+    from reid_model.causal_classifier import HEAD_LOSSES
+    from reid_model.momentum_mean import ME_FEATURES
+    from reid_model.reconstructive_pooling import INITS
+    from reid_model.resnet import BLOCKS
+
+    return {
+        "model.block": tuple(BLOCKS),
+        "model.rp_init": INITS,
+        "model.me_feature": ME_FEATURES,
+        "input.re_fill": FILLS,
+        "loss.bed_reduction": REDUCTIONS,
+        "loss.cls_head_loss": HEAD_LOSSES,
+        "test.metric": METRICS,
+    }
 
 
 def _suggest(key: str, known: list[str]) -> str:
@@ -238,7 +251,7 @@ def _all_keys(cls: type = Config, prefix: str = "") -> list[str]:
 def validate(cfg: Config) -> Config:
     """Cross-field checks that a single field's type cannot express."""
     flat = flatten_dict(cfg.to_dict())
-    for key, choices in _CHOICES.items():
+    for key, choices in _choices().items():
         if flat[key] not in choices:
             raise ConfigError(f"{key}: {flat[key]!r} is not one of {', '.join(choices)}")
     m = cfg.model
@@ -249,7 +262,9 @@ def validate(cfg: Config) -> Config:
             raise ConfigError(f"model.nl_layers: {k} blocks asked for a stage of {n} blocks")
     if m.last_stride not in (1, 2):
         raise ConfigError("model.last_stride must be 1 or 2")
-    dim = m.widths[3] * (4 if m.block == "bottleneck" else 1)
+    from reid_model.resnet import BLOCKS
+
+    dim = m.widths[3] * BLOCKS[m.block].expansion
     if dim % m.cls_heads:
         raise ConfigError(f"embedding dim {dim} is not divisible by model.cls_heads={m.cls_heads}")
     if any(w % m.dnl_reduction for w in m.widths):

@@ -1,7 +1,8 @@
 """In-training evaluation on the dataset's query/gallery with the scorer's public metrics API.
 
-Only possible when the private ground truth is present; the metrics themselves come from
-`benchmarks.market_metrics` so that training reports what the scorer would report.
+Only possible when the private ground truth is present; the distances and the metrics come from
+`benchmarks.market_metrics.evaluate_features` (the scorer's path for a features submission), so
+that training reports what the scorer would report.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import torch
 from manifests import DatasetLayout
 from reid_model.config import Config
 from reid_model.data import image_loader, read_split
-from reid_model.extract import distance_matrix, extract_features
+from reid_model.extract import extract_features
 from reid_model.model import ReidModel
 from reid_model.transforms import test_transform
 
@@ -32,7 +33,7 @@ def evaluate(
     progress: bool = True,
 ) -> dict[str, Any]:
     """mAP, mINP and CMC rank-1/5/10 (fractions; None without a valid query) for the current weights."""
-    from benchmarks.market_metrics import evaluate_distances
+    from benchmarks.market_metrics import evaluate_features
 
     query = read_split(root, "query")
     gallery = read_split(root, "gallery")
@@ -41,10 +42,10 @@ def evaluate(
     for name, split in (("query", query), ("gallery", gallery)):
         loader = image_loader(split.paths, transform, cfg.test.batch_size, num_workers)
         feats.append(extract_features(model, loader, device, cfg.test.flip, progress, desc=f"eval {name}"))
-    dist = distance_matrix(feats[0], feats[1], cfg.test.metric).numpy()
-    metrics = evaluate_distances(
-        dist, query.pids, gallery.pids, query.camids, gallery.camids, ranks=(1, 5, 10)
-    )
+    metrics = evaluate_features(
+        feats[0].numpy(), feats[1].numpy(), query.pids, gallery.pids, query.camids, gallery.camids,
+        metric=cfg.test.metric, ranks=(1, 5, 10),
+    )  # fmt: skip
     summary = metrics.to_dict()  # NaN (no valid query) becomes None
     return {
         "mAP": summary["mAP"],

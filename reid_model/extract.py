@@ -1,20 +1,22 @@
 """Retrieval features and the query x gallery distance matrix (spec §5.2, §6.3).
 
 Features are the eval-mode BNNeck outputs (optionally averaged with the flipped image), then
-L2-normalised with the ME mean subtracted. Distances: cosine (1 - cos, re-normalising the
-ME-subtracted features, FastReID's default) or squared Euclidean.
+L2-normalised with the ME mean subtracted. Distances are the scorer's (`benchmarks.feature_distances`,
+numpy backend so the bytes do not depend on whether faiss is installed): cosine (1 - cos,
+re-normalising the ME-subtracted features, FastReID's default) or squared Euclidean.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
+from benchmarks.feature_distances import METRICS, feature_distances
 from manifests import progress_bar
 from reid_model.model import ReidModel
 
-METRICS = ("cosine", "euclidean")
+__all__ = ["METRICS", "distance_matrix", "extract_features"]
 
 
 @torch.no_grad()
@@ -46,11 +48,8 @@ def extract_features(
 
 
 def distance_matrix(query: torch.Tensor, gallery: torch.Tensor, metric: str = "cosine") -> torch.Tensor:
-    """Q x G float32 distances, lower is closer."""
-    q, g = query.float(), gallery.float()
-    if metric == "cosine":
-        return 1.0 - F.normalize(q, dim=1) @ F.normalize(g, dim=1).t()
-    if metric == "euclidean":
-        sq = q.pow(2).sum(1, keepdim=True) + g.pow(2).sum(1).unsqueeze(0) - 2.0 * q @ g.t()
-        return sq.clamp(min=0)
-    raise ValueError(f"unknown metric {metric!r}; expected one of {', '.join(METRICS)}")
+    """Q x G float32 distances, lower is closer (cosine: 1 - the scorer's similarity)."""
+    source = feature_distances(query.float().numpy(), gallery.float().numpy(), metric, backend="numpy")
+    block = source.rows(0, source.num_query)
+    dist = np.float32(1.0) - block if source.similarity else np.maximum(block, np.float32(0.0))
+    return torch.from_numpy(np.ascontiguousarray(dist, dtype=np.float32))

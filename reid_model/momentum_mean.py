@@ -11,6 +11,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+#: Which L2-normalised feature the mean tracks (`model.me_feature`): the BNNeck output or the pooled one.
+ME_FEATURES = ("bnneck", "pooled")
+
 
 class MomentumMean(nn.Module):
     def __init__(self, dim: int, beta: float = 0.9):

@@ -10,6 +10,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+#: Initialisations of W^m and W^v (`model.rp_init`).
+INITS = ("identity", "normal")
+
 
 class ReconstructivePooling(nn.Module):
     def __init__(self, channels: int, init: str = "identity"):
@@ -24,7 +27,9 @@ class ReconstructivePooling(nn.Module):
             nn.init.normal_(self.mask.weight, 0.0, 0.01)
             nn.init.normal_(self.value.weight, 0.0, 0.01)
         else:
-            raise ValueError(f"unknown reconstructive pooling init {init!r}")
+            raise ValueError(
+                f"unknown reconstructive pooling init {init!r}; expected one of {', '.join(INITS)}"
+            )
         nn.init.zeros_(self.mask.bias)
 
     def forward(self, feature_map: torch.Tensor) -> torch.Tensor:

@@ -58,6 +58,10 @@ class Bottleneck(nn.Module):
         return self.relu(out + identity)
 
 
+#: Residual block types by name (`model.block`).
+BLOCKS: dict[str, type[BasicBlock] | type[Bottleneck]] = {"bottleneck": Bottleneck, "basic": BasicBlock}
+
+
 def nonlocal_positions(num_blocks: int, num_nonlocal: int) -> list[int]:
     """Block indices (0-based) after which a non-local block goes: the last `num_nonlocal` ones."""
     return list(range(num_blocks - num_nonlocal, num_blocks))
@@ -74,7 +78,9 @@ class ResNet(nn.Module):
         nonlocal_factory: Callable[[int], nn.Module] | None = None,
     ):
         super().__init__()
-        block_cls = Bottleneck if block == "bottleneck" else BasicBlock
+        if block not in BLOCKS:
+            raise ValueError(f"unknown block {block!r}; expected one of {', '.join(BLOCKS)}")
+        block_cls = BLOCKS[block]
         stem = widths[0]
         self.inplanes = stem
         self.conv1 = nn.Conv2d(3, stem, 7, 2, 3, bias=False)

@@ -327,3 +327,27 @@ def test_lr_schedule_warmup_delay_cosine():
     assert f(35) == pytest.approx(0.01 + 0.99 * (1 + math.cos(math.pi * 3 / 6)) / 2)
     values = [f(i) for i in range(20, 50)]
     assert all(a >= b for a, b in zip(values, values[1:], strict=False)) and values[-1] > 0.01
+
+
+@pytest.mark.parametrize("metric", ["cosine", "euclidean"])
+def test_extract_distances_are_the_scorers_feature_distances(metric):
+    """extract's distances are computed by benchmarks.feature_distances (numpy backend)."""
+    import numpy as np
+
+    from benchmarks.feature_distances import METRICS, feature_distances
+    from reid_model import extract
+
+    assert extract.METRICS is METRICS
+    gen = torch.Generator().manual_seed(0)
+    q, g = torch.randn(9, 48, generator=gen), torch.randn(31, 48, generator=gen)
+    ours = extract.distance_matrix(q, g, metric).numpy()
+    src = feature_distances(q.numpy(), g.numpy(), metric, backend="numpy")
+    block = src.rows(0, src.num_query).astype(np.float64)
+    theirs = 1.0 - block if src.similarity else block
+    assert ours.dtype == np.float32
+    np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-5)
+    if metric == "cosine":
+        np.testing.assert_array_equal(ours, np.float32(1.0) - src.rows(0, src.num_query))
+    assert (
+        np.argsort(ours, axis=1, kind="stable")[:, :5] == np.argsort(theirs, axis=1, kind="stable")[:, :5]
+    ).all()

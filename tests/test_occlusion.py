@@ -5,16 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from manifests import COCO17
+from manifests import COCO17, COCO18_ORDER, NECK
 from opreid_builder.errors import CurationError
 from opreid_builder.occlusion import (
-    COCO18_ORDER,
-    NECK,
     RULES,
     OcclusionRule,
     evaluate,
     evaluate_grid,
     longest_run,
+    longest_runs,
     missing_keypoints,
     missing_parts,
     ordered_missing,
@@ -45,6 +44,20 @@ def test_coco18_order_is_openpose_along_the_limbs():
         "left_wrist", "right_hip", "right_knee", "right_ankle", "left_hip", "left_knee", "left_ankle",
         "right_eye", "left_eye", "right_ear", "left_ear",
     ]  # fmt: skip
+
+
+def test_batched_masks_match_one_at_a_time():
+    rng = np.random.default_rng(1)
+    masks = rng.random((50, 17)) < 0.3
+    for rule in RULES:
+        batch = ordered_missing(masks, rule)
+        assert [longest_run(row) for row in batch] == longest_runs(batch).tolist()
+        assert all((ordered_missing(m, rule) == b).all() for m, b in zip(masks, batch, strict=True))
+    kps = rng.uniform(-5, 70, (50, 17, 3))
+    sizes = rng.integers(32, 64, (50, 2))
+    batch = missing_keypoints(kps, sizes[:, 0], sizes[:, 1], 0.5)
+    for kp, (w, h), b in zip(kps, sizes, batch, strict=True):
+        assert (missing_keypoints(kp.reshape(-1), w, h, 0.5) == b).all()
 
 
 def test_neck_present_only_when_both_shoulders_are():

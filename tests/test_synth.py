@@ -13,6 +13,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 import manifests
+from opreid_builder.occlusion import PAPER_RULE, OcclusionRule, evaluate
 from opreid_builder.synth import (
     SUPERSAMPLE,
     SynthConfig,
@@ -105,6 +106,16 @@ def test_truth_flag_agrees_with_the_coco18_run_rule_on_every_image(raw: Path):
             assert t["occluder"] in {"cart", "shelf", "sign", "pedestrian"} and t["occluded_parts"]
     flags = [t["occluded"] for t in truth]
     assert any(flags) and not all(flags)
+
+
+def test_truth_agrees_with_the_curation_rule_through_the_shared_topology(raw: Path):
+    """Curating the synth keypoints with the default rule gives back the truth flag and parts."""
+    kps, truth = _tables(raw)
+    assert OcclusionRule() == PAPER_RULE
+    for k, t in zip(kps, truth, strict=True):
+        occ = evaluate(np.asarray(k["keypoints"], dtype=np.float32), SMALL.width, SMALL.height, PAPER_RULE)
+        assert occ.occluded == t["occluded"], t["file"]
+        assert list(occ.missing_parts) == t["occluded_parts"], t["file"]
 
 
 def test_keypoints_under_the_occluder_are_invisible_and_the_occluder_is_drawn_there():
