@@ -38,6 +38,9 @@ from benchmarks.positive_ranks import (
 )
 from benchmarks.submission_checks import nonfinite_problems, ranked_index_problems
 
+#: The CMC ranks reported unless asked otherwise (fast-reid's and torchreid's tables).
+DEFAULT_RANKS = (1, 5, 10)
+
 
 @dataclass
 class MarketMetrics:
@@ -101,7 +104,7 @@ def check_ranks(ranks: Iterable[int]) -> tuple[int, ...]:
 
 def metrics_from_positive_ranks(
     pr: PositiveRanks,
-    ranks: Iterable[int] = (1, 5, 10),
+    ranks: Iterable[int] = DEFAULT_RANKS,
     *,
     query_mask: np.ndarray | None = None,
     positive_mask: np.ndarray | None = None,
@@ -186,7 +189,7 @@ def evaluate_distances(
     q_camids,
     g_camids,
     *,
-    ranks: Iterable[int] = (1, 5, 10),
+    ranks: Iterable[int] = DEFAULT_RANKS,
     ties: str = "stable",
     query_mask: np.ndarray | None = None,
     similarity: bool = False,
@@ -219,7 +222,7 @@ def evaluate_ranked(
     q_camids,
     g_camids,
     *,
-    ranks: Iterable[int] = (1, 5, 10),
+    ranks: Iterable[int] = DEFAULT_RANKS,
     query_mask: np.ndarray | None = None,
     check: bool = True,
 ) -> MarketMetrics:
@@ -257,7 +260,7 @@ def evaluate_features(
     g_camids,
     *,
     metric: str = "cosine",
-    ranks: Iterable[int] = (1, 5, 10),
+    ranks: Iterable[int] = DEFAULT_RANKS,
     ties: str = "stable",
     query_mask: np.ndarray | None = None,
     backend: str = "auto",

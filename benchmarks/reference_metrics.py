@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from benchmarks.market_metrics import DEFAULT_RANKS
+
 
 def _query_metrics(ordered_gallery: np.ndarray, q_pid, q_cam, g_pids, g_camids, num_pos_total: int):
     """AP, INP and first-hit rank (0 = none) of one query's ranked gallery list."""
@@ -63,7 +65,7 @@ def reference_distances(
     q_camids,
     g_camids,
     *,
-    ranks=(1, 5, 10),
+    ranks=DEFAULT_RANKS,
     ties: str = "stable",
     similarity: bool = False,
     target_mask=None,
@@ -94,7 +96,7 @@ def reference_distances(
     return _summarise(per_query, ranks)
 
 
-def reference_ranked(ranked, q_pids, g_pids, q_camids, g_camids, *, ranks=(1, 5, 10)) -> dict:
+def reference_ranked(ranked, q_pids, g_pids, q_camids, g_camids, *, ranks=DEFAULT_RANKS) -> dict:
     """Score truncated ranked lists: unlisted positives never retrieved, AP divided by all positives."""
     g_pids, g_camids = np.asarray(g_pids), np.asarray(g_camids)
     per_query = []

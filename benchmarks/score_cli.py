@@ -11,8 +11,10 @@ from pathlib import Path
 
 import click
 
+from benchmarks.feature_distances import METRICS
+from benchmarks.market_metrics import DEFAULT_RANKS
 from benchmarks.positive_ranks import TIES
-from benchmarks.submission import DEFAULT_MAX_NPZ_BYTES, METRICS
+from benchmarks.submission import DEFAULT_MAX_NPZ_BYTES
 
 
 def _parse_ranks(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, ...]:
@@ -44,13 +46,13 @@ def _parse_ranks(ctx: click.Context, param: click.Parameter, value: str) -> tupl
 @click.option(
     "--metric",
     type=click.Choice(METRICS),
-    default="cosine",
+    default=METRICS[0],
     show_default=True,
     help="Distance for .npz features.",
 )
 @click.option(
     "--ranks",
-    default="1,5,10",
+    default=",".join(map(str, DEFAULT_RANKS)),
     show_default=True,
     callback=_parse_ranks,
     help="CMC ranks to report, comma-separated.",
@@ -58,7 +60,7 @@ def _parse_ranks(ctx: click.Context, param: click.Parameter, value: str) -> tupl
 @click.option(
     "--ties",
     type=click.Choice(TIES),
-    default="stable",
+    default=TIES[0],
     show_default=True,
     help="Ties are broken by gallery order; 'pessimistic' also reports the worst case.",
 )

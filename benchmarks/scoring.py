@@ -23,6 +23,7 @@ from benchmarks.errors import DatasetError, InvalidSubmissionError
 from benchmarks.feature_distances import feature_distances
 from benchmarks.ground_truth import GroundTruth, load_ground_truth
 from benchmarks.market_metrics import (
+    DEFAULT_RANKS,
     MarketMetrics,
     check_ranks,
     finite_rows,
@@ -209,7 +210,7 @@ def score_submission(
     truth: str | Path | None = None,
     similarity: bool = False,
     metric: str = "cosine",
-    ranks: Iterable[int] = (1, 5, 10),
+    ranks: Iterable[int] = DEFAULT_RANKS,
     ties: str = "stable",
     query_subsets: Mapping[str, np.ndarray] | None = None,
     max_npz_bytes: int = DEFAULT_MAX_NPZ_BYTES,

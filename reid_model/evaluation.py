@@ -33,7 +33,7 @@ def evaluate(
     progress: bool = True,
 ) -> dict[str, Any]:
     """mAP, mINP and CMC rank-1/5/10 (fractions; None without a valid query) for the current weights."""
-    from benchmarks.market_metrics import evaluate_features
+    from benchmarks.market_metrics import DEFAULT_RANKS, evaluate_features
 
     query = read_split(root, "query")
     gallery = read_split(root, "gallery")
@@ -44,7 +44,7 @@ def evaluate(
         feats.append(extract_features(model, loader, device, cfg.test.flip, progress, desc=f"eval {name}"))
     metrics = evaluate_features(
         feats[0].numpy(), feats[1].numpy(), query.pids, gallery.pids, query.camids, gallery.camids,
-        metric=cfg.test.metric, ranks=(1, 5, 10),
+        metric=cfg.test.metric, ranks=DEFAULT_RANKS,
     )  # fmt: skip
     summary = metrics.to_dict()  # NaN (no valid query) becomes None
     return {

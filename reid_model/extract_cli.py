@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from benchmarks.feature_distances import METRICS
 from manifests import progress_enabled, progress_option
 
 
@@ -35,7 +36,7 @@ from manifests import progress_enabled, progress_option
 )
 @click.option(
     "--metric",
-    type=click.Choice(["cosine", "euclidean"]),
+    type=click.Choice(METRICS),
     default=None,
     help="Distance (default: the checkpoint's test.metric).",
 )

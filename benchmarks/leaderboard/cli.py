@@ -16,6 +16,7 @@ from typing import Any
 import click
 
 from benchmarks.leaderboard.errors import LeaderboardError
+from benchmarks.leaderboard.export import FORMATS as EXPORT_FORMATS
 from benchmarks.leaderboard.settings import BoardSettings, WebSettings
 from benchmarks.leaderboard.store import DB_FILENAME, Store
 
@@ -238,7 +239,9 @@ def show_cmd(private, db, data, as_json, token) -> None:
 
 
 @leaderboard.command("export")
-@click.option("--format", "fmt", type=click.Choice(["csv", "json", "md"]), default="csv", show_default=True)
+@click.option(
+    "--format", "fmt", type=click.Choice(EXPORT_FORMATS), default=EXPORT_FORMATS[0], show_default=True
+)
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="File to write (default stdout).")
 @click.option("--private", is_flag=True, help="Host view: include private scores (needs the host token).")
 @_store_options
