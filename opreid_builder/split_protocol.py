@@ -331,6 +331,21 @@ def _train_capacity(p: _Pool, rules: ProtocolRules) -> np.ndarray:
     return np.minimum(p.n_all, rules.train_images_per_id[1])
 
 
+def _balanced_train_capacity(p: _Pool, rules: ProtocolRules) -> np.ndarray:
+    """Images a train identity can give at the occluded fraction: its holistic images plus as many
+    occluded ones as keep the fraction, within the per-identity range (rich-in-holistic ids give most)."""
+    t_lo, t_hi = rules.train_images_per_id
+    return np.clip(p.n_hol + _occluded_room(p, rules), t_lo, t_hi).clip(max=_train_capacity(p, rules))
+
+
+def _occluded_room(p: _Pool, rules: ProtocolRules) -> np.ndarray:
+    """Occluded images an identity can add to its holistic ones without passing the occluded fraction."""
+    frac = rules.train_occluded_fraction
+    if frac >= 1:
+        return p.n_occ
+    return np.minimum(p.n_occ, np.floor(p.n_hol * frac / (1 - frac)).astype(np.int64))
+
+
 def _train_identities(
     p: _Pool, targets: SplitTargets, rules: ProtocolRules, key: np.ndarray, used: np.ndarray, pool: str
 ) -> np.ndarray:
@@ -348,13 +363,7 @@ def _train_identities(
     if targets.train_images is not None:
         spare = np.flatnonzero(p.train_ok & ~used & ~np.isin(np.arange(p.n_ids), train))
         # capacity at the target occluded fraction: identities rich in holistic images come first
-        frac = rules.train_occluded_fraction
-        occ_room = (
-            p.n_occ
-            if frac >= 1
-            else np.minimum(p.n_occ, np.floor(p.n_hol * frac / (1 - frac)).astype(np.int64))
-        )
-        balanced_cap = np.minimum(p.n_hol + occ_room, t_hi)
+        balanced_cap = np.minimum(p.n_hol + _occluded_room(p, rules), t_hi)
         train = _swap_for_capacity(train, spare, balanced_cap, targets.train_images, key)
         if int(train_cap[train].sum()) < targets.train_images:
             raise SplitPoolError(
@@ -421,11 +430,16 @@ def _train_counts(
     p: _Pool, ids: _Identities, targets: SplitTargets, rules: ProtocolRules, streams: SplitStreams
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per identity: occluded and holistic train images (the image target, at the occluded fraction)."""
-    train, train_cap = ids.train, _train_capacity(p, rules)
+    train = ids.train
+    # without an image target each identity gives what it holds at the occluded fraction, so that the
+    # fraction is met wherever the pool allows (taking every image would tilt it to the occluded side)
+    cap = (
+        _train_capacity(p, rules) if targets.train_images is not None else _balanced_train_capacity(p, rules)
+    )
     want = np.zeros(p.n_ids, dtype=np.int64)
     want[train] = allocate(
-        np.full(len(train), rules.train_images_per_id[0]), train_cap[train],
-        targets.train_images if targets.train_images is not None else int(train_cap[train].sum()),
+        np.full(len(train), rules.train_images_per_id[0]), cap[train],
+        targets.train_images if targets.train_images is not None else int(cap[train].sum()),
         streams.train_counts,
     )  # fmt: skip
     train_occ = np.zeros(p.n_ids, dtype=np.int64)

@@ -140,3 +140,25 @@ def test_presets_and_scale():
         resolve_targets("opreid", 1.0, {"query_images": 9000})
     with pytest.raises(SplitError, match="unknown preset"):
         resolve_targets("market")
+
+
+@pytest.mark.parametrize("occluded", [0.3, 0.45])
+def test_without_an_image_target_the_train_split_keeps_the_occluded_fraction(occluded):
+    """Taking every image up to 20 would tilt the train split to the pool's occluded share."""
+    pool = make_pool(identities=150, occluded=occluded, seed=4)
+    sel = select_split(pool, SplitConfig(small_targets(train_ids=40, train_images=None), seed=2))
+    assert abs(sel.achieved["train_occluded_fraction"] - 0.15) <= 0.02
+    train = frame(sel).query("split == 'train'")
+    assert train.groupby("pid").size().between(5, 20).all() and train.pid.nunique() == 40
+
+
+def test_a_fraction_the_pool_cannot_meet_is_warned_about(caplog):
+    from opreid_builder.build import _warn_shortfalls
+
+    pool = make_pool(identities=150, images=(6, 8), occluded=0.8, seed=4)  # too few holistic images
+    sel = select_split(pool, SplitConfig(small_targets(train_ids=40, train_images=None), seed=2))
+    assert sel.achieved["train_occluded_fraction"] > 0.3
+    tva = {k: {"target": sel.targets.get(k), "achieved": v} for k, v in sel.achieved.items()}
+    with caplog.at_level("WARNING"):
+        _warn_shortfalls(tva)
+    assert "train_occluded_fraction: achieved" in caplog.text and "0.15" in caplog.text
