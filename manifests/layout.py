@@ -1,4 +1,4 @@
-"""Where each file of a built dataset lives (ARCHITECTURE.md, "Data contract")."""
+"""Where each file of a built dataset lives (docs/data-contract.md §1)."""
 
 from __future__ import annotations
 

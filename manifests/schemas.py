@@ -2,7 +2,7 @@
 
 Each file records its kind and schema version in the Parquet key-value metadata
 (`opreid.kind`, `opreid.schema_version`); readers accept the same major version only.
-Column meanings are in ARCHITECTURE.md ("Data contract").
+Column meanings are in docs/data-contract.md §3.
 """
 
 from __future__ import annotations
