@@ -1,7 +1,7 @@
 """A deliberately simple per-query evaluator, written straight from the protocol's definitions.
 
 It sorts every row (slow: O(Q x G log G)) and exists to hold the fast path to account in tests and
-in `benchmarks/perf/score_speed.py`. It shares no code with `positive_ranks`/`market_metrics`.
+in `perf/score_speed.py`. It shares no code with `positive_ranks`/`market_metrics`.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Where each file of a built dataset lives (docs/data-contract.md): the one source of every path.
+"""Where each file of a built dataset lives (docs/data-contract.md §1): the one source of every path.
 
 Paths inside manifests (the `path` column) are POSIX paths relative to the root, e.g.
 `images/query/0a1b2c3d4e5f.jpg`; `image_path` builds them and `resolve` turns them back into files.

@@ -2,7 +2,7 @@
 
 Each file records its kind and schema version in the Parquet key-value metadata
 (`opreid.kind`, `opreid.schema_version`); readers accept the same major version only.
-Column meanings are in ARCHITECTURE.md ("Data contract"); the keypoint order and the body parts of
+Column meanings are in docs/data-contract.md §3; the keypoint order and the body parts of
 `keypoints` / `missing_parts` / `occluded_parts` are in manifests/keypoints.py.
 """
 

@@ -1,4 +1,4 @@
-"""Write a split as the release layout of ARCHITECTURE.md ("Data contract").
+"""Write a split as the release layout of docs/data-contract.md §1.
 
 Public names carry nothing about an identity: query and gallery images get opaque ids (48 random
 bits from the seed, as 12 hex digits), and their manifests are ordered by that id. Train pids are

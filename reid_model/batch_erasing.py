@@ -1,4 +1,4 @@
-"""Compound Batch Erasing (spec §4): a batch-level op applied after collation.
+"""Compound Batch Erasing (docs/model.md §4): a batch-level op applied after collation.
 
 The sampled batch X is duplicated; the first copy gets Random Erasing (independent per image),
 the second one horizontal stripe erased identically in every image (Batch-constant Erasing, the

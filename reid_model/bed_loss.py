@@ -1,4 +1,4 @@
-"""Bounded Exponential Distance loss, Eq. 3 of the paper (spec §3).
+"""Bounded Exponential Distance loss, Eq. 3 of the paper (docs/model.md §3).
 
 Per pair: y (1 - exp(-a d)) + (1 - y) exp(-a d), d the Euclidean distance, a = 0.3. The paper does
 not say which pairs or how to average; the default uses every pair i != j and averages positives

@@ -1,4 +1,4 @@
-"""BNNeck: a BatchNorm over the pooled feature with a frozen zero bias (spec §1.5).
+"""BNNeck: a BatchNorm over the pooled feature with a frozen zero bias (docs/model.md §1.5).
 
 The classifier reads its output; the retrieval feature is its output in eval mode (running stats).
 """

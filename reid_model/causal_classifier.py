@@ -1,4 +1,4 @@
-"""Multi-head causal-norm classifier (Tang et al. 2020) and its label-smoothed loss (spec §5.1).
+"""Multi-head causal-norm classifier (Tang et al. 2020) and its label-smoothed loss (docs/model.md §5.1).
 
 Per head h: logit_c^h = (tau / H) <x^h / |x^h|, w_c^h / (|w_c^h| + gamma)>. The classifier returns
 the per-head logits (H x N x K); `classification_loss` combines them either as Tang does (one CE

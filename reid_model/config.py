@@ -1,6 +1,6 @@
 """Typed training configuration: YAML presets mapped onto dataclasses, plus dotted `key=value` overrides.
 
-Defaults are the paper's recipe (model-spec.md §6); every open ambiguity of the spec (§8) is a field
+Defaults are the paper's recipe (docs/model.md §6); every open choice (docs/model.md §8) is a field
 here so that the alternative reading is one override away. The five Table 5 ablations (`cbe`, `bed`,
 `dnl`, `rp`, `me`) are top-level switches. Unknown keys are rejected with a difflib suggestion.
 """
@@ -23,7 +23,7 @@ from reid_model.errors import ConfigError
 
 @dataclass
 class ModelConfig:
-    """Backbone, pooling and heads (spec §1, §2, §5)."""
+    """Backbone, pooling and heads (docs/model.md §1, §2, §5)."""
 
     block: str = "bottleneck"  # resnet.BLOCKS: bottleneck (ResNet-50 layout) | basic (tiny preset)
     layers: list[int] = field(default_factory=lambda: [3, 4, 6, 3])
@@ -50,7 +50,7 @@ class ModelConfig:
 
 @dataclass
 class InputConfig:
-    """Per-image transforms and the erasing parameters of CBE (spec §4, §6.2)."""
+    """Per-image transforms and the erasing parameters of CBE (docs/model.md §4, §6.2)."""
 
     height: int = 256
     width: int = 128
@@ -66,7 +66,7 @@ class InputConfig:
 
 @dataclass
 class DataConfig:
-    """PK sampling and loading (spec §4 "Interaction with the PK sampler")."""
+    """PK sampling and loading (docs/model.md §4, "PK sampler")."""
 
     ims_per_batch: int = 64  # images drawn by the sampler per step (forward batch is 2x with CBE)
     num_instance: int = 4  # K images per identity; SBS-faithful alternative 16
@@ -76,7 +76,7 @@ class DataConfig:
 
 @dataclass
 class LossConfig:
-    """BED, the baseline triplet used when `bed: false`, and the classification loss (spec §3, §5.1)."""
+    """BED, the baseline triplet (for `bed: false`) and the classification loss (docs/model.md §3, §5.1)."""
 
     bed_alpha: float = 0.3
     bed_reduction: str = "separate"  # one of bed_loss.REDUCTIONS
@@ -88,7 +88,7 @@ class LossConfig:
 
 @dataclass
 class SolverConfig:
-    """Adam, warmup, backbone freeze and the delayed cosine schedule (spec §6.2)."""
+    """Adam, warmup, backbone freeze and the delayed cosine schedule (docs/model.md §6.2)."""
 
     base_lr: float = 3.5e-4
     weight_decay: float = 5e-4
@@ -118,7 +118,7 @@ class TrainConfig:
 
 @dataclass
 class TestConfig:
-    """Feature extraction and the retrieval distance (spec §5.2, §6.3)."""
+    """Feature extraction and the retrieval distance (docs/model.md §5.2, §6.3)."""
 
     batch_size: int = 128
     metric: str = "cosine"  # feature_distances.METRICS: cosine | euclidean (squared, ME-subtracted)

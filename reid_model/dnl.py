@@ -1,4 +1,4 @@
-"""Disentangled Non-Local block (Yin et al. 2020), as placed in the backbone by the paper (spec §1.3).
+"""Disentangled Non-Local block (Yin et al. 2020) as the paper places it (docs/model.md §1.3).
 
 Whitened pairwise attention plus a unary (saliency) attention over positions share one value
 embedding; the sum goes through a 1x1 conv and a BN whose affine parameters start at zero, so the

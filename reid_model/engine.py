@@ -1,4 +1,4 @@
-"""The training loop (spec §0, §6): PK batches -> CBE -> forward (losses) -> Adam step -> ME update.
+"""The training loop (docs/model.md §0, §6): PK batches -> CBE -> forward (losses) -> Adam -> ME update.
 
 Determinism: batches, per-image augmentation and erasing are pure functions of (seed, step, rank),
 the LR is a pure function of the step, and the model has no other randomness; a checkpoint

@@ -1,4 +1,4 @@
-"""Retrieval features and the query x gallery distance matrix (spec §5.2, §6.3).
+"""Retrieval features and the query x gallery distance matrix (docs/model.md §5.2, §6.3).
 
 Features are the eval-mode BNNeck outputs (optionally averaged with the flipped image), then
 L2-normalised with the ME mean subtracted. Distances are the scorer's (`benchmarks.feature_distances`,

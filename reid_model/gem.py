@@ -1,4 +1,4 @@
-"""Generalised-mean pooling with a learnable exponent (GeM-P of the FastReID strong baseline, spec §1.4)."""
+"""Generalised-mean pooling with a learnable exponent (FastReID SBS's GeM-P; docs/model.md §1.4)."""
 
 from __future__ import annotations
 

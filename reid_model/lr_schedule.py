@@ -1,6 +1,6 @@
 """Learning-rate factor per iteration: linear warmup, constant until the delay, then per-epoch cosine.
 
-FastReID SBS (spec §6.2): warmup factor 0.1 -> 1 over `warmup_iters`; the cosine starts at
+FastReID SBS (docs/model.md §6.2): warmup factor 0.1 -> 1 over `warmup_iters`; the cosine starts at
 max(ceil(warmup_iters / iters_per_epoch), delay_epochs) and anneals to eta_min at the last epoch.
 A pure function of the iteration, so a resumed LambdaLR continues exactly.
 """

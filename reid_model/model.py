@@ -1,4 +1,4 @@
-"""The reference model assembled from its parts (spec §0).
+"""The reference model assembled from its parts (docs/model.md §0).
 
 Train mode: `model(images, pids)` returns a dict of loss terms (keys `loss_*`) and the batch term of
 the ME update (`me_batch_mean`, detached); the engine sums the losses and updates ME, so that the
@@ -89,7 +89,7 @@ class ReidModel(nn.Module):
         return F.normalize(neck.float(), dim=1)
 
     def frozen_parameters(self) -> list[nn.Parameter]:
-        """What the freeze phase keeps fixed: the whole backbone, its (D)NL blocks included (spec §6.2)."""
+        """What the freeze phase keeps fixed: the backbone, (D)NL blocks included (docs/model.md §6.2)."""
         return list(self.backbone.parameters())
 
 

@@ -1,4 +1,4 @@
-"""bad-Momentum-effect Elimination (ME), Eq. 6 of the paper (spec §5.2).
+"""bad-Momentum-effect Elimination (ME), Eq. 6 of the paper (docs/model.md §5.2).
 
 A running mean mu <- beta mu + (1 - beta) mean_batch(f) of the L2-normalised training features,
 kept as a buffer (so it travels in checkpoints) and subtracted from every query and gallery

@@ -1,4 +1,4 @@
-"""Reconstructive pooling, Eq. 2 of the paper: f_r = (W^v F) softmax(W^m F)^T (spec §2). Training only.
+"""Reconstructive pooling, Eq. 2: f_r = (W^v F) softmax(W^m F)^T (docs/model.md §2). Training only.
 
 The softmax runs over spatial positions (an attention pooling). Recommended init W^m = 0,
 W^v = I makes f_r equal global average pooling at step 0; `init="normal"` is the DNL-style

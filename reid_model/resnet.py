@@ -1,4 +1,4 @@
-"""ResNet backbone with last stride 1 and (D)NL blocks after the last m blocks of a stage (spec §1.1-1.2).
+"""ResNet, last stride 1, (D)NL blocks after the last m blocks of a stage (docs/model.md §1.1-1.2).
 
 Parameter names follow torchvision's ResNet (conv1, bn1, layer1..layer4, downsample.0/1) so that
 ImageNet weights for ResNet-50 load directly; the non-local blocks live in a separate `nonlocal`

@@ -1,4 +1,4 @@
-"""PK identity sampler: P identities x K images per batch, as an infinite, resumable stream (spec §4).
+"""PK identity sampler: P identities x K images per batch, an infinite, resumable stream (docs/model.md §4).
 
 Within a pass ("sampler epoch") every identity's images are shuffled and cut into groups of K
 (identities with fewer than K images are topped up by sampling with replacement, leftovers under K

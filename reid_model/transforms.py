@@ -1,4 +1,4 @@
-"""Per-image transforms (spec §6.2): autoaug (p), bicubic resize, flip, pad + crop, ImageNet normalisation.
+"""Per-image transforms (docs/model.md §6.2): autoaug (p), bicubic resize, flip, pad + crop, normalisation.
 
 Training transforms draw from torch's global RNG inside a forked RNG seeded per sample, so an
 image's augmentation depends only on its sample seed, not on worker count or process history;

@@ -1,4 +1,4 @@
-"""Unit checks of the reference model's parts against their definitions (model-spec.md §1-§5)."""
+"""Unit checks of the reference model's parts against their definitions (docs/model.md §1-§5)."""
 
 from __future__ import annotations
 

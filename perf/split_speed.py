@@ -1,7 +1,7 @@
 """Split generation at the paper's source-pool size: 1.38 M images of 30,000 identities (metadata only).
 
-    .venv/bin/python benchmarks/perf/split_speed.py                      # full size (~1 min in all)
-    .venv/bin/python benchmarks/perf/split_speed.py --images 200000 --identities 5000 --scale 0.15
+    .venv/bin/python perf/split_speed.py        # full size (~1 min in all)
+    .venv/bin/python perf/split_speed.py --images 200000 --identities 5000 --scale 0.15
 
 The pool is drawn like the paper's: 6,497 cameras in camera systems of ~73; each identity is seen by
 2-6 cameras of one system; images per identity are long-tailed (mean 46); ~25% occluded. Reported:
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import subprocess
 import sys
@@ -29,11 +28,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
-
-from opreid_builder.split_presets import resolve_targets  # noqa: E402
-from opreid_builder.split_protocol import SplitConfig, select_split  # noqa: E402
+from opreid_builder.split_presets import resolve_targets
+from opreid_builder.split_protocol import SplitConfig, select_split
 
 CHILD = """
 import json, os, resource, sys, time
@@ -151,10 +147,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "pool.parquet"
         pq.write_table(table, path)
-        env = {**os.environ, "PYTHONPATH": str(ROOT)}
         child = subprocess.run(
             [sys.executable, "-c", CHILD, str(path), str(args.scale)],
-            capture_output=True, text=True, env=env, check=True,
+            capture_output=True, text=True, check=True,
         )  # fmt: skip
     full = json.loads(child.stdout)
     print(f"vectorised select_split, full pool, {full['cores']} cores: {full['seconds']:.2f} s, "

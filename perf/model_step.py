@@ -6,7 +6,7 @@ is printed. A step = CBE + forward (all loss terms) + backward + Adam step, on r
 Peak memory: CUDA max_memory_allocated on GPU; on CPU the growth of the process's peak RSS
 (ru_maxrss) during the measurement (the first variant measured also carries the allocator warm-up).
 
-    .venv/bin/python benchmarks/perf/model_step.py [--device cpu|cuda] [--steps 3] [--threads 2] [--only tiny]
+    .venv/bin/python perf/model_step.py [--device cpu|cuda] [--steps 3] [--threads 2] [--only tiny]
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Goal: 10,000 crops of 128x64 in under a minute on 2 cores. The baseline is the 1-worker run in
 this same process; the ratio shows what the second worker buys.
 
-    .venv/bin/python benchmarks/perf/synth_throughput.py [--n 10000] [--workers 1,2]
+    .venv/bin/python perf/synth_throughput.py [--n 10000] [--workers 1,2]
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Pose throughput: curate's batched, streamed pose stage vs a per-image `model.predict(path)` loop.
 
-    .venv/bin/python benchmarks/perf/pose_throughput.py                       # 256 synth crops
-    .venv/bin/python benchmarks/perf/pose_throughput.py --model yolo11n-pose.pt --device 0 --batch-size 64
+    .venv/bin/python perf/pose_throughput.py              # 256 synth crops
+    .venv/bin/python perf/pose_throughput.py --model yolo11n-pose.pt --device 0 --batch-size 64
 
 Both paths use the same loaded model on the same 256 synth crops (64 x 128 JPEG files), timed in
 alternating rounds so that load from other processes hits both alike. Reported: crops per second
@@ -27,14 +27,11 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
+from opreid_builder.pose import PoseEstimator
+from opreid_builder.sources import prefetch, read_and_decode
+from opreid_builder.synth import SynthConfig, generate
 
-from opreid_builder.pose import PoseEstimator  # noqa: E402
-from opreid_builder.sources import prefetch, read_and_decode  # noqa: E402
-from opreid_builder.synth import SynthConfig, generate  # noqa: E402
-
-DEFAULT_MODEL = ROOT.parent / "shared" / "models" / "yolo26n-pose-int8-256.onnx"
+DEFAULT_MODEL = Path(__file__).resolve().parents[2] / "shared" / "models" / "yolo26n-pose-int8-256.onnx"
 
 
 def baseline(est: PoseEstimator, files: list[Path], kwargs: dict) -> list:

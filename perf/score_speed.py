@@ -1,7 +1,7 @@
 """Scorer speed at OPReID size: the O(QxG) evaluator vs a full row-wise argsort, same matrix, same run.
 
-    .venv/bin/python benchmarks/perf/score_speed.py            # 4,200 x 41,014 (needs ~2 GB RAM, ~1 min)
-    .venv/bin/python benchmarks/perf/score_speed.py --queries 500 --gallery 5000   # quick
+    .venv/bin/python perf/score_speed.py                                # 4,200 x 41,014 (needs ~2 GB RAM, ~1 min)
+    .venv/bin/python perf/score_speed.py --queries 500 --gallery 5000   # quick
 
 Labels follow the OPReID protocol (each query identity has one occluded and one holistic gallery
 image on other cameras; 3,515 query identities; distractors fill the gallery) and distances come
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -26,11 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
-
-from benchmarks.market_metrics import evaluate_distances  # noqa: E402
-from benchmarks.reference_metrics import reference_distances  # noqa: E402
+from benchmarks.market_metrics import evaluate_distances
+from benchmarks.reference_metrics import reference_distances
 
 CHILD = """
 import json, sys, time
@@ -144,9 +140,8 @@ def main() -> None:
         sub_path = Path(tmp) / "distances.npy"
         np.save(sub_path, d)
         d = None  # the child maps the file; drop the parent copy first
-        env = {**os.environ, "PYTHONPATH": str(ROOT)}
         proc = subprocess.run([sys.executable, "-c", CHILD, str(sub_path), str(layout.root)],
-                              capture_output=True, text=True, env=env, check=True)  # fmt: skip
+                              capture_output=True, text=True, check=True)  # fmt: skip
         child = json.loads(proc.stdout.strip().splitlines()[-1])
     rss = child["peak_rss_kb"] / 1024
     print(f"score_submission of the .npy in a fresh process (validate + sha256 + metrics + breakdown): "
