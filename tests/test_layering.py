@@ -26,10 +26,12 @@ LAYERS: dict[str, frozenset[str]] = {
     "opreid_builder": frozenset({"manifests"}),
     "benchmarks": frozenset({"manifests"}),
     "reid_model": frozenset({"manifests", "benchmarks"}),
+    "opreid": frozenset({"opreid_builder"}),  # `python -m opreid`: runs the CLI root, nothing else
 }
 #: The `opreid` click group: registers every package's commands, so it may import any package's
-#: public modules; nothing may import it.
+#: public modules; nothing may import it but the entry point `python -m opreid`.
 COMPOSITION_ROOT = "opreid_builder.cli"
+ENTRY_POINT = "opreid.__main__"
 
 
 @dataclass(frozen=True)
@@ -120,7 +122,7 @@ def violations(imports: list[Import], layers: dict[str, frozenset[str]], root_mo
         where = f"{imp.file}:{imp.line}: {imp.module} imports " + imp.target
         where += f" ({', '.join(imp.names)})" if imp.names else ""
         full = [imp.target] + [f"{imp.target}.{name}" for name in imp.names]
-        if imp.module != root_module and any(
+        if imp.module not in (root_module, ENTRY_POINT) and any(
             t == root_module or t.startswith(root_module + ".") for t in full
         ):
             out.append(f"{where}: the CLI root {root_module}, which nothing may import")

@@ -61,6 +61,6 @@ def test_wheel_ships_templates_and_presets(tmp_path):
     assert presets == shipped
     # Only the four packages: perf/, tests/, scripts/ and docs/ stay in the checkout.
     top = {n.split("/")[0] for n in names if not n.split("/")[0].startswith("opreid-")}
-    assert top == {"manifests", "opreid_builder", "reid_model", "benchmarks"}
+    assert top == {"manifests", "opreid_builder", "reid_model", "benchmarks", "opreid"}
     # Package data is declared, not guessed: setuptools finds no undeclared "package" folder.
     assert "absent from the `packages` configuration" not in proc.stderr + proc.stdout
