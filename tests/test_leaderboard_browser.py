@@ -22,16 +22,18 @@ def test_standings_page_and_upload_form(chromium_path, dataset, tmp_path):
 
     out, data = dataset
     store = Store(tmp_path / "lb.db")
-    host = create_board(store, out, BoardSettings(name="BrowserBoard"))
+    host = create_board(store, out, BoardSettings(name="BrowserBoard", seed=7))  # a fixed public subset
     tokens = {t: add_team(store, host, t) for t in ("alpha", "beta", "reference")}
-    for team, quality, seed in (("alpha", 0.2, 1), ("beta", 0.8, 2), ("reference", 0.5, 3)):
+    for team, quality, seed in (("alpha", 0.2, 1), ("beta", 0.6, 2), ("reference", 0.4, 3)):
         path = lf.write_submission(tmp_path / f"{team}.npy", lf.distance_matrix(data, quality, seed))
         res = submit(store, path, tokens[team], method=f"{team}-net")
     set_baseline(store, host, res.submission_id)
     expected = [r.team for r in compute_standings(store).rows]
     by_map = sorted(compute_standings(store).rows, key=lambda r: (r.metrics["mAP"], r.submitted_at))
     assert len(set(r.metrics["mAP"] for r in by_map)) == 3
-    upload = lf.write_submission(tmp_path / "upload.npy", lf.distance_matrix(data, 0.95, 4))
+    # a perfect ranking: strictly ahead of every seeded row on any query subset (no tie to break by time)
+    upload = lf.write_submission(tmp_path / "upload.npy", lf.distance_matrix(data, 1.0, 4))
+    assert max(r.metrics["mAP"] for r in by_map) < 1.0
 
     with (
         lf.LiveServer(
