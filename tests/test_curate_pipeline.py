@@ -341,3 +341,27 @@ def test_person_selection_prefers_the_box_covering_the_crop():
     same = np.array([[0, 0, 64, 128], [0, 0, 64, 128]], dtype=float)
     assert select_person(same, np.array([0.4, 0.8]), 64, 128) == 1  # tie on IoU: higher score
     assert select_person(np.zeros((0, 4)), np.zeros(0), 64, 128) is None
+
+
+def test_out_beside_an_index_file_is_allowed_out_holding_listed_images_is_not(synth, tmp_path):
+    """An index file lists its images, so only those paths matter, not the folder the file sits in."""
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    for p in sorted(synth.glob("*.jpg"))[:12]:
+        (raw / p.name).write_bytes(p.read_bytes())
+    rows = [f"{p.name},{int(p.name[:4])},{int(p.name[6])}" for p in sorted(raw.glob("*.jpg"))]
+    index = raw / "index.csv"
+    index.write_text("path,pid,camid\n" + "\n".join(rows) + "\n")
+    config = CurateConfig(layout="index", keypoints=str(synth / "keypoints.parquet"), workers=0)
+    result = curate(index, raw / "out", config, progress=False)  # OUT beside the index file
+    assert result.counts["status_ok"] == 12
+    with pytest.raises(CurationError, match="holds images the index lists"):
+        curate(index, raw, config, progress=False)
+    index.unlink()  # a folder layout reads everything under RAW: OUT may not lie inside it
+    with pytest.raises(CurationError, match="must not be inside RAW"):
+        curate(
+            raw,
+            raw / "out2",
+            CurateConfig(layout="market", keypoints=config.keypoints, workers=0),
+            progress=False,
+        )

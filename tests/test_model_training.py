@@ -111,6 +111,7 @@ def test_resume_in_process_is_bitwise_identical(dataset, tmp_path):
         ["--resume", "auto", "-o", part, "--data", dataset, "--no-progress", "train.stop_after_iters=0"]
     )
     assert res.exit_code == 0, res.output
+    assert res.stdout.startswith("trained 6/6 iterations") and res.stderr == ""  # the summary is on stdout
     _assert_identical(_weights(full / "checkpoints/last.pt"), _weights(part / "checkpoints/last.pt"))
     records = [json.loads(line) for line in (part / "metrics.jsonl").read_text().splitlines()]
     assert [r["iteration"] for r in records if r["kind"] == "train"] == [1, 2, 3, 4, 5, 6]  # none duplicated

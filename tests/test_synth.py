@@ -249,6 +249,10 @@ def test_cli_runs_under_the_opreid_group(tmp_path: Path):
     )
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["images"] == 4
+    result = CliRunner().invoke(
+        cli, ["synth", str(tmp_path / "t"), "--identities", "2", "--images-per-identity", "2-2"]
+    )
+    assert result.stdout.startswith("wrote 4 crops") and result.stderr == ""  # the summary is on stdout
 
 
 @pytest.mark.parametrize(
