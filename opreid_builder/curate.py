@@ -7,8 +7,9 @@ rerun skips finished work, a rerun after a kill gives identical outputs, and cha
 parameter reruns the rule (cheap, never cached) but not pose.
 
 Statuses, first match wins:
-- `unreadable`: cannot be read or decoded (zero-byte, truncated, not an image, a directory);
-  its image_id comes from the path, since there is no image content to hash.
+- `unreadable`: cannot be read or decoded (zero-byte, truncated, not an image, a directory, not a
+  regular file, over `max_pixels`, a name that is not UTF-8); its image_id comes from the path,
+  since there is no image content to hash.
 - `duplicate`: same content as a crop earlier in path order (`duplicate_of` names it).
 - `excluded`: smaller than `min_size` pixels on a side (e.g. 1x1).
 - `no_person`: pose found nobody (or the keypoints file has no entry); `--no-person occluded`

@@ -225,22 +225,28 @@ def _scan_folders(raw: Path, scan: SourceScan) -> None:
 
 
 def _read_index(path: Path) -> list[tuple[str, int, int]]:
-    """Rows (path, pid, camid) of a CSV or Parquet index; SourceError on a malformed file."""
+    """Rows (path, pid, camid) of a CSV or Parquet index; SourceError naming the row on a bad value.
+
+    CSV ids are read as text and converted here, so that a value that is not an integer, or does
+    not fit its manifest column, is reported with its row rather than as a bare Arrow error.
+    """
     import pyarrow as pa
 
     try:
-        table = read_table_file(path, {"path": pa.string(), "pid": pa.int64(), "camid": pa.int64()})
+        table = read_table_file(path, {"path": pa.string(), "pid": pa.string(), "camid": pa.string()})
     except TableFileError as exc:
         raise SourceError(f"index file {exc}") from None
     cols = [table.column(c).to_pylist() for c in ("path", "pid", "camid")]
     rows = []
     for i, (p, pid, camid) in enumerate(zip(*cols, strict=True)):
-        if p is None or pid is None or camid is None:
+        if any(v is None or v == "" for v in (p, pid, camid)):
             raise SourceError(f"{path}: row {i + 1} has an empty path, pid or camid")
         try:
             row = (str(p), int(pid), int(camid))
         except (TypeError, ValueError):
-            raise SourceError(f"{path}: row {i + 1}: pid and camid must be integers") from None
+            raise SourceError(
+                f"{path}: row {i + 1} ({p}): pid and camid must be integers, got {pid!r} and {camid!r}"
+            ) from None
         if problem := id_problem(row[1], row[2]):
             raise SourceError(f"{path}: row {i + 1} ({row[0]}): {problem}")
         rows.append(row)

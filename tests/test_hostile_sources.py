@@ -169,6 +169,16 @@ def test_ids_out_of_range_in_an_index_name_the_row(raw, run_opreid, expect_error
         scan_sources(raw)
     result = run_opreid("curate", raw, "-o", tmp_path / "out", "--keypoints", raw / "keypoints.parquet")
     expect_error(result, "opreid curate", 1, "row 3", "camid 9999999999")
+    (raw / "index.csv").write_text(f"path,pid,camid\n{GOOD[0]},99999999999999999999,1\n{GOOD[1]},x,1\n")
+    with pytest.raises(
+        SourceError, match=r"row 1 \(0001_c1s1_000001_00.jpg\): pid 99999999999999999999 is out"
+    ):
+        scan_sources(raw)
+    (raw / "index.csv").write_text(f"path,pid,camid\n{GOOD[1]},x,1\n")
+    with pytest.raises(
+        SourceError, match=r"row 1 \(0001_c2s1_000002_00.jpg\): pid and camid must be integers"
+    ):
+        scan_sources(raw)
     (raw / "index.csv").unlink()
     table = pa.table(
         {"path": GOOD, "pid": pa.array([1, 1, 2**63], pa.uint64()), "camid": pa.array([1, 2, 1], pa.int32())}
