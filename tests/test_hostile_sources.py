@@ -191,18 +191,27 @@ def test_ids_out_of_range_in_an_index_name_the_row(raw, run_opreid, expect_error
 # --- 10. a folder that cannot be listed ---------------------------------------------------------
 
 
-def test_unlistable_subfolder_is_refused_with_a_warning(raw, monkeypatch, caplog):
-    hidden = raw / "sub"
-    hidden.mkdir()
-    (hidden / "0003_c1s1_000009_00.jpg").write_bytes(jpeg(3))
-    real_scandir = os.scandir
+@pytest.fixture
+def deny_listing(monkeypatch):
+    """Make os.scandir refuse one folder (root ignores permission bits, so chmod cannot)."""
 
-    def scandir(path="."):
-        if Path(path) == hidden:  # root ignores permission bits, so deny the listing here
-            raise PermissionError(13, "Permission denied", os.fspath(path))
-        return real_scandir(path)
+    def deny(folder: Path) -> None:
+        real_scandir = os.scandir
 
-    monkeypatch.setattr(os, "scandir", scandir)
+        def scandir(path="."):
+            if Path(path) == folder:
+                raise PermissionError(13, "Permission denied", os.fspath(path))
+            return real_scandir(path)
+
+        monkeypatch.setattr(os, "scandir", scandir)
+
+    return deny
+
+
+def test_unlistable_subfolder_is_refused_with_a_warning(raw, deny_listing, caplog):
+    (raw / "sub").mkdir()
+    (raw / "sub" / "0003_c1s1_000009_00.jpg").write_bytes(jpeg(3))
+    deny_listing(raw / "sub")
     caplog.set_level("WARNING", logger="opreid_builder.sources")
     scan = scan_sources(raw)
     assert sorted(i.source_path for i in scan.items) == GOOD
@@ -210,15 +219,8 @@ def test_unlistable_subfolder_is_refused_with_a_warning(raw, monkeypatch, caplog
     assert "1 folder(s) under" in caplog.text and "sub" in caplog.text
 
 
-def test_unlistable_raw_is_one_clear_error(raw, monkeypatch):
-    real_scandir = os.scandir
-
-    def scandir(path="."):
-        if Path(path) == raw:
-            raise PermissionError(13, "Permission denied", os.fspath(path))
-        return real_scandir(path)
-
-    monkeypatch.setattr(os, "scandir", scandir)
+def test_unlistable_raw_is_one_clear_error(raw, deny_listing):
+    deny_listing(raw)
     with pytest.raises(SourceError, match="cannot be listed"):
         scan_sources(raw, layout="market")
 
