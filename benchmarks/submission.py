@@ -25,11 +25,15 @@ from benchmarks.errors import InvalidSubmissionError
 from benchmarks.feature_distances import METRICS
 from benchmarks.npy_header import NpyHeader, NpyHeaderError, read_npy_header
 from benchmarks.submission_checks import nonfinite_problems, ranked_index_problems
+from benchmarks.zip_directory import ZipDirectoryError, count_members
 
 FORMATS = ("distances", "ranked", "features")
 #: Bound on the summed uncompressed size of an .npz's members (features of 45k images x 2048 x
 #: float32 are ~370 MB); anything larger is refused before extraction.
 DEFAULT_MAX_NPZ_BYTES = 4 << 30
+#: Bound on the members of an .npz (it needs two), checked in the zip's central directory before
+#: zipfile lists them: listing a million members costs most of a gigabyte.
+MAX_NPZ_MEMBERS = 64
 MAX_FEATURE_DIM = 1 << 16
 #: A float32 squared norm above this could overflow float32 distance arithmetic.
 MAX_SQUARED_NORM = 1e36
@@ -196,6 +200,16 @@ def _feature_value_problems(name: str, array: np.ndarray, metric: str) -> list[s
 
 def _load_npz(path: Path, num_query: int, num_gallery: int, metric: str, max_npz_bytes: int) -> Submission:
     problems: list[str] = []
+    try:
+        with open(path, "rb") as fh:
+            members = count_members(fh, MAX_NPZ_MEMBERS)
+    except (ZipDirectoryError, OSError) as exc:
+        raise InvalidSubmissionError([f"not a readable .npz (zip) file ({exc})"]) from None
+    if members > MAX_NPZ_MEMBERS:
+        raise InvalidSubmissionError(
+            f".npz has more than {MAX_NPZ_MEMBERS} members (expected exactly 'query' and 'gallery'; "
+            "nothing was extracted)"
+        )
     try:
         zf = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError, ValueError) as exc:

@@ -4,7 +4,7 @@ reads, checksums.
 Imports nothing else from opreid: every other package builds on it.
 """
 
-from manifests.atomic import atomic_path, atomic_write_bytes, atomic_write_text
+from manifests.atomic import atomic_path, atomic_write_bytes, atomic_write_text, staging_dir
 from manifests.checksums import sha256_bytes, sha256_file, sha256_tree
 from manifests.dataset_json import read_dataset_json, write_dataset_json
 from manifests.errors import (
@@ -62,6 +62,6 @@ __all__ = [
     "UnreadableManifestError", "UserError",
     "atomic_path", "atomic_write_bytes", "atomic_write_text", "conform", "in_order", "progress_bar",
     "progress_enabled", "progress_option", "read_dataset_json", "read_manifest", "read_metadata", "sha256_bytes",
-    "sha256_file", "sha256_tree", "write_dataset_json",
+    "sha256_file", "sha256_tree", "staging_dir", "write_dataset_json",
     "write_manifest",
 ]  # fmt: skip

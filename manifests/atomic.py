@@ -33,6 +33,17 @@ def atomic_path(target: str | Path, suffix: str = "") -> Iterator[Path]:
         raise
 
 
+def staging_dir(parent: str | Path, prefix: str) -> Path:
+    """A fresh folder in `parent` to fill and rename into place, with the mode a plain mkdir gives.
+
+    `tempfile.mkdtemp` creates 0700: renamed into a release, that folder would be the one part
+    nobody else can read.
+    """
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+    os.chmod(path, 0o777 & ~_UMASK)
+    return path
+
+
 def atomic_write_bytes(target: str | Path, data: bytes) -> None:
     with atomic_path(target) as tmp, open(tmp, "wb") as fh:
         fh.write(data)

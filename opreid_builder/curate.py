@@ -7,8 +7,9 @@ rerun skips finished work, a rerun after a kill gives identical outputs, and cha
 parameter reruns the rule (cheap, never cached) but not pose.
 
 Statuses, first match wins:
-- `unreadable`: cannot be read or decoded (zero-byte, truncated, not an image, a directory);
-  its image_id comes from the path, since there is no image content to hash.
+- `unreadable`: cannot be read or decoded (zero-byte, truncated, not an image, a directory, not a
+  regular file, over `max_pixels`, a name that is not UTF-8); its image_id comes from the path,
+  since there is no image content to hash.
 - `duplicate`: same content as a crop earlier in path order (`duplicate_of` names it).
 - `excluded`: smaller than `min_size` pixels on a side (e.g. 1x1).
 - `no_person`: pose found nobody (or the keypoints file has no entry); `--no-person occluded`
@@ -49,7 +50,14 @@ from opreid_builder.faces import FaceBox, FaceConfig, FaceDetectors
 from opreid_builder.masking import BLUR_WARNING, check_method, encode_jpeg, mask_faces
 from opreid_builder.occlusion import PAPER_RULE, OcclusionRule, evaluate
 from opreid_builder.pose import KeypointsFile, PoseEstimator, PoseResult, keypoint_source
-from opreid_builder.sources import SourceScan, prefetch, read_and_decode, scan_sources
+from opreid_builder.sources import (
+    DEFAULT_MAX_PIXELS,
+    SourceItem,
+    SourceScan,
+    prefetch,
+    read_and_decode,
+    scan_sources,
+)
 from opreid_builder.stage_cache import StageCache
 from opreid_builder.version import __version__
 
@@ -76,6 +84,7 @@ class CurateConfig:
     min_run: int = PAPER_RULE.min_run
     no_person: str = "exclude"
     min_size: int = 16
+    max_pixels: int = DEFAULT_MAX_PIXELS
     face_detectors: tuple[str, ...] = ()
     face_models: tuple[str, ...] = ()
     insightface_root: str | None = None
@@ -94,6 +103,8 @@ class CurateConfig:
                 f"--no-person must be one of {', '.join(NO_PERSON_CHOICES)}, got {self.no_person!r}"
             )
         check_method(self.face_mask)
+        if self.max_pixels < 1:
+            raise CurationError(f"--max-pixels must be >= 1, got {self.max_pixels}")
         if self.batch_size < 1:
             raise CurationError(f"--batch-size must be >= 1, got {self.batch_size}")
         if not 1 <= self.jpeg_quality <= 100:
@@ -146,12 +157,12 @@ def _bar(total: int, desc: str, progress: bool):
     return progress_bar(total=total, desc=desc, enabled=progress)
 
 
-def _scan_key(path: Path, rel: str) -> str:
+def _scan_key(path: Path, rel: str, max_pixels: int) -> str:
     try:
         st = path.stat()
     except OSError:
         return f"{rel}\0missing"
-    return f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\0{'d' if path.is_dir() else 'f'}"
+    return f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\0{'d' if path.is_dir() else 'f'}\0{max_pixels}"
 
 
 def _path_id(rel: str) -> str:
@@ -161,18 +172,18 @@ def _path_id(rel: str) -> str:
 # --- stages -------------------------------------------------------------------------------------
 
 
-def _read_stage(scan: SourceScan, cache_dir: Path, workers: int, progress: bool) -> list[dict[str, Any]]:
-    """sha256, readability and size of every crop (cached by path + size + mtime)."""
+def _read_stage(
+    scan: SourceScan, cache_dir: Path, workers: int, progress: bool, max_pixels: int
+) -> list[dict[str, Any]]:
+    """sha256, readability and size of every crop (cached by path + size + mtime + pixel cap)."""
     cache = StageCache(cache_dir / "read", _SCAN_SCHEMA, "key")
     done = cache.load()
-    keys = [_scan_key(scan.path(it), it.source_path) for it in scan.items]
-    todo = [
-        (i, scan.path(it)) for i, (it, k) in enumerate(zip(scan.items, keys, strict=True)) if k not in done
-    ]
+    keys = [_scan_key(scan.path(it), it.source_path, max_pixels) for it in scan.items]
+    todo = [(i, it) for i, (it, k) in enumerate(zip(scan.items, keys, strict=True)) if k not in done]
 
-    def load(task: tuple[int, Path]) -> dict[str, Any]:
-        i, path = task
-        data, decoded = read_and_decode(path)
+    def load(task: tuple[int, SourceItem]) -> dict[str, Any]:
+        i, item = task
+        data, decoded = scan.read(item, max_pixels)
         h = w = None
         if decoded.ok:
             h, w = decoded.rgb.shape[:2]
@@ -197,6 +208,7 @@ def _pose_stage(
     cache_dir: Path,
     workers: int,
     progress: bool,
+    max_pixels: int,
 ) -> dict[str, PoseResult]:
     """Pose of every distinct `ok` crop content, batched and streamed; cached by sha256 and model."""
     cache = StageCache(cache_dir / "pose" / estimator.cache_key(), _POSE_SCHEMA, "sha256")
@@ -204,7 +216,7 @@ def _pose_stage(
     todo = [r for r in rows if r["status"] == "ok" and r["sha256"] not in done]
 
     def load(row: dict[str, Any]) -> np.ndarray:
-        _, decoded = read_and_decode(scan.root / row["source_path"])
+        _, decoded = read_and_decode(scan.root / row["source_path"], max_pixels)
         if not decoded.ok:  # changed on disk since it was read: give the model a blank crop of its size
             return np.zeros((row["height"], row["width"], 3), dtype=np.uint8)
         return decoded.rgb
@@ -272,7 +284,7 @@ def _face_stage(
             todo.append(row)
 
     def work(row: dict[str, Any]) -> tuple[list[dict], str]:
-        _, decoded = read_and_decode(scan.root / row["source_path"])
+        _, decoded = read_and_decode(scan.root / row["source_path"], config.max_pixels)
         rgb = decoded.rgb if decoded.ok else np.zeros((row["height"], row["width"], 3), dtype=np.uint8)
         found = model_boxes.get(row["sha256"])
         if found is None:
@@ -346,7 +358,7 @@ def curate(raw: Path, out: Path, config: CurateConfig, progress: bool = True) ->
     out.mkdir(parents=True, exist_ok=True)
 
     # 1. read: hash, decode check, size; statuses unreadable / duplicate / excluded
-    read = _read_stage(scan, layout.cache, config.workers, progress)
+    read = _read_stage(scan, layout.cache, config.workers, progress, config.max_pixels)
     rows: list[dict[str, Any]] = []
     first_of: dict[str, str] = {}
     for item, r in zip(scan.items, read, strict=True):
@@ -375,7 +387,7 @@ def curate(raw: Path, out: Path, config: CurateConfig, progress: bool = True) ->
         poses = {r["sha256"]: source.lookup(r["source_path"]) for r in rows if r["status"] == "ok"}
         occlusion_source = "keypoints-file"
     else:
-        poses = _pose_stage(rows, scan, source, layout.cache, config.workers, progress)
+        poses = _pose_stage(rows, scan, source, layout.cache, config.workers, progress, config.max_pixels)
         occlusion_source = "pose"
     for row in rows:
         if row["status"] != "ok":

@@ -68,6 +68,9 @@ def curate_options(f: Callable) -> Callable:
         _no_person_option("What to do with crops where pose finds nobody."),
         click.option("--min-size", type=click.IntRange(min=1), default=_D.min_size, show_default=True,
                      help="Crops with a side shorter than this (pixels) are excluded."),
+        click.option("--max-pixels", type=click.IntRange(min=1), default=_D.max_pixels, show_default=True,
+                     help="Crops of more pixels (width x height) are unreadable: too large, refused from the "
+                          "header before decoding."),
         click.option("--face-detector", "face_detectors", multiple=True, type=click.Choice(DETECTORS),
                      help="Face detector(s) to use (repeatable; default: every available one, union of boxes)."),
         click.option("--face-model", "face_models", multiple=True, type=click.Path(dir_okay=False, path_type=str),

@@ -6,8 +6,9 @@ remapped to 0..N-1 in a seeded random order; test pids (private) continue at N. 
 the source images stays in `private/` (`private/release_map.parquet`).
 
 Images are copied byte for byte from the masked crops (already EXIF-free and masked), into a
-temporary tree renamed into place; `dataset.json`, whose checksums cover every other released
-file, is written last, so an interrupted run never leaves a release that validates.
+staging tree (`OUT/.images.XXXX/`) renamed into place; `dataset.json`, whose checksums cover every
+other released file, is written last, so an interrupted run never leaves a release that validates.
+A staging tree left by a killed run is removed by the next one (and flagged by `validate`).
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import tempfile
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +37,7 @@ from manifests import (
     atomic_write_text,
     progress_bar,
     sha256_tree,
+    staging_dir,
     write_dataset_json,
     write_manifest,
 )
@@ -64,6 +65,8 @@ RELEASE_MAP = ManifestSchema(
     ),
 )
 PUBLIC_ID_HEX = 12
+#: Name prefixes of the image staging trees `_copy_images` creates in OUT (and renames away).
+STAGING_PREFIXES = (".images.", ".images-old.")
 _RELEASE_SALT = 0x0E1EA5E  # separates the release draws from the split draws of the same seed
 
 
@@ -104,9 +107,23 @@ def _histograms(rows: pa.Table) -> dict[str, dict[str, int]]:
     return out
 
 
+def stale_staging(out: Path) -> list[Path]:
+    """Image staging trees in OUT: only a killed build-split leaves one behind."""
+    if not out.is_dir():
+        return []
+    return sorted(p for p in out.iterdir() if p.name.startswith(STAGING_PREFIXES) and p.is_dir())
+
+
+def _remove_stale_staging(out: Path) -> None:
+    for folder in stale_staging(out):
+        log.info("removing %s, left by an interrupted build", folder)
+        shutil.rmtree(folder)
+
+
 def _copy_images(out: Path, sources: list[str], targets: list[str], progress: bool) -> None:
     """Copy masked crops into a fresh images/ tree, renamed into place at the end."""
-    staging = Path(tempfile.mkdtemp(prefix=".images.", dir=out))
+    _remove_stale_staging(out)
+    staging = staging_dir(out, STAGING_PREFIXES[0])
     try:
         for split in SPLITS:
             (staging / split).mkdir()
@@ -118,7 +135,7 @@ def _copy_images(out: Path, sources: list[str], targets: list[str], progress: bo
             shutil.copyfile(src_path, staging / Path(dst).relative_to(IMAGES_DIR))
         final = DatasetLayout(out).images_root
         if final.exists():
-            old = Path(tempfile.mkdtemp(prefix=".images-old.", dir=out))
+            old = staging_dir(out, STAGING_PREFIXES[1])
             os.replace(final, old / IMAGES_DIR)
             os.replace(staging, final)
             shutil.rmtree(old)

@@ -9,8 +9,11 @@ Three layouts (auto-detected, or forced with `--layout`):
 - `index`: a CSV or Parquet file with columns path, pid, camid (paths relative to the file's folder).
   RAW may be the file itself, or a folder holding `index.csv` / `index.parquet`.
 
-Symlinks that leave RAW are refused, and so are index paths that do. Nothing here is fatal for a
-single bad image: decoding problems come back as a status, never as an exception.
+Symlinks that leave RAW are refused, and so are index paths that do, ids that do not fit the
+manifests' integer columns and folders that cannot be listed. Nothing here is fatal for a single bad
+image: reading and decoding problems come back as a status, never as an exception. Only regular
+files are read (a FIFO would block forever), a file name that is not UTF-8 is recorded escaped and
+never read, and a crop over `max_pixels` is refused from its header, before it is decoded.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import io
 import logging
 import os
 import re
+import stat
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -29,6 +33,7 @@ from typing import TypeVar
 
 import numpy as np
 
+from manifests import IMAGES
 from opreid_builder.errors import SourceError
 from opreid_builder.tabular_files import TableFileError, read_table_file
 
@@ -41,6 +46,13 @@ MARKET_NAME = re.compile(r"([-\d]+)_c(\d+)")
 _CAMERA_TOKEN = re.compile(r"(?:^|[_\-.])c(?:am)?(\d+)(?=$|[_\-.s])", re.IGNORECASE)
 _CAMERA_FOLDER = re.compile(r"^c(?:am)?(\d+)$", re.IGNORECASE)
 JUNK_PID = -1
+#: Largest crop decoded, in pixels (width x height), checked from the header before decoding. Far
+#: above any pedestrian crop (Market-1501's are 128 x 64); a 12000 x 12000 photo would take ~1 GB.
+DEFAULT_MAX_PIXELS = 16_000_000
+#: A file larger than this many bytes per allowed pixel (plus slack for metadata) is not read at all:
+#: 8 bytes covers an uncompressed 16-bit RGBA image, the largest a decodable crop can need.
+_BYTES_PER_PIXEL, _SLACK_BYTES = 8, 16 << 20
+NOT_UTF8 = "file name is not valid UTF-8 (recorded escaped; rename the file)"
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -63,9 +75,37 @@ class SourceScan:
     items: list[SourceItem]
     junk: int = 0
     refused: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+    #: escaped source_path -> the name on disk, for names that are not UTF-8 (never read, see `read`)
+    undecodable_names: dict[str, str] = field(default_factory=dict)
 
     def path(self, item: SourceItem) -> Path:
-        return self.root / item.source_path
+        return self.root / self.undecodable_names.get(item.source_path, item.source_path)
+
+    def read(self, item: SourceItem, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[bytes | None, Decoded]:
+        """Read and decode one crop; a crop whose name cannot be recorded (not UTF-8) is unreadable."""
+        if item.source_path in self.undecodable_names:
+            return None, Decoded(None, NOT_UTF8)
+        return read_and_decode(self.path(item), max_pixels)
+
+
+def escape_name(name: str) -> str:
+    """`name` as valid UTF-8 text: bytes that are not UTF-8 (surrogate-escaped by os) become \\xNN."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def _id_range(column: str) -> tuple[int, int]:
+    """The values an integer column of the images manifest can hold (one source: the schema)."""
+    bits = IMAGES.schema.field(column).type.bit_width
+    return -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+
+
+def id_problem(pid: int, camid: int) -> str | None:
+    """Why a (pid, camid) pair cannot be stored in the manifests, or None when it can."""
+    for name, value in (("pid", pid), ("camid", camid)):
+        lo, hi = _id_range(name)
+        if not lo <= value <= hi:
+            return f"{name} {value} is out of range ({lo}..{hi})"
+    return None
 
 
 def _inside(root: Path, path: Path) -> bool:
@@ -80,11 +120,22 @@ def _walk(raw: Path, scan: SourceScan) -> list[tuple[str, bool]]:
     """Every image-named entry under RAW as (relative path, is_file); escaping symlinks are refused.
 
     A directory named like an image is returned with is_file False so that it gets a status instead
-    of vanishing silently.
+    of vanishing silently; so is a FIFO or a device (the read stage says it is not a regular file).
+    A folder that cannot be listed is refused (with a warning), and a path that is not UTF-8 is
+    returned escaped (`SourceScan.undecodable_names` keeps the name on disk).
     """
     root = raw.resolve()
     found: list[tuple[str, bool]] = []
-    for dirpath, dirnames, filenames in os.walk(raw, followlinks=False):
+    unlisted: list[tuple[str, str]] = []
+
+    def cannot_list(exc: OSError) -> None:
+        where = Path(exc.filename) if exc.filename is not None else raw
+        if where == raw:
+            raise SourceError(f"{raw}: cannot be listed ({exc.strerror or exc})")
+        rel = where.relative_to(raw).as_posix()
+        unlisted.append((escape_name(rel), f"folder cannot be listed ({exc.strerror or exc})"))
+
+    for dirpath, dirnames, filenames in os.walk(raw, onerror=cannot_list, followlinks=False):
         here = Path(dirpath)
         keep = []
         for d in sorted(dirnames):
@@ -94,7 +145,7 @@ def _walk(raw: Path, scan: SourceScan) -> list[tuple[str, bool]]:
                 continue
             if full.is_symlink():
                 if not _inside(root, full):
-                    scan.refused.append((rel, "symlink leaves RAW"))
+                    scan.refused.append((escape_name(rel), "symlink leaves RAW"))
                 # a symlink to a folder inside RAW would list the same crops twice: skip it
                 continue
             if Path(d).suffix.lower() in IMAGE_SUFFIXES:
@@ -107,10 +158,22 @@ def _walk(raw: Path, scan: SourceScan) -> list[tuple[str, bool]]:
             full = here / name
             rel = full.relative_to(raw).as_posix()
             if full.is_symlink() and not _inside(root, full):
-                scan.refused.append((rel, "symlink leaves RAW"))
+                scan.refused.append((escape_name(rel), "symlink leaves RAW"))
                 continue
             found.append((rel, True))
-    return sorted(found)
+    if unlisted:
+        scan.refused += unlisted
+        log.warning(
+            "%d folder(s) under %s cannot be listed, their crops are left out (e.g. %s: %s)",
+            len(unlisted), raw, *unlisted[0],
+        )  # fmt: skip
+    escaped = []
+    for rel, is_file in found:
+        shown = escape_name(rel)
+        if shown != rel:
+            scan.undecodable_names[shown] = rel
+        escaped.append((shown, is_file))
+    return sorted(escaped)
 
 
 def _add(scan: SourceScan, rel: str, pid: int, camid: int) -> None:
@@ -118,6 +181,8 @@ def _add(scan: SourceScan, rel: str, pid: int, camid: int) -> None:
         scan.junk += 1
     elif pid < JUNK_PID:
         scan.refused.append((rel, f"negative pid {pid}"))
+    elif problem := id_problem(pid, camid):
+        scan.refused.append((rel, problem))
     else:
         scan.items.append(SourceItem(rel, pid, camid))
 
@@ -160,22 +225,31 @@ def _scan_folders(raw: Path, scan: SourceScan) -> None:
 
 
 def _read_index(path: Path) -> list[tuple[str, int, int]]:
-    """Rows (path, pid, camid) of a CSV or Parquet index; SourceError on a malformed file."""
+    """Rows (path, pid, camid) of a CSV or Parquet index; SourceError naming the row on a bad value.
+
+    CSV ids are read as text and converted here, so that a value that is not an integer, or does
+    not fit its manifest column, is reported with its row rather than as a bare Arrow error.
+    """
     import pyarrow as pa
 
     try:
-        table = read_table_file(path, {"path": pa.string(), "pid": pa.int64(), "camid": pa.int64()})
+        table = read_table_file(path, {"path": pa.string(), "pid": pa.string(), "camid": pa.string()})
     except TableFileError as exc:
         raise SourceError(f"index file {exc}") from None
     cols = [table.column(c).to_pylist() for c in ("path", "pid", "camid")]
     rows = []
     for i, (p, pid, camid) in enumerate(zip(*cols, strict=True)):
-        if p is None or pid is None or camid is None:
+        if any(v is None or v == "" for v in (p, pid, camid)):
             raise SourceError(f"{path}: row {i + 1} has an empty path, pid or camid")
         try:
-            rows.append((str(p), int(pid), int(camid)))
+            row = (str(p), int(pid), int(camid))
         except (TypeError, ValueError):
-            raise SourceError(f"{path}: row {i + 1}: pid and camid must be integers") from None
+            raise SourceError(
+                f"{path}: row {i + 1} ({p}): pid and camid must be integers, got {pid!r} and {camid!r}"
+            ) from None
+        if problem := id_problem(row[1], row[2]):
+            raise SourceError(f"{path}: row {i + 1} ({row[0]}): {problem}")
+        rows.append(row)
     return rows
 
 
@@ -224,7 +298,10 @@ def scan_sources(raw: str | Path, layout: str = "auto") -> SourceScan:
         raise SourceError(f"unknown layout {layout!r} (choose one of {', '.join(LAYOUTS)})")
     if not raw.exists():
         raise SourceError(f"{raw}: no such file or folder")
-    chosen = detect_layout(raw) if layout == "auto" else layout
+    try:
+        chosen = detect_layout(raw) if layout == "auto" else layout
+    except OSError as exc:
+        raise SourceError(f"{raw}: cannot be listed ({exc.strerror or exc})") from None
     scan = SourceScan(chosen, raw, [])
     if chosen == "index":
         if raw.is_file():
@@ -283,12 +360,28 @@ def _pil_open() -> Callable:
     return original if callable(original) else Image.open
 
 
-def decode_image(data: bytes) -> Decoded:
+_OBJECT_REPR = re.compile(r"<[^<>]* at 0x[0-9a-fA-F]+>")
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
+
+
+def _reason(exc: BaseException) -> str:
+    """The first line of an exception's message, without object addresses: a rebuild must give the
+    same bytes, and Pillow names an in-memory file by its repr (`<_io.BytesIO object at 0x7f...>`)."""
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return _ADDRESS.sub("", _OBJECT_REPR.sub("the data", text))
+
+
+def _too_large(width: int, height: int, max_pixels: int) -> str:
+    return f"too large ({width} x {height}; the cap is {max_pixels} pixels)"
+
+
+def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Decoded:
     """Decode image bytes to RGB uint8 whatever the file's extension says.
 
     Greyscale, palette, alpha, CMYK and 16-bit images are converted (and say so); zero-byte,
-    truncated or undecodable data is reported as unreadable. EXIF orientation is applied, because
-    the released copy carries no EXIF and must look the same.
+    truncated or undecodable data is reported as unreadable, and so is an image of more than
+    `max_pixels` pixels, from its header, before any pixel is decoded. EXIF orientation is applied,
+    because the released copy carries no EXIF and must look the same.
     """
     from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -296,6 +389,9 @@ def decode_image(data: bytes) -> Decoded:
         return Decoded(None, "zero-byte file")
     try:
         with _pil_open()(io.BytesIO(data)) as img:
+            width, height = img.size
+            if width * height > max_pixels:
+                return Decoded(None, _too_large(width, height, max_pixels))
             img.load()
             fmt, mode = img.format, img.mode
             img = ImageOps.exif_transpose(img)
@@ -310,31 +406,62 @@ def decode_image(data: bytes) -> Decoded:
                 notes.append(f"{img.mode} converted to RGB")
                 img = img.convert("RGB")
             rgb = np.asarray(img, dtype=np.uint8).copy()
-    except (
-        UnidentifiedImageError,
-        OSError,
-        SyntaxError,
-        ValueError,
-        ImportError,
-        Image.DecompressionBombError,
-    ) as exc:
-        return Decoded(None, f"cannot decode: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
+    except Image.DecompressionBombError:  # Pillow's own limit, far above ours: refused at open
+        return Decoded(None, f"too large (over {2 * Image.MAX_IMAGE_PIXELS} pixels; the cap is {max_pixels})")
+    except UnidentifiedImageError:
+        return Decoded(None, "cannot decode: not an image format Pillow can read")
+    except (OSError, SyntaxError, ValueError, ImportError) as exc:
+        return Decoded(None, f"cannot decode: {_reason(exc)}")
     if fmt and fmt not in ("JPEG", "MPO"):
         notes.insert(0, f"{fmt} data")
     return Decoded(rgb, "; ".join(notes) or None)
 
 
-def read_and_decode(path: Path) -> tuple[bytes | None, Decoded]:
-    """Read a crop's bytes (None when it cannot be read at all) and decode them."""
+#: Opening never blocks (a FIFO without a writer) nor adopts a terminal; binary on Windows.
+_OPEN_FLAGS = (
+    os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_BINARY", 0)
+)
+
+
+def max_file_bytes(max_pixels: int) -> int:
+    """The largest file read for a crop of at most `max_pixels` pixels (bigger ones are not read)."""
+    return max_pixels * _BYTES_PER_PIXEL + _SLACK_BYTES
+
+
+def read_and_decode(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[bytes | None, Decoded]:
+    """Read a crop's bytes (None when it cannot be read at all) and decode them.
+
+    Only a regular file is read: the file is opened without blocking and checked with fstat (on the
+    open file, so nothing can be swapped in between), because reading a FIFO blocks forever and a
+    device never ends. A file too large to hold a crop of `max_pixels` is not read either.
+    """
     try:
-        data = path.read_bytes()
-    except IsADirectoryError:
-        return None, Decoded(None, "is a directory")
+        fd = os.open(path, _OPEN_FLAGS)
     except FileNotFoundError:
         return None, Decoded(None, "no such file")
+    except IsADirectoryError:
+        return None, Decoded(None, "is a directory")
     except OSError as exc:
-        return None, Decoded(None, f"cannot read: {exc.strerror or exc}")
-    return data, decode_image(data)
+        return None, Decoded(None, f"cannot read: {exc.strerror or _reason(exc)}")
+    limit = max_file_bytes(max_pixels)
+    try:
+        info = os.fstat(fd)
+        if stat.S_ISDIR(info.st_mode):
+            return None, Decoded(None, "is a directory")
+        if not stat.S_ISREG(info.st_mode):
+            return None, Decoded(None, "not a regular file")
+        if info.st_size > limit:
+            why = f"too large ({info.st_size} bytes; the cap is {limit} bytes for {max_pixels} pixels)"
+            return None, Decoded(None, why)
+        with os.fdopen(fd, "rb", closefd=False) as fh:
+            data = fh.read(limit + 1)
+    except OSError as exc:
+        return None, Decoded(None, f"cannot read: {exc.strerror or _reason(exc)}")
+    finally:
+        os.close(fd)
+    if len(data) > limit:  # grew since fstat
+        return None, Decoded(None, f"too large (over {limit} bytes; the cap is {max_pixels} pixels)")
+    return data, decode_image(data, max_pixels)
 
 
 def prefetch(

@@ -4,7 +4,8 @@ Checks: checksums of every file in dataset.json (and no unlisted file); readable
 files carry no pid and nothing a pid can be recovered from (columns, key-value metadata, non-opaque
 names, rows ordered or grouped by pid, EXIF/comments in released images); the ground truth matches
 the public manifests; identities disjoint between train and test; every query identity has its
-cross-camera match; the protocol's per-identity counts; queries occluded; no image used twice.
+cross-camera match; the protocol's per-identity counts; queries occluded; no image used twice; no
+image staging tree left by an interrupted build.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from manifests import (
     sha256_file,
 )
 from manifests.layout import IMAGES_DIR
-from opreid_builder.release import PUBLIC_ID_HEX, RELEASE_MAP, release_files
+from opreid_builder.release import PUBLIC_ID_HEX, RELEASE_MAP, release_files, stale_staging
 from opreid_builder.split_protocol import ProtocolRules
 
 _ALLOWED_METADATA = {b"ARROW:schema", b"opreid.kind", b"opreid.schema_version"}
@@ -307,6 +308,12 @@ def validate(out: str | Path) -> ValidationReport:
         info = {}
     if info:
         _check_checksums(out, info, report)
+    for folder in stale_staging(out):
+        report.add(
+            "staging-folder",
+            f"{folder.name}/ is an image staging tree left by an interrupted build-split "
+            "(rerun build-split, or delete it)",
+        )
     rules = _rules(info)
 
     public: dict[str, pd.DataFrame] = {}

@@ -109,6 +109,58 @@ def _zip_bomb(path: Path, num_query: int, num_gallery: int, inflated_bytes: int 
     return path
 
 
+def unbalanced_header_npy(path: Path, array: np.ndarray) -> Path:
+    """`array` saved with a header dict that never closes (numpy's tokenizer raises TokenError on it)."""
+    header = f"{{'descr': '{array.dtype.str}', 'fortran_order': False, 'shape': {array.shape}, ".encode()
+    header += b" " * (63 - (len(header) + 10) % 64) + b"\n"
+    path.write_bytes(b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header + array.tobytes())
+    return path
+
+
+def many_member_npz(
+    path: Path, query: np.ndarray, gallery: np.ndarray, extra: int, declared: int | None = None
+) -> Path:
+    """An .npz with `query`, `gallery` and `extra` empty members, written directly (fast for millions).
+
+    The empty members' directory entries all point at one local header. `declared` forges the member
+    count of the end record (zip64 end records are written when the real count needs them).
+    """
+    import io
+    import struct
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for name, array in (("query.npy", query), ("gallery.npy", gallery)):
+            member = io.BytesIO()
+            np.save(member, array)
+            zf.writestr(name, member.getvalue())
+    small = buf.getvalue()
+    start = zipfile.ZipFile(io.BytesIO(small)).start_dir
+    directory = small[start : small.rfind(b"PK\x05\x06")]
+    empty_at = start
+    body = small[:start] + struct.pack("<4s5H3L2H", b"PK\x03\x04", 20, 0, 0, 0, 0, 0, 0, 0, 1, 0) + b"e"
+    entry = struct.pack("<4s6H3L5H2L", b"PK\x01\x02", 20, 20, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, empty_at)
+    total = extra + 2
+    shown = total if declared is None else declared
+    size = len(directory) + extra * (len(entry) + 1)
+    with open(path, "wb") as fh:
+        fh.write(body)
+        fh.write(directory)
+        chunk = (entry + b"e") * 4096
+        for _ in range(extra // 4096):
+            fh.write(chunk)
+        fh.write((entry + b"e") * (extra % 4096))
+        dir_at = len(body)
+        if shown > 0xFFFF:
+            fh.write(struct.pack("<4sQ2H2L4Q", b"PK\x06\x06", 44, 45, 45, 0, 0, shown, shown, size, dir_at))
+            fh.write(struct.pack("<4sLQL", b"PK\x06\x07", 0, dir_at + size, 1))
+            fh.write(struct.pack("<4s4H2LH", b"PK\x05\x06", 0, 0, 0xFFFF, 0xFFFF, 0xFFFFFFFF, 0xFFFFFFFF, 0))
+        else:
+            fh.write(struct.pack("<4s4H2LH", b"PK\x05\x06", 0, 0, shown, shown, size, dir_at, 0))
+    return path
+
+
 def bad_submissions(folder: Path, num_query: int, num_gallery: int) -> dict[str, tuple[Path, str]]:
     """Name -> (file, a phrase its one-line reason must contain), for a dataset of Q x G."""
     q, g = num_query, num_gallery
@@ -164,6 +216,7 @@ def bad_submissions(folder: Path, num_query: int, num_gallery: int) -> dict[str,
     bad_header = folder / "bad_header.npy"
     bad_header.write_bytes(b"\x93NUMPY\x01\x00" + (20).to_bytes(2, "little") + b"{'descr': os.system}")
     out["malformed_header"] = (bad_header, "malformed header")
+    out["unbalanced_header"] = (unbalanced_header_npy(folder / "unbalanced.npy", good), "malformed header")
     save("ranked_duplicates", np.tile(np.array([0, 1, 1], np.int64), (q, 1)), "repeat a gallery index")
     save("ranked_out_of_range", np.tile(np.array([0, g], np.int32), (q, 1)), f"outside [0, {g})")
     save("ranked_negative", np.tile(np.array([-1, 0], np.int32), (q, 1)), "index -1")
@@ -190,6 +243,9 @@ def bad_submissions(folder: Path, num_query: int, num_gallery: int) -> dict[str,
     savez("npz_zero_row_cosine", "all zero", query=zero, gallery=fg)
     savez("npz_wrong_rows", f"has {q - 1} rows, expected {q}", query=fq[:-1], gallery=fg)
     out["npz_zip_bomb"] = (_zip_bomb(folder / "bomb.npz", q, g), "over the 4294967296-byte limit")
+    many = "more than 64 members"
+    out["npz_many_members"] = (many_member_npz(folder / "many.npz", fq, fg, 100), many)
+    out["npz_forged_member_count"] = (many_member_npz(folder / "forged.npz", fq, fg, 100, declared=2), many)
     corrupt = folder / "corrupt.npz"
     np.savez(corrupt, query=fq, gallery=fg)
     data = bytearray(corrupt.read_bytes())

@@ -144,3 +144,15 @@ def test_database_resolution_and_errors(cli_board, tmp_path):
 def test_registered_in_root_cli():
     result = CliRunner().invoke(cli, ["leaderboard", "--help"])
     assert result.exit_code == 0 and "submit" in result.output and "serve" in result.output
+
+
+def test_malformed_npy_header_exit_2_and_no_quota(cli_board):
+    """An unbalanced header dict (numpy raises TokenError on it) is an invalid submission, not a crash."""
+    from score_datasets import unbalanced_header_npy
+
+    b = cli_board
+    bad = unbalanced_header_npy(b["tmp"] / "unbalanced.npy", np.zeros((3, 4), np.float32))
+    r = run("submit", str(bad), "--method", "x", "--data", b["out"], "--token", b["teams"]["alpha"], code=2)
+    assert "malformed header" in r.stderr and "no quota used" in r.stderr
+    q = json.loads(run("quota", "--data", b["out"], "--json", "--token", b["teams"]["alpha"]).stdout)
+    assert q["daily_used"] == 0

@@ -268,3 +268,45 @@ def test_log_redaction_filter(caplog):
         '%s - "%s %s HTTP/%s" %d', "127.0.0.1", "GET", f"/?t={token}", "1.1", 200
     )
     assert token not in caplog.text and "olb_***" in caplog.text
+
+
+def test_malformed_npy_header_is_422_and_uses_no_quota(site, caplog):
+    from score_datasets import unbalanced_header_npy
+
+    c, tok = site["client"](), site["teams"]["alpha"]
+    bad = unbalanced_header_npy(site["out"] / "unbalanced.npy", np.zeros((3, 4), np.float32)).read_bytes()
+    r = c.post("/api/submit", headers=auth(tok), data={"method": "m"}, files={"file": ("u.npy", bad)})
+    assert r.status_code == 422, r.text
+    assert "malformed header" in r.json()["problems"][0] and r.json()["quota"]["daily_used"] == 0
+    r = c.post("/submit", data={"method": "m", "token": tok}, files={"file": ("u.npy", bad)})
+    assert r.status_code == 422 and "malformed header" in r.text
+    assert count(site["store"]) == 0
+    assert c.get("/api/quota", headers=auth(tok)).json()["daily_used"] == 0
+    assert not [rec for rec in caplog.records if rec.exc_info], "a traceback was logged"
+
+
+def test_log_redaction_keeps_uvicorn_access_records_formattable():
+    """uvicorn's AccessFormatter unpacks the record's five args: redaction must keep them."""
+    import logging
+
+    from uvicorn.logging import AccessFormatter
+
+    from benchmarks.leaderboard.tokens import new_token
+    from benchmarks.leaderboard.web import install_log_redaction
+
+    install_log_redaction()
+    token = new_token()
+    record = logging.LogRecord(
+        "uvicorn.access", logging.INFO, __file__, 1, '%s - "%s %s HTTP/%s" %d',
+        ("127.0.0.1:5000", "GET", f"/teams/x?token={token}&a=1", "1.1", 200), None,
+    )  # fmt: skip
+    assert logging.getLogger("uvicorn.access").filter(record)
+    line = AccessFormatter(fmt="%(client_addr)s %(request_line)s %(status_code)s", use_colors=False).format(
+        record
+    )
+    assert line == "127.0.0.1:5000 GET /teams/x?token=olb_***&a=1 HTTP/1.1 200 OK"
+    assert record.args[4] == 200
+    # a token split between the format string and an argument is still masked
+    split = logging.LogRecord("uvicorn.error", logging.INFO, __file__, 1, "olb_%s", (token[4:],), None)
+    assert logging.getLogger("uvicorn.error").filter(split)
+    assert token[4:] not in split.getMessage()

@@ -25,7 +25,8 @@ CASES = [
     "huge_header_shape", "malformed_header", "ranked_duplicates", "ranked_out_of_range", "ranked_negative",
     "ranked_too_long", "ranked_empty_rows", "ranked_wrong_rows", "npz_missing_gallery", "npz_extra_member",
     "npz_dim_mismatch", "npz_int_features", "npz_nan_features", "npz_zero_row_cosine", "npz_wrong_rows",
-    "npz_zip_bomb", "npz_corrupt_member", "npz_not_a_zip",
+    "npz_zip_bomb", "npz_corrupt_member", "npz_not_a_zip", "unbalanced_header", "npz_many_members",
+    "npz_forged_member_count",
 ]  # fmt: skip
 
 
@@ -107,3 +108,28 @@ def test_npz_size_limit_is_checked_before_extraction(tmp_path):
     np.savez(path, query=np.ones((Q, 64), np.float32), gallery=np.ones((G, 64), np.float32))
     with pytest.raises(InvalidSubmissionError, match="over the 1000-byte limit"):
         load_submission(path, Q, G, max_npz_bytes=1000)
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::SyntaxWarning")  # backslashes in the text
+def test_npy_header_parser_raises_only_its_own_error():
+    """Random damage to a header's text: numpy's parser raises TokenError, RecursionError, ... on some;
+    every one must come out as NpyHeaderError (an invalid submission), never as another exception."""
+    import io
+
+    from benchmarks.npy_header import NpyHeaderError, read_npy_header
+
+    buf = io.BytesIO()
+    np.save(buf, np.zeros((Q, G), np.float32))
+    good = buf.getvalue()[:128]
+    rng = np.random.default_rng(16)
+    alphabet = np.frombuffer(b"{}()[],:' 0123456789abcdefghijklmnopqrstuvwxyz<>|\\\"\n\t%#", np.uint8)
+    refused = 0
+    for _ in range(3000):
+        data = bytearray(good)
+        for at in rng.integers(10, len(good), size=int(rng.integers(1, 5))):
+            data[at] = int(rng.choice(alphabet))
+        try:
+            read_npy_header(io.BytesIO(bytes(data)))
+        except NpyHeaderError:
+            refused += 1
+    assert refused > 1000

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import io
+import os
 import re
+import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+import pytest
 from PIL import Image
 from test_split_protocol import make_pool, small_targets
 
@@ -119,3 +124,48 @@ def test_public_order_is_not_by_pid(tmp_path):
     gt = gt.filter(pc.equal(gt.column("split"), "gallery")).to_pandas().set_index("image_id")
     pids = gt.loc[gallery.column("image_id").to_pylist(), "pid"].to_numpy()
     assert abs(np.corrcoef(np.arange(len(pids)), pids)[0, 1]) < 0.5
+
+
+def test_every_released_folder_and_file_has_the_plain_mode(tmp_path):
+    """images/ came from mkdtemp (0700): the one folder of a release nobody else could read."""
+    umask = os.umask(0)
+    os.umask(umask)
+    out = build_release(tmp_path / "rel")
+    build_release(out, seed=1)  # a rebuild swaps images/ through a second staging folder
+    folders = [out / "images", *(out / "images").iterdir(), out / "private"]
+    assert {oct(stat.S_IMODE(p.stat().st_mode)) for p in folders} == {oct(0o777 & ~umask)}
+    files = [out / rel for rel in read_dataset_json(out)["checksums"]] + [out / "dataset.json"]
+    assert {oct(stat.S_IMODE(p.stat().st_mode)) for p in files} == {oct(0o666 & ~umask)}
+
+
+KILL_DURING_COPY = """
+import os, signal, shutil, sys
+from pathlib import Path
+sys.path.insert(0, {tests!r})
+from test_split_release import build_release
+real, count = shutil.copyfile, [0]
+def copyfile(src, dst, **kw):
+    count[0] += 1
+    if count[0] > 5:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real(src, dst, **kw)
+shutil.copyfile = copyfile
+build_release(Path({out!r}), seed=3)
+"""
+
+
+@pytest.mark.slow
+def test_kill_during_image_copy_leaves_a_staging_tree_that_a_rerun_removes(tmp_path):
+    from opreid_builder.validate import validate
+
+    out = tmp_path / "rel"
+    script = KILL_DURING_COPY.format(tests=str(Path(__file__).parent), out=str(out))
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == -9, proc.stderr[-2000:]
+    staging = [p.name for p in out.iterdir() if p.name.startswith(".images.")]
+    assert len(staging) == 1 and len(list((out / staging[0]).rglob("*.jpg"))) == 5
+    codes = {v.code for v in validate(out).violations}
+    assert "staging-folder" in codes
+    build_release(out, seed=3)
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]
+    assert validate(out).ok

@@ -163,3 +163,12 @@ def test_cli_exit_codes_and_json(release, copy):
     as_json = runner.invoke(validate_cmd, [str(copy), "--json"])
     body = json.loads(as_json.output)
     assert as_json.exit_code == 1 and body["ok"] is False and body["violations"][0]["code"] == "checksum"
+
+
+def test_staging_tree_left_by_a_killed_build(copy):
+    (copy / ".images.k7x2q9/gallery").mkdir(parents=True)
+    (copy / ".images.k7x2q9/gallery/0a1b2c3d4e5f.jpg").write_bytes(b"\xff\xd8")
+    assert lines(copy) == [
+        "staging-folder: .images.k7x2q9/ is an image staging tree left by an interrupted build-split "
+        "(rerun build-split, or delete it)"
+    ]
