@@ -36,16 +36,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
 
 from manifests import (
     FLAGS_KEY,
-    GALLERY,
-    GROUND_TRUTH,
     PROTOCOL_KEY,
-    QUERY,
     SPLITS,
-    TRAIN,
     UNKNOWN_FLAGS,
     DatasetLayout,
     ManifestError,
@@ -55,7 +50,6 @@ from manifests import (
     sha256_bytes,
     sha256_tree,
     write_dataset_json,
-    write_manifest,
 )
 from opreid_builder.benchmark_card import render_benchmark_card
 from opreid_builder.benchmark_layouts import FORMATS, BenchmarkLayout, get_layout
@@ -63,7 +57,7 @@ from opreid_builder.benchmark_scan import BenchmarkScan, scan_benchmark
 from opreid_builder.curate import CurateConfig, curate_scan
 from opreid_builder.errors import BenchmarkImportError
 from opreid_builder.jpeg_segments import strip_metadata
-from opreid_builder.release import PUBLIC_ID_HEX, RELEASE_MAP, _public_ids, _remap, release_files
+from opreid_builder.release import PUBLIC_ID_HEX, ReleaseRows, release_files
 from opreid_builder.sources import SourceItem, SourceScan, decode_image, prefetch
 from opreid_builder.split_protocol import DISTRACTOR_PID
 from opreid_builder.validate import ValidationReport, validate
@@ -109,7 +103,7 @@ class ImportResult:
     counts: dict[str, dict[str, int]]
     official_counts: dict[str, dict[str, int]]
     occlusion_flags: dict[str, str]
-    images: dict[str, int]
+    images: dict[str, Any]  # images per IMAGE_METHODS entry, and the `method` asked for
     junk: int
     unexpected: list[tuple[str, str]]
     unused: dict[str, int]
@@ -386,6 +380,9 @@ def _warnings(result: ImportResult) -> list[str]:
     if result.unexpected:
         lines.append(f"{len(result.unexpected)} unexpected file(s) skipped (listed in the card), e.g. "
                      f"{result.unexpected[0][0]}")  # fmt: skip
+    if result.images["copy"] and result.images["method"] != "copy":
+        lines.append(f"{result.images['copy']} image(s) copied: a hard link was not possible (OUT on another "
+                     "file system, or files you do not own)")  # fmt: skip
     if result.unreadable:
         lines.append(f"{len(result.unreadable)} unreadable image(s) left out, e.g. {result.unreadable[0][0]}")
     missing = result.counts["query"]["without_positive"]
@@ -405,7 +402,12 @@ def _build(scan: BenchmarkScan, staging: Path, options: ImportOptions, progress:
     ]
     curated, curation = None, None
     if options.curation is not None:
-        curated, curation = _curate(scan, keep, staging, options, progress)
+        # pose only where the dataset has no flags of its own; masking needs every image
+        wanted = [i for i in keep if options.mask_faces or scan.images[i].occluded is None]
+        if wanted:
+            curated, curation = _curate(scan, wanted, staging, options, progress)
+        else:
+            log.info("the dataset flags every image itself: no curation pass is needed")
     flags = _flag_sources(scan, curation)
 
     rel = _Release()
@@ -426,7 +428,8 @@ def _build(scan: BenchmarkScan, staging: Path, options: ImportOptions, progress:
     if options.mask_faces and any(m is None for m in rel.masked):
         raise BenchmarkImportError("the curation pass left an official image without a masked crop")
     written = _write(scan, staging, rel, options, progress)
-    counts, images = written.counts, written.methods
+    counts = written.counts
+    images = {**written.methods, "method": "copy" if options.copy else "hardlink"}
     official = {s: dataclasses.asdict(c) for s, c in layout.published_counts(scan.subset).items()}
     info = {
         "name": f"{layout.title}, official protocol (imported by opreid)",
@@ -439,7 +442,7 @@ def _build(scan: BenchmarkScan, staging: Path, options: ImportOptions, progress:
         "counts": counts,
         "official_counts": official,
         FLAGS_KEY: flags,
-        "images": {**images, "method": "copy" if options.copy else "hardlink"},
+        "images": images,
         "parameters": {"curation": curation},
         "public_id_hex_digits": PUBLIC_ID_HEX,
     }
@@ -474,41 +477,29 @@ def _write(
 ) -> _Written:
     """images/, the three public manifests, the ground truth and the release map."""
     layout = DatasetLayout(staging)
-    n = len(rel.path)
     rng = np.random.default_rng(np.random.SeedSequence([int(options.seed), _IMPORT_SALT]))
-    split = np.array(rel.split, dtype=object)
     source_pid = np.array(rel.source_pid, dtype=np.int64)
-    camid = np.array(rel.camid, dtype=np.int64)
-    occluded = np.array(rel.occluded, dtype=bool)
-    public_id = _public_ids(n, rng)
-    is_train = split == "train"
-    train_map = _remap(source_pid[is_train], 0, rng)
-    test_map = _remap(source_pid[~is_train], len(train_map), rng)
-    pid = np.array([(train_map if t else test_map)[p] for t, p in zip(is_train, source_pid.tolist(), strict=True)],
-                   dtype=np.int64)  # fmt: skip
-    query_pids = set(pid[split == "query"].tolist())
-    role = np.array(
-        [s if s != "gallery" else ("match" if p in query_pids else "distractor")
-         for s, p in zip(split.tolist(), pid.tolist(), strict=True)], dtype=object,
+    split = np.array(rel.split, dtype=object)
+    query_pids = set(source_pid[split == "query"].tolist())  # one namespace with the gallery's
+    images = ReleaseRows(
+        split=split,
+        role=[s if s != "gallery" else ("match" if p in query_pids else "distractor")
+              for s, p in zip(rel.split, rel.source_pid, strict=True)],
+        source_pid=source_pid,
+        camid=np.array(rel.camid, dtype=np.int64),
+        occluded=np.array(rel.occluded, dtype=bool),
+        source_image_id=[sha[:16] for sha in rel.sha256],
+        source_path=list(rel.path),
+        ext=[Path(m or p).suffix.lower() for p, m in zip(rel.path, rel.masked, strict=True)],
     )  # fmt: skip
-
-    ext = [Path(m if m else p).suffix.lower() for p, m in zip(rel.path, rel.masked, strict=True)]
-    path = np.empty(n, dtype=object)
-    test = np.flatnonzero(~is_train)
-    path[test] = [layout.image_path(split[i], f"{public_id[i]}{ext[i]}") for i in test]
-    train_idx = np.flatnonzero(is_train)
-    seq: Counter = Counter()
-    for i in train_idx[np.lexsort((public_id[train_idx], pid[train_idx]))]:
-        p = int(pid[i])
-        path[i] = layout.image_path("train", f"{p:04d}_c{int(camid[i])}_{seq[p]:04d}{ext[i]}")
-        seq[p] += 1
-
+    images.name(layout, rng)
     for s in SPLITS:
         layout.images(s).mkdir(parents=True, exist_ok=True)
     methods: Counter = Counter()
     digests: dict[str, str] = {}  # images that are the source's bytes need no second read
-    for i in progress_bar(range(n), total=n, desc="copy" if options.copy else "link", enabled=progress):
-        dst = staging / path[i]
+    for i in progress_bar(range(len(split)), total=len(split), desc="copy" if options.copy else "link",
+                          enabled=progress):  # fmt: skip
+        dst = staging / images.path[i]
         if rel.masked[i] is not None:
             os.link(staging / rel.masked[i], dst)
             methods["masked"] += 1
@@ -516,43 +507,14 @@ def _write(
         method = _place(scan.root / rel.path[i], dst, options.copy, rel.metadata[i])
         methods[method] += 1
         if method in ("hardlink", "copy"):
-            digests[path[i]] = rel.sha256[i]
-
-    def table(idx: np.ndarray, with_pid: bool, with_occ: bool) -> dict[str, Any]:
-        cols: dict[str, Any] = {"image_id": public_id[idx].tolist(), "path": path[idx].tolist()}
-        if with_pid:
-            cols["pid"] = pa.array(pid[idx], pa.int64())
-        cols["camid"] = pa.array(camid[idx], pa.int32())
-        if with_occ:
-            cols["occluded"] = pa.array(occluded[idx], pa.bool_())
-        return cols
-
-    write_manifest(table(train_idx[np.lexsort((path[train_idx].astype(str), pid[train_idx]))], True, True),
-                   layout.train, TRAIN)  # fmt: skip
-    for name, schema in (("query", QUERY), ("gallery", GALLERY)):
-        idx = np.flatnonzero(split == name)
-        write_manifest(table(idx[np.argsort(public_id[idx].astype(str), kind="stable")], False, False),
-                       layout.manifest(name), schema)  # fmt: skip
-    all_rows = np.lexsort((public_id.astype(str), np.array([SPLITS.index(s) for s in split])))
-    gt = table(all_rows, True, True)
-    gt["split"] = split[all_rows].tolist()
-    write_manifest({k: gt[k] for k in GROUND_TRUTH.columns}, layout.ground_truth, GROUND_TRUTH)
-    by_id = np.argsort(public_id.astype(str), kind="stable")
-    write_manifest(
-        {
-            "image_id": public_id[by_id].tolist(), "split": split[by_id].tolist(), "role": role[by_id].tolist(),
-            "pid": pa.array(pid[by_id], pa.int64()),
-            "source_image_id": [rel.sha256[i][:16] for i in by_id],
-            "source_pid": pa.array(source_pid[by_id], pa.int64()),
-            "source_path": pa.array([rel.path[i] for i in by_id], pa.string()),
-        },
-        layout.release_map, RELEASE_MAP,
-    )  # fmt: skip
-    valid = _positives(split, pid, camid)
+            digests[images.path[i]] = rel.sha256[i]
+    images.write_manifests(layout)
+    role = np.array(images.role, dtype=object)
+    pid0 = (source_pid == DISTRACTOR_PID) & scan.layout.has_distractors
     return _Written(
         methods={m: methods.get(m, 0) for m in IMAGE_METHODS},
         counts=_counts(
-            split, pid, occluded, role, valid, (source_pid == DISTRACTOR_PID) & scan.layout.has_distractors
-        ),  # fmt: skip
+            split, images.pid, images.occluded, role, _positives(split, images.pid, images.camid), pid0
+        ),
         digests=digests,
     )

@@ -286,7 +286,9 @@ def generate_layout(
     specs = plan(config)
     root = out_dir / layout.root_names[0]
     if root.exists() or (out_dir / TRUTH_NAME).exists():
-        raise SynthOutputError(f"{out_dir} already holds the {fmt} layout or a truth.parquet; use an empty folder")
+        raise SynthOutputError(
+            f"{out_dir} already holds the {fmt} layout or a truth.parquet; use an empty folder"
+        )
     extra_plan = plan(
         dataclasses.replace(config, identities=2, images_per_identity=(4, 4), seed=config.seed + 1)
     )
