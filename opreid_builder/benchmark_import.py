@@ -89,6 +89,8 @@ class ImportOptions:
     workers: int = 2
 
     def __post_init__(self) -> None:
+        if self.seed < 0:
+            raise BenchmarkImportError(f"--seed must be >= 0 (got {self.seed})")
         if self.mask_faces and self.curation is None:
             raise BenchmarkImportError("--mask-faces runs the curation stages: give them a CurateConfig")
 

@@ -228,7 +228,8 @@ LAYOUTS: dict[str, BenchmarkLayout] = {
             ("DukeMTMC-reID",),
             {"": {"train": _c(702, 16522), "query": _c(702, 2228), "gallery": _c(1110, 17661)}},
             folders=_market_style(DUKE_NAME), cameras=8,
-            known_extras=("CITATION.txt", "LICENSE_DukeMTMC.txt", "LICENSE_DukeMTMC-reID.txt", "README.md"),
+            known_extras=("CITATION.txt", "CITATION_DukeMTMC.txt", "LICENSE_DukeMTMC.txt",
+                          "LICENSE_DukeMTMC-reID.txt", "README.md"),
         ),
         BenchmarkLayout(
             "occluded_duke", "Occluded-DukeMTMC",

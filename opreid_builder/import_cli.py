@@ -43,7 +43,16 @@ def _print(result) -> None:
     click.echo(f"validate: ok{f' ({notes} note(s): opreid validate {result.out})' if notes else ''}")
 
 
-@click.command("import")
+_HELP = f"""Import a public ReID benchmark in its official split as an opreid release in OUT.
+
+FORMAT is the layout SRC holds, exactly as the dataset ships (see the README): {", ".join(FORMATS)}.
+SRC is the dataset folder or the folder holding it. Occlusion flags come from the dataset where it
+has them, else from --pose-model/--keypoints (the occlusion rule of `opreid curate`), else they are
+recorded as unknown.
+"""
+
+
+@click.command("import", help=_HELP)
 @click.argument("fmt", metavar="FORMAT", type=click.Choice(FORMATS))
 @click.argument("src", type=click.Path(path_type=Path))
 @click.option("-o", "--out", required=True, type=click.Path(path_type=Path, file_okay=False),
@@ -52,7 +61,7 @@ def _print(result) -> None:
               help="cuhk03: the detected (default) or labeled boxes of CUHK03-NP.")  # fmt: skip
 @click.option("--copy", is_flag=True, help="Copy the images instead of hard-linking them (hard links need "
               "OUT on SRC's file system; elsewhere images are copied anyway).")  # fmt: skip
-@click.option("--seed", type=int, default=ImportOptions.seed, show_default=True,
+@click.option("--seed", type=click.IntRange(min=0), default=ImportOptions.seed, show_default=True,
               help="Seed of the opaque public names and the pid remapping.")  # fmt: skip
 @click.option("--mask-faces", is_flag=True, help="Mask faces (the curation stages of `opreid curate`, with "
               "the face options below); the datasets are public, so this is opt-in.")  # fmt: skip
@@ -64,14 +73,6 @@ def _print(result) -> None:
 @click.pass_context
 def import_cmd(ctx: click.Context, fmt: str, src: Path, out: Path, subset: str | None, copy: bool, seed: int,
                mask_faces: bool, as_json: bool, progress: bool | None, **options: Any) -> None:  # fmt: skip
-    """Import a public ReID benchmark in its official split as an opreid release in OUT.
-
-    FORMAT is the layout SRC holds, exactly as the dataset ships (see the README): market1501,
-    dukemtmc, occluded_duke, msmt17, cuhk03, occluded_reid, partial_reid, partial_ilids, p_dukemtmc.
-    SRC is the dataset folder or the folder holding it. Occlusion flags come from the dataset where
-    it has them, else from --pose-model/--keypoints (the occlusion rule of `opreid curate`), else
-    they are recorded as unknown.
-    """
     from opreid_builder.benchmark_import import import_benchmark
 
     given = [n for n in _FACE_NAMES if ctx.get_parameter_source(n) == click.core.ParameterSource.COMMANDLINE]
