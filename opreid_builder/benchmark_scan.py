@@ -58,19 +58,33 @@ def _is_real_dir(path: Path) -> bool:
     return path.is_dir() and not path.is_symlink()
 
 
+def _holds(base: Path, required: list[str]) -> bool:
+    """Every required list file is a file and every required folder a folder under `base`."""
+    return all((base / p).is_file() if p.endswith(".txt") else (base / p).is_dir() for p in required)
+
+
+def _subset_folder(layout: BenchmarkLayout, src: Path, subset: str | None) -> tuple[Path, str | None]:
+    """SRC may be one subset's folder itself (cuhk03-np/labeled): the root is then its parent."""
+    if src.name in layout.subsets and _holds(src.parent, layout.required(src.name)):
+        if subset is not None and subset != src.name:
+            raise BenchmarkImportError(f"--subset {subset} asks for another subset than SRC, {src}")
+        return src.parent, src.name
+    return src, subset
+
+
 def locate_root(layout: BenchmarkLayout, src: Path, subset: str | None) -> Path:
     """The dataset root: SRC itself, or the one folder under SRC named as the dataset ships."""
     if not src.is_dir():
         raise BenchmarkImportError(f"{src}: no such folder")
     required = layout.required(subset)
-    if all((src / p).exists() for p in required):
+    if _holds(src, required):
         return src
     for name in layout.root_names:
-        if all((src / name / p).exists() for p in required):
+        if _holds(src / name, required):
             return src / name
     # name what is missing where the user most likely has the dataset: the one shipped folder under SRC
     base = next((src / name for name in layout.root_names if _is_real_dir(src / name)), src)
-    missing = next(p for p in required if not (base / p).exists())
+    missing = next(p for p in required if not _holds(base, [p]))
     kind = "file" if Path(missing).suffix == ".txt" else "folder"
     needs = ", ".join(p if Path(p).suffix else f"{p}/" for p in required)
     raise BenchmarkImportError(
@@ -242,8 +256,9 @@ class _Scanner:
 
 def scan_benchmark(layout: BenchmarkLayout, src: str | Path, subset: str | None = None) -> BenchmarkScan:
     """Every protocol image of the copy in SRC, checked against the layout and its protocol."""
+    src, subset = _subset_folder(layout, Path(src), subset)
     subset = layout.choose_subset(subset)
-    root = locate_root(layout, Path(src), subset)
+    root = locate_root(layout, src, subset)
     scanner = _Scanner(layout, root, subset)
     for folder in layout.protocol_folders(subset) + layout.unused_folders(subset):
         scanner.folder(folder)

@@ -510,3 +510,48 @@ def test_a_real_pose_model_flags_what_the_dataset_does_not(synth_layout, tmp_pat
     ).mean()
     assert agree > 0.6, agree  # a real detector on synthetic crops: mostly (0.83 measured), not always
     assert read_dataset_json(out)["parameters"]["curation"]["keypoints"]["source"] == "pose"
+
+
+def test_cuhk03_src_may_be_the_subset_folder_itself(synth_layout, tmp_path):
+    src = root_of(synth_layout("cuhk03"), "cuhk03") / "labeled"
+    result = import_benchmark("cuhk03", src, tmp_path / "rel")
+    assert (
+        result.subset == "labeled"
+        and released(tmp_path / "rel")["source_path"].str.startswith("labeled/").all()
+    )
+    assert (
+        result.unused == {"detected/": (result.unused or {}).get("detected/")}
+        and result.unused["detected/"] > 0
+    )
+
+
+def test_images_with_the_same_bytes_are_kept_and_noted(copy_of, tmp_path):
+    root = copy_of("dukemtmc")
+    original = _first(root / "bounding_box_test")
+    twin = original.with_name(original.name.replace("_f", "_f9"))
+    shutil.copyfile(original, twin)
+    out = tmp_path / "rel"
+    result = import_benchmark("dukemtmc", root, out)
+    assert {f"bounding_box_test/{original.name}", f"bounding_box_test/{twin.name}"} <= set(
+        released(out)["source_path"]
+    )
+    report = validate(out)
+    assert report.ok and any("has the same bytes as" in n for n in report.notes)
+    assert (
+        any("released more than once" in n for n in report.notes) and result.counts["gallery"]["images"] > 0
+    )
+
+
+def test_images_are_copied_where_a_hard_link_is_impossible(synth_layout, tmp_path, monkeypatch, caplog):
+    import errno
+
+    import opreid_builder.benchmark_import as module
+
+    def cross_device(*args, **kwargs):
+        raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+    monkeypatch.setattr(module.os, "link", cross_device)
+    result = import_benchmark("partial_ilids", synth_layout("partial_ilids"), tmp_path / "rel")
+    assert result.images["copy"] == 24 and result.images["hardlink"] == 0 and result.images["method"] == "hardlink"
+    assert "24 image(s) copied: a hard link was not possible" in caplog.text
+    assert validate(tmp_path / "rel").ok
