@@ -552,6 +552,10 @@ def test_images_are_copied_where_a_hard_link_is_impossible(synth_layout, tmp_pat
 
     monkeypatch.setattr(module.os, "link", cross_device)
     result = import_benchmark("partial_ilids", synth_layout("partial_ilids"), tmp_path / "rel")
-    assert result.images["copy"] == 24 and result.images["hardlink"] == 0 and result.images["method"] == "hardlink"
+    assert (
+        result.images["copy"] == 24
+        and result.images["hardlink"] == 0
+        and result.images["method"] == "hardlink"
+    )
     assert "24 image(s) copied: a hard link was not possible" in caplog.text
     assert validate(tmp_path / "rel").ok
