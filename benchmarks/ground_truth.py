@@ -2,7 +2,9 @@
 
 `OUT/query.parquet` and `OUT/gallery.parquet` fix the order of a submission's rows and columns;
 `OUT/private/ground_truth.parquet` (or `truth=`) gives pid, camid and the occlusion flag of each
-image, joined on `image_id`. Any inconsistency between them is a DatasetError: scoring against a
+image, joined on `image_id`. A split whose dataset.json marks its occlusion flags unknown (an
+imported benchmark without them) gets no flags here, so no occluded/holistic breakdown is reported
+for it. Any inconsistency between them is a DatasetError: scoring against a
 ground truth that does not describe exactly the public images would be silently wrong.
 """
 
@@ -17,7 +19,17 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from benchmarks.errors import DatasetError
-from manifests import GALLERY, GROUND_TRUTH, QUERY, DatasetLayout, ManifestError, read_manifest, sha256_file
+from manifests import (
+    GALLERY,
+    GROUND_TRUTH,
+    QUERY,
+    DatasetLayout,
+    ManifestError,
+    occlusion_flags_known,
+    read_dataset_json,
+    read_manifest,
+    sha256_file,
+)
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +100,21 @@ def _align(public: pa.Table, truth: pa.Table, split: str, truth_path: Path) -> p
     return rows
 
 
+def _flags(rows: pa.Table) -> np.ndarray:
+    return rows.column("occluded").to_numpy(zero_copy_only=False).astype(bool)
+
+
+def _known_flags(layout: DatasetLayout) -> dict[str, bool]:
+    """Per split, whether the release's occlusion flags are known (dataset.json; none: they are)."""
+    if not layout.dataset_json.is_file():
+        return {"query": True, "gallery": True}
+    try:
+        info = read_dataset_json(layout.dataset_json)
+    except ManifestError as exc:
+        raise DatasetError(str(exc)) from None
+    return {split: occlusion_flags_known(info, split) for split in ("query", "gallery")}
+
+
 def load_ground_truth(data_dir: str | Path, truth: str | Path | None = None) -> GroundTruth:
     """Read the public manifests and the ground truth; raise DatasetError on anything unusable."""
     layout = DatasetLayout(data_dir)
@@ -116,6 +143,7 @@ def load_ground_truth(data_dir: str | Path, truth: str | Path | None = None) -> 
         "gallery": sha256_file(layout.gallery),
         "ground_truth": sha256_file(truth_path),
     }
+    known = _known_flags(layout)
     log.debug("ground truth: %d queries, %d gallery images", query.num_rows, gallery.num_rows)
     return GroundTruth(
         query_ids=np.asarray(query.column("image_id").to_pylist(), dtype=object),
@@ -124,7 +152,7 @@ def load_ground_truth(data_dir: str | Path, truth: str | Path | None = None) -> 
         g_pids=g_rows.column("pid").to_numpy().astype(np.int64),
         q_camids=q_rows.column("camid").to_numpy().astype(np.int32),
         g_camids=g_rows.column("camid").to_numpy().astype(np.int32),
-        q_occluded=q_rows.column("occluded").to_numpy(zero_copy_only=False).astype(bool),
-        g_occluded=g_rows.column("occluded").to_numpy(zero_copy_only=False).astype(bool),
+        q_occluded=_flags(q_rows) if known["query"] else None,
+        g_occluded=_flags(g_rows) if known["gallery"] else None,
         manifests_sha256=hashes,
     )

@@ -6,7 +6,16 @@ Imports nothing else from opreid: every other package builds on it.
 
 from manifests.atomic import atomic_path, atomic_write_bytes, atomic_write_text, staging_dir
 from manifests.checksums import sha256_bytes, sha256_file, sha256_tree
-from manifests.dataset_json import read_dataset_json, write_dataset_json
+from manifests.dataset_json import (
+    FLAGS_KEY,
+    OPREID_PROTOCOL,
+    PROTOCOL_KEY,
+    UNKNOWN_FLAGS,
+    occlusion_flags_known,
+    read_dataset_json,
+    release_protocol,
+    write_dataset_json,
+)
 from manifests.errors import (
     ColumnTypeError,
     ExitCode,
@@ -54,14 +63,14 @@ from manifests.schemas import (
 )
 
 __all__ = [
-    "BODY_PARTS", "COCO17", "COCO18", "COCO18_ORDER", "FACE_POINTS", "GALLERY", "GROUND_TRUTH", "HEAD_POINTS",
-    "IMAGES", "IMAGE_STATUSES", "KEYPOINTS_FILE", "KEYPOINT_INDEX", "KEYPOINT_VALUES", "NECK", "PART_KEYPOINTS",
-    "QUERY", "SCHEMAS", "SCHEMA_VERSION", "SHOULDERS", "SKELETON", "SPLITS", "SYNTH_TRUTH", "TRAIN",
+    "BODY_PARTS", "COCO17", "COCO18", "COCO18_ORDER", "FACE_POINTS", "FLAGS_KEY", "GALLERY", "GROUND_TRUTH", "HEAD_POINTS",
+    "IMAGES", "IMAGE_STATUSES", "KEYPOINTS_FILE", "KEYPOINT_INDEX", "KEYPOINT_VALUES", "NECK", "OPREID_PROTOCOL", "PART_KEYPOINTS", "PROTOCOL_KEY",
+    "QUERY", "SCHEMAS", "SCHEMA_VERSION", "SHOULDERS", "SKELETON", "SPLITS", "SYNTH_TRUTH", "TRAIN", "UNKNOWN_FLAGS",
     "ColumnTypeError", "DatasetLayout", "ExitCode", "InvalidInputError", "ManifestError", "ManifestSchema",
     "MissingColumnError", "OpreidError", "RefusedError", "SchemaKindError", "SchemaVersionError",
     "UnreadableManifestError", "UserError",
-    "atomic_path", "atomic_write_bytes", "atomic_write_text", "conform", "in_order", "progress_bar",
-    "progress_enabled", "progress_option", "read_dataset_json", "read_manifest", "read_metadata", "sha256_bytes",
-    "sha256_file", "sha256_tree", "staging_dir", "write_dataset_json",
+    "atomic_path", "atomic_write_bytes", "atomic_write_text", "conform", "in_order", "occlusion_flags_known",
+    "progress_bar", "progress_enabled", "progress_option", "read_dataset_json", "read_manifest", "read_metadata",
+    "release_protocol", "sha256_bytes", "sha256_file", "sha256_tree", "staging_dir", "write_dataset_json",
     "write_manifest",
 ]  # fmt: skip

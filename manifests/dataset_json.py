@@ -11,6 +11,13 @@ from manifests.errors import SchemaVersionError, UnreadableManifestError
 from manifests.schemas import SCHEMA_VERSION
 
 DATASET_JSON = "dataset.json"
+#: The key naming the protocol a release follows; absent means the OPReID protocol (`opreid build-split`).
+PROTOCOL_KEY = "protocol"
+OPREID_PROTOCOL = "opreid"
+#: Per split, where the release's occlusion flags come from; a split marked `UNKNOWN_FLAGS` stores
+#: `occluded = false` for every image and nothing may report an occluded/holistic breakdown of it.
+FLAGS_KEY = "occlusion_flags"
+UNKNOWN_FLAGS = "unknown"
 
 
 def write_dataset_json(out_dir: str | Path, info: dict[str, Any]) -> Path:
@@ -38,3 +45,14 @@ def read_dataset_json(out_dir: str | Path) -> dict[str, Any]:
     if not isinstance(version, str) or version.split(".")[0] != SCHEMA_VERSION.split(".")[0]:
         raise SchemaVersionError(path, None if version is None else str(version), SCHEMA_VERSION)
     return info
+
+
+def release_protocol(info: dict[str, Any]) -> str:
+    """The protocol a release's dataset.json declares (`opreid` when it declares none)."""
+    return str(info.get(PROTOCOL_KEY) or OPREID_PROTOCOL)
+
+
+def occlusion_flags_known(info: dict[str, Any], split: str) -> bool:
+    """Whether `split`'s occlusion flags mean anything (releases that record no source: they do)."""
+    sources = info.get(FLAGS_KEY) or {}
+    return sources.get(split) != UNKNOWN_FLAGS

@@ -176,7 +176,13 @@ def build_split(ctx: click.Context, raw: Path | None, out: Path, curated: bool, 
 @click.argument("out", type=click.Path(path_type=Path, exists=True, file_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
 def validate_cmd(out: Path, as_json: bool) -> None:
-    """Check every invariant of a release; one line per violation (exit 2) or a summary (exit 0)."""
+    """Check every invariant of a release; one line per violation (exit 2) or a summary (exit 0).
+
+    The invariants follow the release's protocol (dataset.json `protocol`): an OPReID build, or a
+    benchmark imported with its official split. What that protocol allows but a reader should know
+    (queries without a cross-camera match, counts that differ from the published ones) is printed
+    as a note on stderr.
+    """
     from opreid_builder.validate import validate
 
     report = validate(out)
@@ -185,10 +191,14 @@ def validate_cmd(out: Path, as_json: bool) -> None:
     elif report.ok:
         counts = report.summary.get("counts", {})
         parts = ", ".join(f"{s} {c['ids']} ids / {c['images']} images" for s, c in counts.items())
-        click.echo(f"ok: {out}: {parts}; {report.summary.get('files_checked', 0)} checksums verified")
+        click.echo(f"ok: {out} ({report.summary.get('protocol')} protocol): {parts}; "
+                   f"{report.summary.get('files_checked', 0)} checksums verified")  # fmt: skip
     else:
         for violation in report.violations:
             click.echo(str(violation))
+    if not as_json:
+        for note in report.notes:
+            click.echo(f"opreid validate: note: {note}", err=True)
     if not report.ok:
         raise InvalidInputError(f"{out}: {len(report.violations)} violation(s)")
 

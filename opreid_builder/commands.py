@@ -19,6 +19,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "opreid_builder.build_split_cli:validate_cmd",
         "Check every invariant of a built release (checksums, leaks, protocol).",
     ),
+    "import": (
+        "opreid_builder.import_cli:import_cmd",
+        "Import a public ReID benchmark (Market-1501, Occluded-Duke, ...) in its official split.",
+    ),
     "export": (
         "opreid_builder.build_split_cli:export_cmd",
         "Export a release to the Market-1501 layout (needs the private ground truth).",

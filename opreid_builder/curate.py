@@ -342,18 +342,29 @@ def _check_out(scan: SourceScan, out: Path) -> None:
 
 def curate(raw: Path, out: Path, config: CurateConfig, progress: bool = True) -> CurationResult:
     """Run the curation stages over RAW and write their outputs under OUT (see the module doc)."""
-    raw, out = Path(raw), Path(out)
+    scan = scan_sources(Path(raw), config.layout)
+    _check_out(scan, Path(out))
+    return curate_scan(scan, Path(out), config, progress=progress)
+
+
+def curate_scan(
+    scan: SourceScan, out: Path, config: CurateConfig, *, mask_faces: bool = True, progress: bool = True
+) -> CurationResult:
+    """The curation stages over crops already listed (`scan`), e.g. a benchmark's official files.
+
+    `mask_faces=False` skips the face stage: no masked crops, `faces` recorded as null (an import
+    that only wants occlusion flags). `config.layout` is not used: the scan already chose the crops.
+    """
+    out = Path(out)
     layout = DatasetLayout(out)
-    scan = scan_sources(raw, config.layout)
-    _check_out(scan, out)
     rule = config.occlusion_rule
     corrections = load_corrections(config.corrections) if config.corrections else None
     source = keypoint_source(
         config.pose_model, config.keypoints, config.device, config.imgsz, config.half, config.batch_size,
         config.person_conf,
     )  # fmt: skip
-    detectors = FaceDetectors(config.face_config, keypoints_available=True)
-    if config.face_mask == "blur":
+    detectors = FaceDetectors(config.face_config, keypoints_available=True) if mask_faces else None
+    if mask_faces and config.face_mask == "blur":
         log.warning(BLUR_WARNING)
     out.mkdir(parents=True, exist_ok=True)
 
@@ -430,7 +441,8 @@ def curate(raw: Path, out: Path, config: CurateConfig, progress: bool = True) ->
             log.warning("%d correction(s) name no ok/no_person image (e.g. %s)", len(ignored), ignored[0])
 
     # 4. faces and masking
-    _face_stage(rows, scan, layout, detectors, config, progress)
+    if detectors is not None:
+        _face_stage(rows, scan, layout, detectors, config, progress)
 
     table = pa.Table.from_pylist(rows, schema=IMAGES.schema)
     write_manifest(table, layout.images_table, IMAGES)
@@ -442,7 +454,9 @@ def curate(raw: Path, out: Path, config: CurateConfig, progress: bool = True) ->
         "occlusion": rule.describe(),
         "no_person": config.no_person,
         "min_size": config.min_size,
-        "faces": {**detectors.describe(), "mask": config.face_mask, "enlarge": config.face_enlarge},
+        "faces": None
+        if detectors is None
+        else {**detectors.describe(), "mask": config.face_mask, "enlarge": config.face_enlarge},
         "corrections": None
         if corrections is None
         else {

@@ -26,9 +26,15 @@ _D = CurateConfig()
 show_progress = progress_enabled
 
 
-def _pose_options(f: Callable) -> Callable:
-    """The options that choose and run the keypoint source (shared by curate and calibrate)."""
-    options = [
+def _apply(f: Callable, options: list[Callable]) -> Callable:
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def pose_options(f: Callable) -> Callable:
+    """The options that choose and run the keypoint source (curate, calibrate, import)."""
+    return _apply(f, [
         click.option("--pose-model", type=click.Path(dir_okay=True, path_type=str), default=_D.pose_model,
                      help="Ultralytics YOLO-pose weights (.pt, .onnx, ...); default $OPREID_POSE_MODEL. Never downloaded."),
         click.option("--keypoints", type=click.Path(dir_okay=False, path_type=str), default=_D.keypoints,
@@ -43,10 +49,7 @@ def _pose_options(f: Callable) -> Callable:
                      help="Minimum person detection score."),
         click.option("--workers", type=click.IntRange(min=0), default=_D.workers, show_default=True,
                      help="Threads decoding crops ahead of the model."),
-    ]  # fmt: skip
-    for option in reversed(options):
-        f = option(f)
-    return f
+    ])  # fmt: skip
 
 
 def _no_person_option(help_text: str) -> Callable:
@@ -54,49 +57,64 @@ def _no_person_option(help_text: str) -> Callable:
                         show_default=True, help=help_text)  # fmt: skip
 
 
+_RULE_OPTIONS = [
+    click.option("--rule", type=click.Choice(RULES), default=_D.rule, show_default=True,
+                 help="Occlusion rule: keypoint order for the run test (coco18 = the paper's OpenPose order), or count."),
+    click.option("--kpt-conf", type=click.FloatRange(0, 1), default=_D.kpt_conf, show_default=True,
+                 help="A keypoint below this confidence (or outside the crop) is missing."),
+    click.option("--min-run", type=click.IntRange(min=1), default=_D.min_run, show_default=True,
+                 help="Occluded when this many consecutive keypoints are missing (count rule: this many in all)."),
+]  # fmt: skip
+_FACE_OPTIONS = [
+    click.option("--face-detector", "face_detectors", multiple=True, type=click.Choice(DETECTORS),
+                 help="Face detector(s) to use (repeatable; default: every available one, union of boxes)."),
+    click.option("--face-model", "face_models", multiple=True, type=click.Path(dir_okay=False, path_type=str),
+                 help="Face detector model file (repeatable): YuNet if its name contains 'yunet', else an "
+                      "insightface SCRFD .onnx; default $OPREID_FACE_MODEL."),
+    click.option("--insightface-root", type=click.Path(file_okay=False, path_type=str),
+                 default=_D.insightface_root,
+                 help="insightface model root searched for an SCRFD model (default ~/.insightface)."),
+    click.option("--face-score", type=click.FloatRange(0, 1), default=_D.face_score, show_default=True,
+                 help="Minimum face detection score."),
+    click.option("--face-upscale", type=click.IntRange(min=32), default=_D.face_upscale, show_default=True,
+                 help="Upscale crops to this long side (px) before face detection."),
+    click.option("--face-mask", type=click.Choice(MASK_METHODS), default=_D.face_mask, show_default=True,
+                 help="How faces are masked (blur can be reversed: not for public releases)."),
+    click.option("--face-enlarge", type=click.FloatRange(min=1.0), default=_D.face_enlarge, show_default=True,
+                 help="Detector boxes are enlarged by this factor before masking."),
+    click.option("--head-enlarge", type=click.FloatRange(min=1.0), default=_D.head_enlarge, show_default=True,
+                 help="Size of the pose head box relative to the head keypoints' span."),
+    click.option("--jpeg-quality", type=click.IntRange(1, 100), default=_D.jpeg_quality, show_default=True,
+                 help="JPEG quality of the masked crops."),
+]  # fmt: skip
+
+
+def occlusion_rule_options(f: Callable) -> Callable:
+    """--rule, --kpt-conf, --min-run: the occlusion rule applied to the keypoints."""
+    return _apply(f, _RULE_OPTIONS)
+
+
+def face_options(f: Callable) -> Callable:
+    """The face detection and masking options (curate, build-split, import --mask-faces)."""
+    return _apply(f, _FACE_OPTIONS)
+
+
 def curate_options(f: Callable) -> Callable:
     """Add every curation option to a click command (used by `curate` and `build-split`)."""
-    options = [
+    return pose_options(_apply(f, [
         click.option("--layout", type=click.Choice(LAYOUTS), default=_D.layout, show_default=True,
                      help="How RAW names identities: Market-1501 names, one folder per identity, or an index file."),
-        click.option("--rule", type=click.Choice(RULES), default=_D.rule, show_default=True,
-                     help="Occlusion rule: keypoint order for the run test (coco18 = the paper's OpenPose order), or count."),
-        click.option("--kpt-conf", type=click.FloatRange(0, 1), default=_D.kpt_conf, show_default=True,
-                     help="A keypoint below this confidence (or outside the crop) is missing."),
-        click.option("--min-run", type=click.IntRange(min=1), default=_D.min_run, show_default=True,
-                     help="Occluded when this many consecutive keypoints are missing (count rule: this many in all)."),
+        *_RULE_OPTIONS,
         _no_person_option("What to do with crops where pose finds nobody."),
         click.option("--min-size", type=click.IntRange(min=1), default=_D.min_size, show_default=True,
                      help="Crops with a side shorter than this (pixels) are excluded."),
         click.option("--max-pixels", type=click.IntRange(min=1), default=_D.max_pixels, show_default=True,
                      help="Crops of more pixels (width x height) are unreadable: too large, refused from the "
                           "header before decoding."),
-        click.option("--face-detector", "face_detectors", multiple=True, type=click.Choice(DETECTORS),
-                     help="Face detector(s) to use (repeatable; default: every available one, union of boxes)."),
-        click.option("--face-model", "face_models", multiple=True, type=click.Path(dir_okay=False, path_type=str),
-                     help="Face detector model file (repeatable): YuNet if its name contains 'yunet', else an "
-                          "insightface SCRFD .onnx; default $OPREID_FACE_MODEL."),
-        click.option("--insightface-root", type=click.Path(file_okay=False, path_type=str),
-                     default=_D.insightface_root,
-                     help="insightface model root searched for an SCRFD model (default ~/.insightface)."),
-        click.option("--face-score", type=click.FloatRange(0, 1), default=_D.face_score, show_default=True,
-                     help="Minimum face detection score."),
-        click.option("--face-upscale", type=click.IntRange(min=32), default=_D.face_upscale, show_default=True,
-                     help="Upscale crops to this long side (px) before face detection."),
-        click.option("--face-mask", type=click.Choice(MASK_METHODS), default=_D.face_mask, show_default=True,
-                     help="How faces are masked (blur can be reversed: not for public releases)."),
-        click.option("--face-enlarge", type=click.FloatRange(min=1.0), default=_D.face_enlarge, show_default=True,
-                     help="Detector boxes are enlarged by this factor before masking."),
-        click.option("--head-enlarge", type=click.FloatRange(min=1.0), default=_D.head_enlarge, show_default=True,
-                     help="Size of the pose head box relative to the head keypoints' span."),
-        click.option("--jpeg-quality", type=click.IntRange(1, 100), default=_D.jpeg_quality, show_default=True,
-                     help="JPEG quality of the masked crops."),
+        *_FACE_OPTIONS,
         click.option("--corrections", type=click.Path(dir_okay=False, path_type=str), default=_D.corrections,
                      help="Review corrections (CSV/Parquet: image_id, occluded) overriding the machine flags."),
-    ]  # fmt: skip
-    for option in reversed(options):
-        f = option(f)
-    return _pose_options(f)
+    ]))  # fmt: skip
 
 
 def config_from_options(**kwargs: Any) -> CurateConfig:
@@ -179,7 +197,7 @@ def occlusion() -> None:
               help="Folder of crops a person judged occluded.")  # fmt: skip
 @click.option("--holistic", "holistic_dir", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="Folder of crops a person judged holistic.")  # fmt: skip
-@_pose_options
+@pose_options
 @_no_person_option("Crops where pose finds nobody: leave out of the shares, or count as flagged.")
 @click.option("--top", type=click.IntRange(min=1), default=None, help="Print only the best N rows.")
 @click.option("--json", "as_json", is_flag=True, help="Print the full report as JSON on stdout.")

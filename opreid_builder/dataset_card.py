@@ -34,7 +34,7 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def _table(header: list[str], rows: list[list[Any]]) -> str:
+def table(header: list[str], rows: list[list[Any]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(_fmt(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
@@ -74,19 +74,19 @@ def render_card(card: CardInputs) -> str:
     c, split_params = card.counts, card.parameters.get("split", {})
     curation = card.parameters.get("curation", {}) or {}
     rules = split_params.get("rules", {})
-    composition = _table(
+    composition = table(
         ["split", "identities", "images", "occluded images"],
         [[s, c[s]["ids"], c[s]["images"], c[s]["occluded"]] for s in SPLITS],
     )
-    tva = _table(
+    tva = table(
         ["number", "target", "achieved"],
         [[k, v.get("target"), v.get("achieved")] for k, v in card.target_vs_achieved.items()],
     )
-    hist = _table(
+    hist = table(
         ["body part", *SPLITS],
         [[part, *(card.histograms.get(s, {}).get(part, 0) for s in SPLITS)] for part in BODY_PARTS],
     )
-    pool = _table(["pool", "count"], sorted(card.eligibility.items()))
+    pool = table(["pool", "count"], sorted(card.eligibility.items()))
     preset = split_params.get("preset")
     scale = split_params.get("scale")
     t_lo, t_hi = rules.get("train_images_per_id", [5, 20])

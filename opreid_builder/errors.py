@@ -83,3 +83,17 @@ class ReleaseError(BuilderError):
 
 class ExportError(BuilderError):
     """Export to another dataset layout failed (missing ground truth, target folder not empty)."""
+
+
+# --- import of public benchmarks with their official splits (issue 10) ---
+
+
+class BenchmarkImportError(BuilderError):
+    """`opreid import` cannot run as asked: an unknown format, a missing folder, an OUT it cannot use."""
+
+
+class BenchmarkLayoutError(BenchmarkImportError):
+    """The dataset copy breaks its layout: a file name that does not parse, pid 0 in a query, a train
+    identity in the test set, a malformed list file. Nothing is written."""
+
+    exit_code = ExitCode.INVALID_INPUT

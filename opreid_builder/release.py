@@ -17,7 +17,7 @@ import logging
 import os
 import shutil
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -146,6 +146,89 @@ def _copy_images(out: Path, sources: list[str], targets: list[str], progress: bo
         raise
 
 
+@dataclass
+class ReleaseRows:
+    """The released images, one entry each (parallel arrays), and what the release names them.
+
+    Shared by `opreid build-split` and `opreid import`: `name` draws the opaque public ids and the
+    seeded pid remapping (train 0..N-1, test from N) and gives every image its manifest path;
+    `write_manifests` writes the three public manifests, the ground truth and the release map.
+    """
+
+    split: np.ndarray  # train | query | gallery
+    role: list[str]  # RELEASE_MAP role
+    source_pid: np.ndarray
+    camid: np.ndarray
+    occluded: np.ndarray
+    source_image_id: list[str]
+    source_path: list[str | None]
+    ext: list[str]  # suffix of each released file
+    public_id: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=object))
+    pid: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
+    path: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=object))
+
+    def name(self, layout: DatasetLayout, rng: np.random.Generator) -> None:
+        n, split, camid, ext = len(self.split), self.split, self.camid, self.ext
+        self.public_id = public_id = _public_ids(n, rng)
+        is_train = split == "train"
+        train_map = _remap(self.source_pid[is_train], 0, rng)
+        test_map = _remap(self.source_pid[~is_train], len(train_map), rng)
+        self.pid = pid = np.array(
+            [
+                (train_map if t else test_map)[p]
+                for t, p in zip(is_train, self.source_pid.tolist(), strict=True)
+            ],
+            dtype=np.int64,
+        )
+        path = np.empty(n, dtype=object)
+        test = np.flatnonzero(~is_train)
+        path[test] = [layout.image_path(split[i], f"{public_id[i]}{ext[i]}") for i in test]
+        train_idx = np.flatnonzero(is_train)
+        seq = Counter()
+        for i in train_idx[np.lexsort((public_id[train_idx], pid[train_idx]))]:
+            p = int(pid[i])
+            path[i] = layout.image_path("train", f"{p:04d}_c{int(camid[i])}_{seq[p]:04d}{ext[i]}")
+            seq[p] += 1
+        self.path = path
+
+    def _table(self, idx: np.ndarray, with_pid: bool, with_occ: bool) -> dict[str, Any]:
+        cols: dict[str, Any] = {"image_id": self.public_id[idx].tolist(), "path": self.path[idx].tolist()}
+        if with_pid:
+            cols["pid"] = pa.array(self.pid[idx], pa.int64())
+        cols["camid"] = pa.array(self.camid[idx], pa.int32())
+        if with_occ:
+            cols["occluded"] = pa.array(self.occluded[idx], pa.bool_())
+        return cols
+
+    def write_manifests(self, layout: DatasetLayout) -> None:
+        split, public_id, pid, path = self.split, self.public_id, self.pid, self.path
+        train_idx = np.flatnonzero(split == "train")
+        train_rows = train_idx[np.lexsort((path[train_idx].astype(str), pid[train_idx]))]
+        write_manifest(self._table(train_rows, True, True), layout.train, TRAIN)
+        for name, schema in (("query", QUERY), ("gallery", GALLERY)):
+            idx = np.flatnonzero(split == name)
+            idx = idx[np.argsort(public_id[idx].astype(str), kind="stable")]  # random ids: order says nothing
+            write_manifest(self._table(idx, False, False), layout.manifest(name), schema)
+        all_rows = np.lexsort((public_id.astype(str), np.array([SPLITS.index(s) for s in split])))
+        gt = self._table(all_rows, True, True)
+        gt["split"] = split[all_rows].tolist()
+        write_manifest({k: gt[k] for k in GROUND_TRUTH.columns}, layout.ground_truth, GROUND_TRUTH)
+        by_id = np.argsort(public_id.astype(str), kind="stable")
+        write_manifest(
+            {
+                "image_id": public_id[by_id].tolist(),
+                "split": split[by_id].tolist(),
+                "role": [self.role[i] for i in by_id],
+                "pid": pa.array(pid[by_id], pa.int64()),
+                "source_image_id": [self.source_image_id[i] for i in by_id],
+                "source_pid": pa.array(self.source_pid[by_id], pa.int64()),
+                "source_path": pa.array([self.source_path[i] for i in by_id], pa.string()),
+            },
+            layout.release_map,
+            RELEASE_MAP,
+        )
+
+
 def release_files(out: Path) -> list[str]:
     """Every file a release's checksums cover: top-level manifests and card, images/, private/."""
     layout = DatasetLayout(out)
@@ -183,68 +266,23 @@ def write_release(
 
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), _RELEASE_SALT]))
     n = rows.num_rows
-    split = np.array(rows.column("split").to_pylist(), dtype=object)
-    role = rows.column("role").to_pylist()
-    source_pid = rows.column("pid").to_numpy().astype(np.int64)
-    camid = rows.column("camid").to_numpy().astype(np.int64)
-    occluded = rows.column("occluded").to_numpy(zero_copy_only=False).astype(bool)
     masked = rows.column("masked_path").to_pylist()
-    public_id = _public_ids(n, rng)
-    is_train = split == "train"
-    train_map = _remap(source_pid[is_train], 0, rng)
-    test_map = _remap(source_pid[~is_train], len(train_map), rng)
-    pid = np.array(
-        [(train_map if t else test_map)[p] for t, p in zip(is_train, source_pid.tolist(), strict=True)]
+    images = ReleaseRows(
+        split=np.array(rows.column("split").to_pylist(), dtype=object),
+        role=rows.column("role").to_pylist(),
+        source_pid=rows.column("pid").to_numpy().astype(np.int64),
+        camid=rows.column("camid").to_numpy().astype(np.int64),
+        occluded=rows.column("occluded").to_numpy(zero_copy_only=False).astype(bool),
+        source_image_id=rows.column("image_id").to_pylist(),
+        source_path=rows.column("source_path").to_pylist()
+        if "source_path" in rows.column_names
+        else [None] * n,
+        ext=[Path(m).suffix.lower() or ".jpg" for m in masked],
     )
-
-    ext = [Path(m).suffix.lower() or ".jpg" for m in masked]
-    path = np.empty(n, dtype=object)
-    test = np.flatnonzero(~is_train)
-    path[test] = [layout.image_path(split[i], f"{public_id[i]}{ext[i]}") for i in test]
-    train_idx = np.flatnonzero(is_train)
-    order = train_idx[np.lexsort((public_id[train_idx], pid[train_idx]))]
-    seq = Counter()
-    for i in order:
-        p = int(pid[i])
-        path[i] = layout.image_path("train", f"{p:04d}_c{int(camid[i])}_{seq[p]:04d}{ext[i]}")
-        seq[p] += 1
-
-    _copy_images(out, masked, path.tolist(), progress)
-
-    def table(idx: np.ndarray, with_pid: bool, with_occ: bool) -> dict[str, Any]:
-        cols: dict[str, Any] = {"image_id": public_id[idx].tolist(), "path": path[idx].tolist()}
-        if with_pid:
-            cols["pid"] = pa.array(pid[idx], pa.int64())
-        cols["camid"] = pa.array(camid[idx], pa.int32())
-        if with_occ:
-            cols["occluded"] = pa.array(occluded[idx], pa.bool_())
-        return cols
-
-    train_rows = train_idx[np.lexsort((path[train_idx].astype(str), pid[train_idx]))]
-    write_manifest(table(train_rows, True, True), layout.train, TRAIN)
-    for name, schema in (("query", QUERY), ("gallery", GALLERY)):
-        idx = np.flatnonzero(split == name)
-        idx = idx[np.argsort(public_id[idx].astype(str), kind="stable")]  # random ids: order says nothing
-        write_manifest(table(idx, False, False), layout.manifest(name), schema)
-    all_rows = np.lexsort((public_id.astype(str), np.array([SPLITS.index(s) for s in split])))
-    gt = table(all_rows, True, True)
-    gt["split"] = split[all_rows].tolist()
-    write_manifest({k: gt[k] for k in GROUND_TRUTH.columns}, layout.ground_truth, GROUND_TRUTH)
-    by_id = np.argsort(public_id.astype(str), kind="stable")
-    source_path = rows.column("source_path").to_pylist() if "source_path" in rows.column_names else [None] * n
-    write_manifest(
-        {
-            "image_id": public_id[by_id].tolist(),
-            "split": split[by_id].tolist(),
-            "role": [role[i] for i in by_id],
-            "pid": pa.array(pid[by_id], pa.int64()),
-            "source_image_id": [rows.column("image_id")[int(i)].as_py() for i in by_id],
-            "source_pid": pa.array(source_pid[by_id], pa.int64()),
-            "source_path": pa.array([source_path[i] for i in by_id], pa.string()),
-        },
-        layout.release_map,
-        RELEASE_MAP,
-    )
+    images.name(layout, rng)
+    _copy_images(out, masked, images.path.tolist(), progress)
+    images.write_manifests(layout)
+    split, role, pid, occluded = images.split, images.role, images.pid, images.occluded
 
     counts = _counts(split, role, pid, occluded)
     tva = {

@@ -7,7 +7,9 @@ Rules (per identity):
 - train and test identities are disjoint; a train identity gives 5-20 images, about 15% occluded;
 - a query identity gives one or two occluded query images, all from one camera, and the gallery
   holds exactly one occluded and one holistic image of it, both from other cameras;
-- a distractor identity adds 1-3 occluded and 1-3 holistic gallery images.
+- a distractor identity adds 1-3 occluded and 1-3 holistic gallery images;
+- source pid 0 (`DISTRACTOR_PID`, Market-1501's background and other-person boxes) is no identity:
+  its images may only be drawn as gallery distractors, never as a train or query identity.
 
 Determinism: rows are sorted by (pid, image_id) before any draw, and every draw comes from one of
 the named numpy Generators of `SplitStreams`, spawned from the seed, so the result depends only on
@@ -33,6 +35,8 @@ log = logging.getLogger(__name__)
 
 #: Role of a selected image: why it is in its split.
 ROLES = ("train", "query", "match", "distractor")
+#: Source pid of distractor images (Market-1501 names them `0000_...`): gallery distractors only.
+DISTRACTOR_PID = 0
 REQUIRED_COLUMNS = ("image_id", "pid", "camid", "occluded")
 
 
@@ -278,12 +282,13 @@ def _pool(table: pa.Table, pid: np.ndarray, cam: np.ndarray, occ: np.ndarray, ru
     cam_q1 = (pc_occ >= 1) & other_ok
     cam_q2 = (pc_occ >= 2) & other_ok
     (do_lo, _), (dh_lo, _) = rules.distractor_occluded, rules.distractor_holistic
+    identity = uniq_pid != DISTRACTOR_PID  # pid 0 may only give gallery distractors
     return _Pool(
         table=table, occ=occ, pid_idx=pid_idx, cam_idx=cam_idx, n_ids=int(n_ids), n_cams=int(len(uniq_cam)),
         n_occ=n_occ, n_hol=n_hol, n_all=n_all, pc_pid=pc_pid, pc_cam=pc_cam, cam_q1=cam_q1, cam_q2=cam_q2,
-        q1_ok=np.bincount(pc_pid[cam_q1], minlength=n_ids) > 0,
-        q2_ok=np.bincount(pc_pid[cam_q2], minlength=n_ids) > 0,
-        train_ok=n_all >= rules.train_images_per_id[0],
+        q1_ok=(np.bincount(pc_pid[cam_q1], minlength=n_ids) > 0) & identity,
+        q2_ok=(np.bincount(pc_pid[cam_q2], minlength=n_ids) > 0) & identity,
+        train_ok=(n_all >= rules.train_images_per_id[0]) & identity,
         dist_ok=(n_occ >= do_lo) & (n_hol >= dh_lo),
     )  # fmt: skip
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from manifests import progress_enabled, progress_option
+from opreid_builder.benchmark_layouts import FORMATS
 from opreid_builder.synth import MAX_CAMERAS, MAX_IDENTITIES, SynthConfig
 
 _D = SynthConfig()
@@ -59,14 +60,19 @@ def _parse_size(ctx, param, value: str) -> tuple[int, int]:
     "--seed", type=int, default=_D.seed, show_default=True, help="Same seed => byte-identical output."
 )
 @click.option("--workers", type=int, default=_D.workers, show_default=True, help="Worker processes.")
+@click.option("--layout", type=click.Choice(["raw", *FORMATS]), default="raw", show_default=True,
+              help="raw: flat Market-named crops for build-split; a benchmark format: that dataset's folder "
+                   "layout as it ships, for `opreid import` (junk, distractors and a stray file included).")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
 @progress_option
 def synth(out: Path, identities: int, cameras: int, ipi: tuple[int, int], occluded_fraction: float,
-          size: tuple[int, int], seed: int, workers: int, as_json: bool, progress: bool | None) -> None:  # fmt: skip
-    """Generate synthetic pedestrian crops into OUT (Market-1501 names).
+          size: tuple[int, int], seed: int, workers: int, layout: str, as_json: bool,
+          progress: bool | None) -> None:  # fmt: skip
+    """Generate synthetic pedestrian crops into OUT (Market-1501 names, or a benchmark's layout).
 
     Also writes OUT/keypoints.parquet (ground-truth COCO-17 keypoints, v=0 when hidden by an
-    occluder or outside the crop) and OUT/truth.parquet (occluded flag, occluded parts, face boxes).
+    occluder or outside the crop) and OUT/truth.parquet (occluded flag, occluded parts, face boxes;
+    with --layout: what `opreid import` must make of every file).
     """
     from opreid_builder.synth import generate
 
@@ -80,6 +86,14 @@ def synth(out: Path, identities: int, cameras: int, ipi: tuple[int, int], occlud
         seed=seed,
         workers=workers,
     )
+    if layout != "raw":
+        from opreid_builder.synth_layouts import generate_layout
+
+        made = generate_layout(out, layout, config, progress=progress_enabled(progress))
+        roles = ", ".join(f"{n} {role}" for role, n in made.roles.items())
+        click.echo(json.dumps(made.as_dict(), sort_keys=True) if as_json else
+                   f"wrote the {layout} layout to {Path(out) / made.root}: {made.files} files ({roles})")  # fmt: skip
+        return
     summary = generate(out, config, progress=progress_enabled(progress))
     if as_json:
         click.echo(json.dumps(summary.as_dict(), sort_keys=True))

@@ -6,6 +6,15 @@ names, rows ordered or grouped by pid, EXIF/comments in released images); the gr
 the public manifests; identities disjoint between train and test; every query identity has its
 cross-camera match; the protocol's per-identity counts; queries occluded; no image used twice; no
 image staging tree left by an interrupted build.
+
+The checks of the protocol follow dataset.json `protocol`: an OPReID release (`opreid`, or no
+`protocol` at all) gets all of the above. A benchmark imported with its official split (`opreid
+import`, protocol = its format) keeps the integrity and leak checks and gets its own protocol's:
+disjoint train and test ids, train pids 0..N-1, the counts dataset.json records, pid 0 only as a
+gallery distractor, flags marked unknown left unset, and at least one query with a cross-camera
+match. What an official protocol allows is reported as a note, not a violation: queries without a
+cross-camera match (scoring leaves them out), counts that differ from the published ones (a
+partial copy), images with the same bytes (the dataset ships them so).
 """
 
 from __future__ import annotations
@@ -23,18 +32,23 @@ import pyarrow.parquet as pq
 from manifests import (
     GALLERY,
     GROUND_TRUTH,
+    OPREID_PROTOCOL,
     QUERY,
     SPLITS,
     TRAIN,
     DatasetLayout,
     ManifestError,
+    occlusion_flags_known,
     read_dataset_json,
     read_manifest,
+    release_protocol,
     sha256_file,
 )
 from manifests.layout import IMAGES_DIR
+from opreid_builder.benchmark_layouts import LAYOUTS
+from opreid_builder.jpeg_segments import metadata_segment
 from opreid_builder.release import PUBLIC_ID_HEX, RELEASE_MAP, release_files, stale_staging
-from opreid_builder.split_protocol import ProtocolRules
+from opreid_builder.split_protocol import DISTRACTOR_PID, ProtocolRules
 
 _ALLOWED_METADATA = {b"ARROW:schema", b"opreid.kind", b"opreid.schema_version"}
 _OPAQUE = re.compile(rf"^[0-9a-f]{{{PUBLIC_ID_HEX}}}$")
@@ -55,6 +69,9 @@ class ValidationReport:
     out: Path
     violations: list[Violation] = field(default_factory=list)
     summary: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(
+        default_factory=list
+    )  # what the release's protocol allows but a reader should know
 
     @property
     def ok(self) -> bool:
@@ -68,6 +85,7 @@ class ValidationReport:
             "out": str(self.out),
             "ok": self.ok,
             "violations": [{"code": v.code, "message": v.message} for v in self.violations],
+            "notes": self.notes,
             "summary": self.summary,
         }
 
@@ -83,7 +101,15 @@ def _rules(info: dict[str, Any]) -> ProtocolRules:
     )
 
 
-def _check_checksums(out: Path, info: dict[str, Any], report: ValidationReport) -> None:
+def _duplicate(report: ValidationReport, official: bool, message: str) -> None:
+    """The same image twice: a violation of the OPReID protocol, a note on an official one (it ships so)."""
+    if official:
+        report.notes.append(message)
+    else:
+        report.add("duplicate-image", message)
+
+
+def _check_checksums(out: Path, info: dict[str, Any], report: ValidationReport, official: bool) -> None:
     listed: dict[str, str] = info.get("checksums") or {}
     if not listed:
         report.add("checksum", "dataset.json lists no checksums")
@@ -101,7 +127,7 @@ def _check_checksums(out: Path, info: dict[str, Any], report: ValidationReport) 
     for rel, digest in sorted(listed.items()):
         if rel.startswith(f"{IMAGES_DIR}/"):
             if digest in seen:
-                report.add("duplicate-image", f"{rel} has the same bytes as {seen[digest]}")
+                _duplicate(report, official, f"{rel} has the same bytes as {seen[digest]}")
             seen.setdefault(digest, rel)
 
 
@@ -142,20 +168,7 @@ def _jpeg_metadata(path: Path) -> str | None:
             head = fh.read(1 << 16)
     except OSError:
         return None
-    if head[:2] != b"\xff\xd8":
-        return None
-    i = 2
-    while i + 4 <= len(head) and head[i] == 0xFF:
-        marker = head[i + 1]
-        if marker in (0xD9, 0xDA):  # end of image / start of scan: headers are over
-            return None
-        length = int.from_bytes(head[i + 2 : i + 4], "big")
-        if marker == 0xE1:
-            return "EXIF/XMP (APP1)"
-        if marker == 0xFE:
-            return "a comment (COM)"
-        i += 2 + length
-    return None
+    return metadata_segment(head)
 
 
 def _check_order(split: str, pids: np.ndarray, report: ValidationReport) -> None:
@@ -208,7 +221,8 @@ def _check_files(out: Path, split: str, frame: pd.DataFrame, report: ValidationR
             report.add("image-metadata", f"{rel} carries {what}")
 
 
-def _check_protocol(gt: pd.DataFrame, rules: ProtocolRules, report: ValidationReport) -> None:
+def _check_identities(gt: pd.DataFrame, report: ValidationReport) -> None:
+    """Every protocol: train and test identities are disjoint, train pids are 0..N-1."""
     train, query, gallery = (gt[gt["split"] == s] for s in SPLITS)
     train_ids, query_ids, gallery_ids = set(train["pid"]), set(query["pid"]), set(gallery["pid"])
     for pid in sorted(train_ids & (query_ids | gallery_ids)):
@@ -221,6 +235,16 @@ def _check_protocol(gt: pd.DataFrame, rules: ProtocolRules, report: ValidationRe
     n_train = len(train_ids)
     if train_ids and train_ids != set(range(n_train)):
         report.add("train-pids", f"train pids are not 0..{n_train - 1}")
+    report.summary["counts"] = {
+        s: {"ids": int(f["pid"].nunique()), "images": len(f), "occluded": int(f["occluded"].sum())}
+        for s, f in zip(SPLITS, (train, query, gallery), strict=True)
+    }
+
+
+def _check_protocol(gt: pd.DataFrame, rules: ProtocolRules, report: ValidationReport) -> None:
+    """The OPReID protocol's per-identity rules (paper, section 4)."""
+    train, query, gallery = (gt[gt["split"] == s] for s in SPLITS)
+    query_ids, gallery_ids = set(query["pid"]), set(gallery["pid"])
     t_lo, t_hi = rules.train_images_per_id
     for pid, count in train.groupby("pid").size().items():
         if not t_lo <= count <= t_hi:
@@ -258,10 +282,62 @@ def _check_protocol(gt: pd.DataFrame, rules: ProtocolRules, report: ValidationRe
                 f"distractor pid {pid} has {n_occ} occluded and {n_hol} holistic images "
                 f"(rule {do_lo}-{do_hi} and {dh_lo}-{dh_hi})",
             )
-    report.summary["counts"] = {
-        s: {"ids": int(f["pid"].nunique()), "images": len(f), "occluded": int(f["occluded"].sum())}
-        for s, f in zip(SPLITS, (train, query, gallery), strict=True)
-    }
+
+
+def _without_positive(gt: pd.DataFrame) -> list[str]:
+    """Query image ids with no gallery image of their pid from another camera (sorted)."""
+    query, gallery = gt[gt["split"] == "query"], gt[gt["split"] == "gallery"]
+    per_pid = gallery.groupby("pid").size()
+    per_cam = gallery.groupby(["pid", "camid"]).size()
+    ids = []
+    for image_id, pid, camid in zip(query["image_id"], query["pid"], query["camid"], strict=True):
+        if per_pid.get(pid, 0) - per_cam.get((pid, camid), 0) <= 0:
+            ids.append(str(image_id))
+    return sorted(ids)
+
+
+def _check_official(gt: pd.DataFrame, info: dict[str, Any], report: ValidationReport) -> None:
+    """An imported benchmark: its recorded and published counts, cross-camera matches, unknown flags."""
+    fmt = release_protocol(info)
+    found = report.summary.get("counts", {})
+    missing = _without_positive(gt)
+    recorded = info.get("counts") or {}
+    for split in SPLITS:
+        got, rec = found.get(split, {}), recorded.get(split, {})
+        if (rec.get("ids"), rec.get("images")) != (got.get("ids"), got.get("images")):
+            report.add("counts", f"{split}: dataset.json records {rec.get('ids')} ids / {rec.get('images')} "
+                                 f"images, the release holds {got.get('ids')} / {got.get('images')}")  # fmt: skip
+        official = (info.get("official_counts") or {}).get(split)
+        if official and (official["ids"], official["images"]) != (got.get("ids"), got.get("images")):
+            report.notes.append(
+                f"{split}: {got.get('ids')} ids / {got.get('images')} images, the published {fmt} has "
+                f"{official['ids']} / {official['images']}"
+            )
+        if not occlusion_flags_known(info, split) and got.get("occluded"):
+            report.add("occlusion-flags", f"{split}: flags are marked unknown in dataset.json, yet "
+                                          f"{got['occluded']} images are flagged occluded")  # fmt: skip
+    if recorded.get("query", {}).get("without_positive") not in (None, len(missing)):
+        report.add("counts", f"query: dataset.json records {recorded['query']['without_positive']} queries "
+                             f"without a cross-camera match, the release has {len(missing)}")  # fmt: skip
+    n_query = found.get("query", {}).get("images", 0)
+    if n_query and len(missing) == n_query:
+        report.add(
+            "cross-camera", "no query has a cross-camera match in the gallery: nothing could be scored"
+        )
+    elif missing:
+        report.notes.append(
+            f"{len(missing)} of {n_query} queries have no cross-camera match in the gallery (scoring leaves "
+            f"them out, as fast-reid and torchreid do), e.g. {', '.join(missing[:5])}"
+        )
+    report.summary["queries_without_positive"] = missing
+
+
+def _check_distractor_pid(mapping: pd.DataFrame, report: ValidationReport) -> None:
+    """Source pid 0 (distractor boxes) may only be released as a gallery distractor."""
+    wrong = mapping[(mapping["source_pid"] == DISTRACTOR_PID) & (mapping["role"] != "distractor")]
+    for image_id, split in zip(wrong["image_id"], wrong["split"], strict=True):
+        report.add("distractor-pid", f"{split} image {image_id} comes from pid 0 (a distractor): pid 0 may "
+                                     "only give gallery distractors")  # fmt: skip
 
 
 def _check_ground_truth(public: dict[str, pd.DataFrame], gt: pd.DataFrame, report: ValidationReport) -> None:
@@ -306,15 +382,20 @@ def validate(out: str | Path) -> ValidationReport:
     except ManifestError as exc:
         report.add("dataset-json", str(exc))
         info = {}
+    protocol = release_protocol(info)
+    official = protocol in LAYOUTS
+    report.summary["protocol"] = protocol
+    if protocol != OPREID_PROTOCOL and not official:
+        report.add("protocol", f"dataset.json names the protocol {protocol!r}; this opreid knows "
+                               f"{', '.join([OPREID_PROTOCOL, *LAYOUTS])}")  # fmt: skip
     if info:
-        _check_checksums(out, info, report)
+        _check_checksums(out, info, report, official)
     for folder in stale_staging(out):
         report.add(
             "staging-folder",
             f"{folder.name}/ is an image staging tree left by an interrupted build-split "
             "(rerun build-split, or delete it)",
         )
-    rules = _rules(info)
 
     public: dict[str, pd.DataFrame] = {}
     for split, schema in (("train", TRAIN), ("query", QUERY), ("gallery", GALLERY)):
@@ -330,7 +411,11 @@ def validate(out: str | Path) -> ValidationReport:
         return report
     gt["occluded"] = gt["occluded"].astype(bool)
     _check_ground_truth(public, gt, report)
-    _check_protocol(gt, rules, report)
+    _check_identities(gt, report)
+    if official:
+        _check_official(gt, info, report)
+    elif protocol == OPREID_PROTOCOL:
+        _check_protocol(gt, _rules(info), report)
     gt_pid = gt.drop_duplicates("image_id").set_index("image_id")["pid"]
     for split in ("query", "gallery"):
         if split in public:
@@ -340,7 +425,9 @@ def validate(out: str | Path) -> ValidationReport:
         mapping = _read(layout.release_map, RELEASE_MAP, report)
         if mapping is not None:
             for source in sorted(set(mapping["source_image_id"][mapping["source_image_id"].duplicated()])):
-                report.add("duplicate-image", f"source image {source} is released more than once")
+                _duplicate(report, official, f"source image {source} is released more than once")
+            if not official or LAYOUTS[protocol].has_distractors:
+                _check_distractor_pid(mapping, report)
             if "query" in public and "gallery" in public:
                 leaked = (set(public["query"]["image_id"]) | set(public["gallery"]["image_id"])) & set(
                     mapping["source_image_id"]

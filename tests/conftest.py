@@ -37,3 +37,26 @@ def expect_error() -> Callable[..., str]:
         return last[len(prefix) :]
 
     return check
+
+
+@pytest.fixture(scope="session")
+def synth_layout(tmp_path_factory) -> Callable:
+    """`opreid synth OUT --layout FORMAT` (12 identities, 4 cameras), made once per format and session.
+
+    Returns OUT: the dataset folder under it, `truth.parquet` and `keypoints.parquet` beside it.
+    Shared: copy it (shutil.copytree) before breaking it.
+    """
+    made: dict = {}
+
+    def get(fmt: str):
+        if fmt not in made:
+            from opreid_builder.synth import SynthConfig
+            from opreid_builder.synth_layouts import generate_layout
+
+            out = tmp_path_factory.mktemp(f"layout-{fmt}")
+            config = SynthConfig(identities=12, cameras=4, images_per_identity=(4, 8), seed=5)
+            generate_layout(out, fmt, config)
+            made[fmt] = out
+        return made[fmt]
+
+    return get

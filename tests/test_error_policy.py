@@ -40,6 +40,7 @@ BAD_INPUT = {
     "build-split": (["-o", "EMPTY", "--curated"], ExitCode.INVALID_INPUT, "images.parquet"),
     "curate": (["EMPTY", "-o", "NOWHERE", "--keypoints", "JUNK"], ExitCode.INVALID_INPUT, "keypoints"),
     "export": (["EMPTY", "-o", "NOWHERE"], ExitCode.USER, "ground truth"),
+    "import": (["market1501", "EMPTY", "-o", "NOWHERE"], ExitCode.USER, "missing folder"),
     "extract": (["--checkpoint", "NOWHERE", "--data", "EMPTY", "-o", "x.npy"], ExitCode.USER, "checkpoint not found"),
     "leaderboard baseline": (["1", "--data", "EMPTY"], ExitCode.USER, "no leaderboard at"),
     "leaderboard export": (["--data", "EMPTY"], ExitCode.USER, "no leaderboard at"),

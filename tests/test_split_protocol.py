@@ -162,3 +162,17 @@ def test_a_fraction_the_pool_cannot_meet_is_warned_about(caplog):
     with caplog.at_level("WARNING"):
         _warn_shortfalls(tva)
     assert "train_occluded_fraction: achieved" in caplog.text and "0.15" in caplog.text
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_pid_zero_is_only_ever_a_gallery_distractor(seed):
+    """Market-1501's pid 0 (background, other people's boxes) is no identity: never train or query."""
+    pool = make_pool(identities=71, images=(10, 24), occluded=0.4, seed=seed)
+    pid = pool.column("pid").to_numpy().copy()
+    pid[pid == 71] = 0  # the richest pools make pid 0 as eligible for every role as any identity
+    pool = pool.set_column(pool.schema.get_field_index("pid"), "pid", pa.array(pid, pa.int64()))
+    # 15 train + 56 gallery identities: every identity of the pool is drawn, pid 0 as a distractor
+    sel = select_split(pool, SplitConfig(small_targets(gallery_ids=56), seed=seed))
+    zero = frame(sel)[lambda d: d.pid == 0]
+    assert not zero.empty and set(zero.split) == {"gallery"} and set(zero.role) == {"distractor"}
+    assert sel.eligibility["train_eligible_ids"] == 70 and sel.eligibility["query_eligible_ids"] <= 70
