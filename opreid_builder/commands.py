@@ -19,6 +19,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "opreid_builder.build_split_cli:validate_cmd",
         "Check every invariant of a built release (checksums, leaks, protocol).",
     ),
+    "release": (
+        "opreid_builder.release_cli:release",
+        "Package a release for participants: public files only, a sample submission, instructions.",
+    ),
     "export": (
         "opreid_builder.build_split_cli:export_cmd",
         "Export a release to the Market-1501 layout (needs the private ground truth).",

@@ -83,3 +83,13 @@ class ReleaseError(BuilderError):
 
 class ExportError(BuilderError):
     """Export to another dataset layout failed (missing ground truth, target folder not empty)."""
+
+
+class PackRefusedError(ReleaseError):
+    """`release pack` found something private or broken in what participants would receive; nothing was written."""
+
+    exit_code = ExitCode.INVALID_INPUT
+
+
+class LeaderboardReleaseError(ReleaseError):
+    """build-split would overwrite the release a leaderboard scores against (pass --force to do it anyway)."""
