@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.errors import InvalidSubmissionError
+from benchmarks.errors import DatasetError, InvalidSubmissionError
 from benchmarks.feature_distances import METRICS
 from benchmarks.leaderboard.settings import WebSettings
 from benchmarks.npy_header import NpyHeaderError, read_npy_header
@@ -159,8 +159,11 @@ def check_submission(
     """Check `path` against the participants' package (or release) in `data_dir`; never raises for a bad
     submission (the report lists its problems), only for a package that cannot be read."""
     path, layout = Path(path), DatasetLayout(data_dir)
-    num_query = read_manifest(layout.query, QUERY, columns=["image_id"]).num_rows
-    num_gallery = read_manifest(layout.gallery, GALLERY, columns=["image_id"]).num_rows
+    try:
+        num_query = read_manifest(layout.query, QUERY, columns=["image_id"]).num_rows
+        num_gallery = read_manifest(layout.gallery, GALLERY, columns=["image_id"]).num_rows
+    except ManifestError as exc:
+        raise DatasetError(f"{data_dir} is not a participants' package (or release): {exc}") from None
     report = CheckReport(path=path, num_query=num_query, num_gallery=num_gallery)
     _order(layout, report)
     if path.is_file():

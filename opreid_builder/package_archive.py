@@ -51,9 +51,9 @@ def _members(folder: Path) -> Iterator[tuple[str, Path]]:
         yield path.relative_to(folder).as_posix(), path
 
 
-def write_archive(folder: Path, target: Path, fmt: str) -> None:
-    """Write `folder` as an archive at `target` (which the caller then renames into place)."""
-    top = archive_stem(target)
+def write_archive(folder: Path, target: Path, fmt: str, top: str) -> None:
+    """Write `folder` as an archive at `target` (which the caller then renames into place), its members
+    under the folder `top`."""
     if fmt in ("tar", "tar.gz"):
         with open(target, "wb") as raw:
             stream = gzip.GzipFile(filename="", fileobj=raw, mode="wb", mtime=0) if fmt == "tar.gz" else raw

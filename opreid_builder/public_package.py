@@ -46,7 +46,7 @@ from manifests import (
 )
 from opreid_builder.dataset_card import CardInputs, render_card
 from opreid_builder.errors import PackRefusedError, ReleaseError
-from opreid_builder.package_archive import fix_modes, package_format, write_archive
+from opreid_builder.package_archive import archive_stem, fix_modes, package_format, write_archive
 from opreid_builder.release import PUBLIC_ID_HEX, RELEASE_MAP, missing_part_histograms
 from opreid_builder.split_presets import SplitTargets
 from opreid_builder.validate import PACKAGE_KIND, validate_public
@@ -333,7 +333,7 @@ def pack_release(
             fd, tmp = tempfile.mkstemp(prefix=_STAGING.format(name=dest.name), dir=dest.parent)
             os.close(fd)
             try:
-                write_archive(staging, Path(tmp), fmt)
+                write_archive(staging, Path(tmp), fmt, archive_stem(dest))
                 os.chmod(tmp, 0o644)
                 os.replace(tmp, dest)
             except BaseException:

@@ -206,6 +206,11 @@ class Store:
         """The URL for logs and messages: password hidden."""
         return self.url.render_as_string(hide_password=True)
 
+    @property
+    def location(self) -> str:
+        """What a user types for `--db`: the file of a SQLite database, else the URL (password hidden)."""
+        return self.url.database if self.is_sqlite and self.url.database else self.display_url
+
     @contextlib.contextmanager
     def _available(self) -> Iterator[None]:
         """A server that is down or a file that cannot be opened is a LeaderboardError naming the database."""
@@ -261,13 +266,13 @@ class Store:
         version = self.schema_version()
         if version < SCHEMA_VERSION:
             raise OutdatedSchemaError(
-                f"{self.display_url} holds a leaderboard of schema {version} (made by an older opreid: no "
+                f"{self.location} holds a leaderboard of schema {version} (made by an older opreid: no "
                 f"phases, no selection); back the file up, then run `opreid leaderboard migrate --db "
-                f"{self.display_url} --token HOST` to upgrade it in place"
+                f"{self.location} --token HOST` to upgrade it in place"
             )
         if version > SCHEMA_VERSION:
             raise OutdatedSchemaError(
-                f"{self.display_url} holds a leaderboard of schema {version}, newer than this opreid "
+                f"{self.location} holds a leaderboard of schema {version}, newer than this opreid "
                 f"reads ({SCHEMA_VERSION}); upgrade opreid"
             )
         self._current = True
