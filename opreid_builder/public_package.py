@@ -219,12 +219,15 @@ leaderboard too, with the same reasons, and costs no quota.
 
 ## Submit
 
-With the team token the organisers gave you (keep it out of shell history with the variable):
+On the leaderboard's web page, with the team token the organisers gave you: **Submit** uploads a
+file; **My team** shows your history, your quota, and lets you select the submissions that count
+for the private board. The same through the API:
 
 ```bash
-export OPREID_LEADERBOARD_TOKEN=olb_...
-opreid leaderboard submit submission.npy --method "my model" --db LEADERBOARD   # or the web page's form
-opreid leaderboard select 12 15          # the submissions that count for the private board
+curl -H "Authorization: Bearer $TEAM_TOKEN" -F file=@submission.npy -F method="my model" LEADERBOARD/api/submit
+curl -H "Authorization: Bearer $TEAM_TOKEN" -F file=@feats.npz -F metric=euclidean -F method=feat LEADERBOARD/api/submit
+curl -H "Authorization: Bearer $TEAM_TOKEN" -H "Content-Type: application/json" \\
+     -d '{{"submission_ids": [12, 15]}}' LEADERBOARD/api/selection
 ```
 
 The public standings score a hidden half of the queries; the final ranking uses the other half,

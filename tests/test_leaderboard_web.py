@@ -276,3 +276,60 @@ def test_log_redaction_filter(caplog):
         '%s - "%s %s HTTP/%s" %d', "127.0.0.1", "GET", f"/?t={token}", "1.1", 200
     )
     assert token not in caplog.text and "olb_***" in caplog.text
+
+
+def test_api_phases_selection_reveal_and_cookie_forms(dataset, tmp_path):
+    """The API and the pages of a challenge's end: select, close, reveal; refusals carry the dates."""
+    from datetime import datetime
+
+    from benchmarks.leaderboard.store import utcnow
+
+    out, data = dataset
+    store = Store(tmp_path / "lb.db")
+    now = utcnow()
+    host = create_board(
+        store, out, BoardSettings(dev_start=now - timedelta(days=2), final_start=now - timedelta(days=1))
+    )
+    alpha = add_team(store, host, "alpha")
+    c = TestClient(create_app(store))
+    payload = lf.write_submission(tmp_path / "a.npy", lf.distance_matrix(data, 0.7, 1)).read_bytes()
+    r = c.post("/api/submit", headers=auth(alpha), data={"method": "A"}, files={"file": ("a.npy", payload)})
+    assert r.status_code == 201 and r.json()["phase"] == "final"
+    sid = r.json()["submission_id"]
+    info = c.get("/api/info").json()
+    assert [(p["name"], p["state"]) for p in info["phases"]] == [("development", "closed"), ("final", "open")]
+    assert c.post("/api/selection", headers=auth(alpha), json={"submission_ids": [sid]}).json()[
+        "selected"
+    ] == [sid]
+    assert c.get("/api/selection", headers=auth(alpha)).json()["counts"][0]["reason"] == "selected"
+    assert c.post("/api/selection", headers=auth(alpha), json={"submission_ids": [999]}).status_code == 400
+    assert c.get("/api/standings?view=private&phase=final").status_code == 401
+    r = c.post("/api/reveal", headers=auth(host))
+    assert r.status_code == 403 and "final phase is open" in r.json()["error"]
+    assert c.post("/api/phases/final/close", headers=auth(alpha)).status_code == 401
+    assert c.post("/api/phases/final/close", headers=auth(host)).json()["phases"][1]["state"] == "closed"
+    r = c.post(
+        "/api/submit", headers=auth(alpha), data={"method": "late"}, files={"file": ("a.npy", payload)}
+    )
+    assert (
+        r.status_code == 403
+        and "submissions are closed" in r.json()["error"]
+        and "final:" in r.json()["error"]
+    )
+    assert c.post("/api/selection", headers=auth(alpha), json={"submission_ids": []}).status_code == 403
+    assert 'id="final-standings"' not in c.get("/").text  # closed, not yet revealed
+    # the host's page: signs in with a cookie; a cross-site form post is refused
+    assert c.post("/host", data={"token": host}).status_code == 200
+    r = c.post("/host/reveal", headers={"origin": "https://evil.example"}, follow_redirects=False)
+    assert r.status_code == 401
+    r = c.post("/host/reveal", follow_redirects=False)
+    assert r.status_code == 303
+    revealed = c.get("/api/standings?view=private&phase=final").json()  # public now, no token
+    assert (
+        revealed["revealed"]
+        and revealed["rows"][0]["submission_id"] == sid
+        and revealed["rows"][0]["selected"]
+    )
+    assert 'id="final-standings"' in c.get("/").text
+    assert datetime.fromisoformat(c.get("/api/info").json()["revealed_at"].rstrip("Z")) >= now
+    store.dispose()

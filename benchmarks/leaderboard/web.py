@@ -378,7 +378,7 @@ def create_app(store: Store, settings: WebSettings = WebSettings(), **submit_opt
             columns = sorted({k for s in history for k in s["metrics"] if is_metric(k)},
                              key=lambda k: (k != "mAP", k != "mINP", len(k), k))  # fmt: skip
             context.update(history=history, columns=columns, quota=quota.describe(), selection=selection,
-                           team=selection["team"], readonly=False)  # fmt: skip
+                           team=selection["team"], readonly=False, signed_in=True)  # fmt: skip
         return _page(request, "team.html", context, status)
 
     @app.get("/team", response_class=HTMLResponse)
@@ -444,6 +444,7 @@ def create_app(store: Store, settings: WebSettings = WebSettings(), **submit_opt
                          status: int = 200) -> Any:  # fmt: skip
         context: dict[str, Any] = {"info": await _info(), "standings": None, "error": error}
         if token and await _is_host(token):
+            context["signed_in"] = True
             phase = request.query_params.get("phase")
             context["standings"] = await run_in_threadpool(
                 functools.partial(compute_standings, store, private=True, host_token=token,
