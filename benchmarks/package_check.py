@@ -52,12 +52,21 @@ class CheckReport:
     def ok(self) -> bool:
         return not self.problems
 
+    @property
+    def values(self) -> str | None:
+        """What the value checks found, for a valid file."""
+        if not self.ok or self.kind is None:
+            return None
+        if self.kind == "ranked":
+            return f"every index in [0, {self.num_gallery}), none repeated within a row"
+        return "all finite (no NaN, no infinity)"
+
     def to_json(self) -> dict[str, Any]:
         return {
             "path": str(self.path), "ok": self.ok, "size_bytes": self.size_bytes, "container": self.container,
             "kind": self.kind, "dtype": self.dtype, "shape": None if self.shape is None else list(self.shape),
             "expected": {"num_query": self.num_query, "num_gallery": self.num_gallery},
-            "description": self.description, "order": self.order, "problems": self.problems,
+            "description": self.description, "order": self.order, "values": self.values, "problems": self.problems,
             "warnings": self.warnings,
         }  # fmt: skip
 
@@ -73,6 +82,8 @@ class CheckReport:
             f"K <= {self.num_gallery}; or features .npz)",
             *(f"order     {line}" for line in self.order),
         ]
+        if self.ok:
+            lines.append(f"values    {self.values}")
         lines += [f"warning   {w}" for w in self.warnings]
         if self.ok:
             lines.append(f"ok        a valid {self.kind} submission (nothing was sent anywhere)")

@@ -150,7 +150,11 @@ def _histograms(out: Path) -> dict[str, dict[str, int]]:
 
 #: The card's order of target vs achieved (split_protocol's: the targets, then the derived two);
 #: dataset.json stores them with sorted keys.
-_TARGET_ORDER = (*(f.name for f in dataclasses.fields(SplitTargets)), "distractor_ids", "train_occluded_fraction")
+_TARGET_ORDER = (
+    *(f.name for f in dataclasses.fields(SplitTargets)),
+    "distractor_ids",
+    "train_occluded_fraction",
+)
 
 
 def public_card(out: Path, info: dict[str, Any]) -> str:

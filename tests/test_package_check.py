@@ -46,6 +46,9 @@ def test_a_valid_matrix_ranked_list_and_features(public, tmp_path, run_opreid):
     assert check_submission(feats, public, metric="euclidean").description.endswith("euclidean)")
     result = run_opreid("check", dist, "--data", public, "--json")
     assert result.exit_code == 0 and json.loads(result.stdout)["ok"] is True
+    assert json.loads(result.stdout)["values"] == "all finite (no NaN, no infinity)"
+    text = run_opreid("check", ranked, "--data", public).stdout
+    assert f"values    every index in [0, {G}), none repeated within a row" in text
 
 
 def test_every_problem_at_once(public, tmp_path, run_opreid, expect_error):

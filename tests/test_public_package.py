@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from manifests import ExitCode, DatasetLayout, read_dataset_json, sha256_file, write_dataset_json
+from manifests import DatasetLayout, ExitCode, read_dataset_json, sha256_file, write_dataset_json
 from opreid_builder.errors import PackRefusedError, ReleaseError
 from opreid_builder.public_package import pack_release
 from opreid_builder.validate import PACKAGE_KEYS, validate_public

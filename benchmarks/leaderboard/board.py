@@ -149,9 +149,13 @@ def board_info(store: Store, now=None) -> dict:
 # ---- where the database lives -------------------------------------------------------------------
 @dataclass(frozen=True)
 class InitResult:
-    db: str  # display URL (password hidden)
+    db: str  # the database file, or its URL with the password hidden
     host_token: str
     marker: Path
+
+    @property
+    def is_file(self) -> bool:
+        return "://" not in self.db
 
     def to_json(self) -> dict:
         return {"db": self.db, "host_token": self.host_token, "marker": str(self.marker)}
@@ -203,7 +207,7 @@ def init_board(
         json.dumps({"database": where, "created_at": utcnow().isoformat() + "Z", "name": settings.name},
                    indent=2, sort_keys=True) + "\n",
     )  # fmt: skip
-    return InitResult(store.display_url, token, marker)
+    return InitResult(store.location, token, marker)
 
 
 def open_store(db: str | None, data_dir: str | Path | None) -> Store:

@@ -134,11 +134,15 @@ def init_cmd(data, db, host_dir, name, sort_metric, daily_quota, total_quota, pr
         dev_start=dev_start, dev_end=dev_end, final_start=final_start, final_end=final_end,
     )  # fmt: skip
     result = init_board(data, settings, db=db, host_dir=host_dir)
+    reach = (
+        f"outside the release; `--data {data}` finds it"
+        if result.is_file
+        else "pass --db with its URL, or set OPREID_LEADERBOARD_DB, to reach it"
+    )
     _emit(
         as_json,
         result.to_json(),
-        f"leaderboard created in {result.db} (outside the release; `--data {data}` finds it)\n"
-        f"host token (keep it secret; shown once):\n{result.host_token}",
+        f"leaderboard created in {result.db} ({reach})\nhost token (keep it secret; shown once):\n{result.host_token}",
     )
 
 
