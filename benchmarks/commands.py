@@ -5,6 +5,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "benchmarks.score_cli:score",
         "Validate a submission and score it (Rank-k, mAP, mINP) against the ground truth.",
     ),
+    "check": (
+        "benchmarks.check_cli:check",
+        "Check a submission against a participants' package offline (shape, dtype, order, values, size).",
+    ),
     "leaderboard": (
         "benchmarks.leaderboard.cli:leaderboard",
         "Run a leaderboard: teams, quotas, public/private standings, web page.",

@@ -10,6 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 IMAGES_DIR = "images"
+LEADERBOARD_MARKER = ".opreid-leaderboard.json"
+#: File names of databases that must never sit inside a release (`validate` warns, `pack` refuses).
+DATABASE_SUFFIXES = (".db", ".sqlite", ".sqlite3", ".db-wal", ".db-shm", ".db-journal")
 
 
 @dataclass(frozen=True)
@@ -81,6 +84,30 @@ class DatasetLayout:
     @property
     def review(self) -> Path:
         return self.root / "review"
+
+    @property
+    def leaderboard_marker(self) -> Path:
+        """Written by `opreid leaderboard init`: where the leaderboard of this release lives (never shipped)."""
+        return self.root / LEADERBOARD_MARKER
+
+    @property
+    def host_dir(self) -> Path:
+        """The host's folder beside the release (`OUT.host/`): the leaderboard database by default.
+
+        Outside the release on purpose, so that copying or packing OUT can never ship it.
+        """
+        root = self.root.resolve()
+        return root.parent / f"{root.name}.host"
+
+    @property
+    def sample_submission(self) -> Path:
+        """A public package's example submission: a Q x G float32 matrix in the exact order."""
+        return self.root / "sample_submission.npy"
+
+    @property
+    def submitting_guide(self) -> Path:
+        """A public package's instructions for participants."""
+        return self.root / "SUBMITTING.md"
 
     def images(self, split: str) -> Path:
         return self.images_root / split

@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 
 from manifests import IMAGES, DatasetLayout, ManifestError, read_manifest
 from opreid_builder.curate import CurateConfig
-from opreid_builder.errors import SplitError, SplitPoolError
+from opreid_builder.errors import LeaderboardReleaseError, SplitError, SplitPoolError
 from opreid_builder.release import ReleaseSummary, write_release
 from opreid_builder.split_presets import PRESET_NOTES, SplitTargets, resolve_targets
 from opreid_builder.split_protocol import ProtocolRules, SplitConfig, SplitSelection, select_split
@@ -108,15 +108,18 @@ def build_release(
     split: SplitRequest,
     *,
     progress: bool = False,
+    force: bool = False,
 ) -> BuildResult:
     """Curate `raw` into `out` with `curate_config` (or, when it is None, split OUT's curated table as it
     stands, e.g. after review), draw the split, write the release and validate it.
 
     The result depends only on the set of images, the options and the seed. Validation violations are
-    in `result.report`; the caller decides whether they are fatal.
+    in `result.report`; the caller decides whether they are fatal. A release a leaderboard was created
+    from is not overwritten unless `force`.
     """
     out = Path(out)
     config = split.config()
+    _refuse_leaderboard_release(out, force)
     if curate_config is None:
         table = _ok_rows(read_manifest(DatasetLayout(out).images_table, IMAGES))
         curation = _recorded_curation(out)
@@ -139,6 +142,24 @@ def build_release(
     report = validate(out)
     _warn_shortfalls(release.target_vs_achieved)
     return BuildResult(out=out, selection=selection, release=release, report=report, curation=curation)
+
+
+def _refuse_leaderboard_release(out: Path, force: bool) -> None:
+    """A leaderboard's hidden split is drawn on OUT's query ids: rebuilding OUT would void it."""
+    marker = DatasetLayout(out).leaderboard_marker
+    if not marker.is_file():
+        return
+    try:
+        where = json.loads(marker.read_text(encoding="utf-8")).get("database", "?")
+    except (OSError, ValueError, AttributeError):
+        where = "?"
+    if not force:
+        raise LeaderboardReleaseError(
+            f"{out} is the release of the leaderboard in {where} (see {marker.name}); rebuilding it would "
+            "change the query ids its hidden split is drawn on. Build into another folder, or pass --force "
+            "(the leaderboard then refuses submissions until it is created again)"
+        )
+    log.warning("rebuilding %s, the release of the leaderboard in %s (--force)", out, where)
 
 
 def largest_fitting_scale(table: pa.Table, split: SplitRequest, steps: int = 14) -> float | None:

@@ -133,10 +133,13 @@ def _given_curation_options(ctx: click.Context, names: list[str]) -> list[str]:
                    "takes no RAW and no curation option.")  # fmt: skip
 @split_options
 @curate_options
+@click.option("--force", is_flag=True,
+              help="Rebuild OUT even though a leaderboard was created from it (its hidden split then no "
+                   "longer applies).")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
 @progress_option
 @click.pass_context
-def build_split(ctx: click.Context, raw: Path | None, out: Path, curated: bool, as_json: bool,
+def build_split(ctx: click.Context, raw: Path | None, out: Path, curated: bool, force: bool, as_json: bool,
                 progress: bool | None, **kw: Any) -> None:  # fmt: skip
     """Curate RAW into OUT, then draw the OPReID split and write the release.
 
@@ -161,7 +164,7 @@ def build_split(ctx: click.Context, raw: Path | None, out: Path, curated: bool, 
         if raw is None:
             raise click.UsageError("Missing argument 'RAW' (or pass --curated to split OUT as it stands).")
         curate_config = config_from_options(**kw)
-    result = build_release(raw, out, curate_config, request, progress=show_progress(progress))
+    result = build_release(raw, out, curate_config, request, progress=show_progress(progress), force=force)
     if as_json:
         click.echo(json.dumps(result.as_dict(), indent=2, default=str))
     else:
@@ -173,25 +176,34 @@ def build_split(ctx: click.Context, raw: Path | None, out: Path, curated: bool, 
 
 
 @click.command("validate")
-@click.argument("out", type=click.Path(path_type=Path, exists=True, file_okay=False))
+@click.argument("out", type=click.Path(path_type=Path, exists=True))
+@click.option(
+    "--public", is_flag=True,
+    help="OUT is a participants' package (folder or archive from `opreid release pack`): check it alone.",
+)  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
-def validate_cmd(out: Path, as_json: bool) -> None:
-    """Check every invariant of a release; one line per violation (exit 2) or a summary (exit 0).
+def validate_cmd(out: Path, public: bool, as_json: bool) -> None:
+    """Check every invariant of a release (or, with --public, of a participants' package); one line
+    per violation (exit 2) or a summary (exit 0).
 
     The invariants follow the release's protocol (dataset.json `protocol`): an OPReID build, or a
     benchmark imported with its official split. What that protocol allows but a reader should know
     (queries without a cross-camera match, counts that differ from the published ones) is printed
     as a note on stderr.
     """
-    from opreid_builder.validate import validate
+    from opreid_builder.validate import validate, validate_public
 
-    report = validate(out)
+    report = validate_public(out) if public else validate(out)
     if as_json:
         click.echo(json.dumps(report.as_dict(), indent=2, default=str))
     elif report.ok:
         counts = report.summary.get("counts", {})
-        parts = ", ".join(f"{s} {c['ids']} ids / {c['images']} images" for s, c in counts.items())
-        click.echo(f"ok: {out} ({report.summary.get('protocol')} protocol): {parts}; "
+        parts = ", ".join(
+            f"{s} {c['ids']} ids / {c['images']} images" if "ids" in c else f"{s} {c['images']} images"
+            for s, c in counts.items()
+        )
+        protocol = report.summary.get("protocol")
+        click.echo(f"ok: {out}{f' ({protocol} protocol)' if protocol else ''}: {parts}; "
                    f"{report.summary.get('files_checked', 0)} checksums verified")  # fmt: skip
     else:
         for violation in report.violations:

@@ -23,6 +23,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "opreid_builder.import_cli:import_cmd",
         "Import a public ReID benchmark (Market-1501, Occluded-Duke, ...) in its official split.",
     ),
+    "release": (
+        "opreid_builder.release_cli:release",
+        "Package a release for participants: public files only, a sample submission, instructions.",
+    ),
     "export": (
         "opreid_builder.build_split_cli:export_cmd",
         "Export a release to the Market-1501 layout (needs the private ground truth).",

@@ -70,7 +70,10 @@ def _faces(curation: dict[str, Any]) -> str:
     return f"Parameters of this build: `{json.dumps(faces, sort_keys=True)}`."
 
 
-def render_card(card: CardInputs) -> str:
+def render_card(card: CardInputs, *, public: bool = False) -> str:
+    """The card of the release, or (`public`) of the participants' package: the same datasheet without
+    the split seed (with the source images, the seed would rebuild the private ground truth) and with
+    the package's own distribution and checking notes."""
     c, split_params = card.counts, card.parameters.get("split", {})
     curation = card.parameters.get("curation", {}) or {}
     rules = split_params.get("rules", {})
@@ -93,11 +96,50 @@ def render_card(card: CardInputs) -> str:
     do, dh = rules.get("distractor_occluded", [1, 3]), rules.get("distractor_holistic", [1, 3])
     frac = rules.get("train_occluded_fraction", 0.15)
     g = c["gallery"]
+    if public:
+        built = (
+            f"Built by `opreid build-split` (opreid {card.tool_version}), preset `{preset}`, scale {scale}."
+        )
+        checks = (
+            "This is the participants' package written by `opreid release pack`: `dataset.json` holds\n"
+            "the sha256 of every file in it, and `opreid validate --public .` checks it (checksums, no\n"
+            "identity in any public file, opaque names, no image metadata). `SUBMITTING.md` says how to\n"
+            "submit; `opreid check FILE --data .` checks a submission offline."
+        )
+    else:
+        built = f"Built by `opreid build-split` (opreid {card.tool_version}), seed {card.seed}, preset `{preset}`, scale {scale}."
+        checks = (
+            "Machine-readable details, parameters and the sha256 of every file are in `dataset.json`;\n"
+            "`opreid validate` (run by the host: it needs `private/`) checks every invariant below."
+        )
+    if public:
+        distribution = (
+            "This package holds `images/`, `train.parquet`, `query.parquet`, `gallery.parquet`, `README.md`,\n"
+            "`dataset.json`, `sample_submission.npy` (a valid submission of the right shape and order, all\n"
+            "zeros) and `SUBMITTING.md`. The ground truth, the source map and the per-image evidence stay\n"
+            "with the benchmark host, who scores submissions against them."
+        )
+        maintenance = (
+            "The host keeps the build's parameters and seed, and can rebuild this release byte for byte\n"
+            "from the same source images. Report problems to the benchmark maintainers."
+        )
+    else:
+        distribution = (
+            "Participants receive `images/`, `train.parquet`, `query.parquet`, `gallery.parquet`,\n"
+            "`README.md` and `dataset.json`. `private/` (ground truth, the source map, per-image evidence)\n"
+            "stays with the benchmark host; the scorer reads `private/ground_truth.parquet`.\n"
+            "`opreid export . --format market1501 -o DIR` writes a Market-1501 folder layout for fast-reid and\n"
+            "torchreid users (it needs the private ground truth)."
+        )
+        maintenance = (
+            "Rebuild with the parameters in `dataset.json` and the same seed to reproduce this release byte for\n"
+            "byte from the same source images (in any order). Report problems to the benchmark maintainers;\n"
+            "corrections to occlusion flags go through the review file of `opreid curate` and a new build."
+        )
     return f"""# OPReID-protocol occluded person re-identification benchmark
 
-Built by `opreid build-split` (opreid {card.tool_version}), seed {card.seed}, preset `{preset}`, scale {scale}.
-Machine-readable details, parameters and the sha256 of every file are in `dataset.json`;
-`opreid validate` (run by the host: it needs `private/`) checks every invariant below.
+{built}
+{checks}
 
 ## Motivation
 
@@ -166,17 +208,11 @@ real people, and not for any use that links images to a named person.
 
 ## Distribution
 
-Participants receive `images/`, `train.parquet`, `query.parquet`, `gallery.parquet`,
-`README.md` and `dataset.json`. `private/` (ground truth, the source map, per-image evidence)
-stays with the benchmark host; the scorer reads `private/ground_truth.parquet`.
-`opreid export . --format market1501 -o DIR` writes a Market-1501 folder layout for fast-reid and
-torchreid users (it needs the private ground truth).
+{distribution}
 
 ## Maintenance
 
-Rebuild with the parameters in `dataset.json` and the same seed to reproduce this release byte for
-byte from the same source images (in any order). Report problems to the benchmark maintainers;
-corrections to occlusion flags go through the review file of `opreid curate` and a new build.
+{maintenance}
 
 ## Personal information
 

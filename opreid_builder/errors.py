@@ -97,3 +97,13 @@ class BenchmarkLayoutError(BenchmarkImportError):
     identity in the test set, a malformed list file. Nothing is written."""
 
     exit_code = ExitCode.INVALID_INPUT
+
+
+class PackRefusedError(ReleaseError):
+    """`release pack` found something private or broken in what participants would receive; nothing was written."""
+
+    exit_code = ExitCode.INVALID_INPUT
+
+
+class LeaderboardReleaseError(ReleaseError):
+    """build-split would overwrite the release a leaderboard scores against (pass --force to do it anyway)."""

@@ -95,7 +95,7 @@ def _remap(values: np.ndarray, offset: int, rng: np.random.Generator) -> dict[in
     return dict(zip(uniq.tolist(), (rng.permutation(len(uniq)) + offset).tolist(), strict=True))
 
 
-def _histograms(rows: pa.Table) -> dict[str, dict[str, int]]:
+def missing_part_histograms(rows: pa.Table) -> dict[str, dict[str, int]]:
     """Per split, how many occluded images miss each body part (from `missing_parts`)."""
     out = {split: dict.fromkeys(BODY_PARTS, 0) for split in SPLITS}
     if "missing_parts" not in rows.column_names:
@@ -295,7 +295,7 @@ def write_release(
             target_vs_achieved=tva,
             parameters=parameters,
             eligibility=selection.eligibility,
-            histograms=_histograms(rows),
+            histograms=missing_part_histograms(rows),
             seed=int(seed),
             tool_version=__version__,
         )

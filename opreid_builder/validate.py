@@ -19,8 +19,11 @@ partial copy), images with the same bytes (the dataset ships them so).
 
 from __future__ import annotations
 
+import logging
 import math
+import os
 import re
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,8 +47,9 @@ from manifests import (
     release_protocol,
     sha256_file,
 )
-from manifests.layout import IMAGES_DIR
+from manifests.layout import DATABASE_SUFFIXES, IMAGES_DIR
 from opreid_builder.benchmark_layouts import LAYOUTS
+from opreid_builder.errors import BuilderError
 from opreid_builder.jpeg_segments import metadata_segment
 from opreid_builder.release import PUBLIC_ID_HEX, RELEASE_MAP, release_files, stale_staging
 from opreid_builder.split_protocol import DISTRACTOR_PID, ProtocolRules
@@ -53,6 +57,9 @@ from opreid_builder.split_protocol import DISTRACTOR_PID, ProtocolRules
 _ALLOWED_METADATA = {b"ARROW:schema", b"opreid.kind", b"opreid.schema_version"}
 _OPAQUE = re.compile(rf"^[0-9a-f]{{{PUBLIC_ID_HEX}}}$")
 _ORDER_Z = 6.0  # a rank correlation this many standard errors from 0 means "ordered by pid"
+_BULK_FOLDERS = {IMAGES_DIR, "masked", "cache"}  # image trees: not searched for stray databases
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -72,6 +79,7 @@ class ValidationReport:
     notes: list[str] = field(
         default_factory=list
     )  # what the release's protocol allows but a reader should know
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -80,12 +88,18 @@ class ValidationReport:
     def add(self, code: str, message: str) -> None:
         self.violations.append(Violation(code, message))
 
+    def warn(self, message: str) -> None:
+        """Something the host should fix that does not break the release (logged as a warning too)."""
+        self.warnings.append(message)
+        log.warning("%s", message)
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "out": str(self.out),
             "ok": self.ok,
             "violations": [{"code": v.code, "message": v.message} for v in self.violations],
             "notes": self.notes,
+            "warnings": list(self.warnings),
             "summary": self.summary,
         }
 
@@ -377,11 +391,20 @@ def validate(out: str | Path) -> ValidationReport:
     out = Path(out)
     layout = DatasetLayout(out)
     report = ValidationReport(out=out)
+    if not out.is_dir():
+        report.add("not-a-release", f"{out} is not a folder (a packed archive is checked with --public)")
+        return report
+    _warn_databases(out, report)
     try:
         info = read_dataset_json(out)
     except ManifestError as exc:
         report.add("dataset-json", str(exc))
         info = {}
+    if info.get("kind") == PACKAGE_KIND:
+        report.add(
+            "public-package", f"{out} is a participants' package: check it with `opreid validate --public`"
+        )
+        return report
     protocol = release_protocol(info)
     official = protocol in LAYOUTS
     report.summary["protocol"] = protocol
@@ -434,5 +457,202 @@ def validate(out: str | Path) -> ValidationReport:
                 )
                 for image_id in sorted(leaked):
                     report.add("opaque-name", f"public image_id {image_id} is a source image id")
+    report.summary["violations"] = len(report.violations)
+    return report
+
+
+def _databases(root: Path) -> list[Path]:
+    """Database files anywhere under `root` but the image trees (which are searched by name only)."""
+    found = []
+    for folder, dirs, files in os.walk(root):
+        if Path(folder) == root:
+            dirs[:] = [d for d in dirs if d not in _BULK_FOLDERS]
+        found += [Path(folder) / f for f in files if f.lower().endswith(DATABASE_SUFFIXES)]
+    return sorted(found)
+
+
+def _warn_databases(out: Path, report: ValidationReport) -> None:
+    host = DatasetLayout(out).host_dir
+    for path in _databases(out):
+        report.warn(
+            f"{path.relative_to(out).as_posix()} is a database inside the release: a leaderboard database "
+            f"holds the private split, the private scores and the token hashes; move it out of the release "
+            f"(e.g. to {host}/) and keep it mode 0600"
+        )
+
+
+# ---- the participants' package (`opreid release pack`) ------------------------------------------
+#: `dataset.json` `kind` of a public package, and the only keys its dataset.json may hold.
+PACKAGE_KIND = "public_package"
+PACKAGE_KEYS = frozenset(
+    {"schema_version", "kind", "name", "tool", "tool_version", "built_with", "counts", "target_vs_achieved",
+     "public_id_hex_digits", "submission", "release_sha256", "checksums"}
+)  # fmt: skip
+#: What never reaches participants, by top-level name (besides database files anywhere).
+PRIVATE_NAMES = ("private", "masked", "cache", "review")
+
+
+def package_files(root: Path) -> list[str]:
+    """The public files of a package a participant may receive, by POSIX path relative to `root`."""
+    layout = DatasetLayout(root)
+    files = [p.name for p in (*layout.public_top_level, layout.sample_submission, layout.submitting_guide)]
+    return sorted(files)
+
+
+def _private_reason(rel: str) -> str | None:
+    first = rel.split("/", 1)[0]
+    if first in PRIVATE_NAMES:
+        return f"{rel} is a host file ({first}/): participants must never receive it"
+    if rel.lower().endswith(DATABASE_SUFFIXES):
+        return f"{rel} is a database file: a leaderboard database holds the private split and scores"
+    if Path(rel).name.startswith(".opreid"):
+        return f"{rel} is a host marker file"
+    return None
+
+
+def _check_package_files(root: Path, info: dict[str, Any], report: ValidationReport) -> None:
+    listed: dict[str, str] = info.get("checksums") or {}
+    if not listed:
+        report.add("checksum", "dataset.json lists no checksums")
+    expected = set(package_files(root))
+    present = sorted(
+        p.relative_to(root).as_posix() for p in root.rglob("*") if (p.is_file() or p.is_symlink())
+    )
+    for rel in present:
+        path = root / rel
+        if rel == "dataset.json":
+            continue
+        if reason := _private_reason(rel):
+            report.add("private-file", reason)
+        elif path.is_symlink() or not path.is_file():
+            report.add("not-a-file", f"{rel} is a link or not a regular file")
+        elif rel not in expected and not rel.startswith(f"{IMAGES_DIR}/"):
+            report.add("unexpected-file", f"{rel} is not part of a participants' package")
+        elif rel not in listed:
+            report.add("unlisted-file", f"{rel} is not listed in dataset.json checksums")
+    for rel, digest in sorted(listed.items()):
+        path = root / rel
+        if not path.is_file():
+            report.add("missing-file", f"{rel} is listed in dataset.json but missing")
+        elif sha256_file(path) != digest:
+            report.add("checksum", f"{rel} does not match its sha256 in dataset.json (modified)")
+    for rel in sorted(expected - set(present)):
+        if rel not in listed:
+            report.add("missing-file", f"{rel} is missing from the package")
+    report.summary["files_checked"] = len(listed)
+
+
+def _check_package_json(info: dict[str, Any], report: ValidationReport) -> None:
+    if info.get("kind") != PACKAGE_KIND:
+        report.add(
+            "not-a-package",
+            f"dataset.json has kind {info.get('kind')!r}, not {PACKAGE_KIND!r}: write a package with "
+            "`opreid release pack OUT -o PUBLIC`",
+        )
+    for key in sorted(set(info) - PACKAGE_KEYS):
+        why = " (with the source images, the split seed rebuilds the ground truth)" if "seed" in key else ""
+        report.add(
+            "public-metadata", f"dataset.json carries {key!r}, which a participants' package never holds{why}"
+        )
+
+
+def _check_paths(split: str, frame: pd.DataFrame, report: ValidationReport) -> None:
+    """Every manifest path is a plain file name in images/<split>/ (nothing else can be shipped by it)."""
+    prefix = f"{IMAGES_DIR}/{split}/"
+    for rel in frame["path"]:
+        name = str(rel)[len(prefix) :]
+        if not str(rel).startswith(prefix) or not name or "/" in name or name.startswith("."):
+            report.add("manifest-path", f"{split}.parquet names {rel!r}, not a file in {prefix}")
+
+
+def _check_sample(
+    root: Path, num_query: int | None, num_gallery: int | None, report: ValidationReport
+) -> None:
+    path = DatasetLayout(root).sample_submission
+    if not path.is_file():
+        return  # reported as a missing file
+    try:
+        with open(path, "rb") as fh:
+            version = np.lib.format.read_magic(fh)
+            reader = (
+                np.lib.format.read_array_header_1_0
+                if version == (1, 0)
+                else np.lib.format.read_array_header_2_0
+            )
+            shape, fortran, dtype = reader(fh, max_header_size=1 << 16)
+            offset = fh.tell()
+    except (ValueError, OSError, SyntaxError) as exc:
+        report.add("sample-submission", f"{path.name} is not a readable .npy file ({exc})")
+        return
+    expected = (num_query, num_gallery)
+    if None not in expected and tuple(shape) != expected:
+        report.add(
+            "sample-submission",
+            f"{path.name} has shape {tuple(shape)}, expected {expected} (queries x gallery)",
+        )
+    if np.dtype(dtype).kind != "f" or fortran:
+        report.add("sample-submission", f"{path.name} is not a C-ordered float matrix ({np.dtype(dtype)})")
+    elif path.stat().st_size != offset + int(np.prod(shape)) * np.dtype(dtype).itemsize:
+        report.add("sample-submission", f"{path.name} is truncated or has trailing bytes")
+
+
+def _validate_package(root: Path, report: ValidationReport) -> None:
+    layout = DatasetLayout(root)
+    try:
+        info = read_dataset_json(root)
+    except ManifestError as exc:
+        report.add("dataset-json", str(exc))
+        info = {}
+    if info:
+        _check_package_json(info, report)
+        _check_package_files(root, info, report)
+    frames: dict[str, pd.DataFrame] = {}
+    for split, schema in (("train", TRAIN), ("query", QUERY), ("gallery", GALLERY)):
+        path = layout.manifest(split)
+        if not path.is_file():
+            continue  # a missing public file is reported above
+        _check_public_file(path, split, schema, report)
+        frame = _read(path, schema, report)
+        if frame is None:
+            continue
+        frames[split] = frame
+        _check_paths(split, frame, report)
+        _check_files(root, split, frame, report)
+        if split != "train" and not frame["image_id"].is_monotonic_increasing:
+            report.add("row-order", f"{split}.parquet rows are not sorted by image_id (the submission order)")
+    seen: dict[str, str] = {}
+    for split, frame in frames.items():
+        for image_id in frame["image_id"]:
+            if image_id in seen:
+                report.add("duplicate-image", f"image_id {image_id} appears in {seen[image_id]} and {split}")
+            seen.setdefault(image_id, split)
+    sizes = {s: len(frames[s]) if s in frames else None for s in ("query", "gallery")}
+    _check_sample(root, sizes["query"], sizes["gallery"], report)
+    report.summary["counts"] = {s: {"images": len(f)} for s, f in frames.items()}
+
+
+def validate_public(package: str | Path) -> ValidationReport:
+    """Check a participants' package alone (a folder, or the .tar/.tar.gz/.zip `release pack` wrote):
+    only public files, each listed and matching its checksum; no pid, no private column or metadata
+    anywhere; opaque query/gallery names; no EXIF or comment in any image; a sample submission of
+    the right shape. Never raises for a broken package: reports instead."""
+    from opreid_builder.package_archive import package_format, unpack_archive
+
+    package = Path(package)
+    report = ValidationReport(out=package)
+    if package.is_dir():
+        _validate_package(package, report)
+    elif package.is_file() and package_format(package) != "folder":
+        with tempfile.TemporaryDirectory(prefix="opreid-public-") as tmp:
+            try:
+                root = unpack_archive(package, Path(tmp))
+            except BuilderError as exc:
+                report.add("archive", str(exc))
+                return report
+            _validate_package(root, report)
+    else:
+        report.add(
+            "not-a-package", f"{package} is neither a folder nor a .tar, .tar.gz, .tgz or .zip archive"
+        )
     report.summary["violations"] = len(report.violations)
     return report

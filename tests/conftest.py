@@ -60,3 +60,21 @@ def synth_layout(tmp_path_factory) -> Callable:
         return made[fmt]
 
     return get
+
+
+@pytest.fixture(scope="session")
+def built_release(tmp_path_factory):
+    """A small real release (synth -> build-split, through the CLI as a host types it): a folder that
+    holds everything a host has (private/, masked/, cache/), for tests that pack or check it."""
+    from opreid_builder.cli import cli
+
+    root = tmp_path_factory.mktemp("built")
+    raw, out = root / "raw", root / "release"
+    for args in (
+        ["synth", raw, "--identities", "50", "--cameras", "4", "--seed", "1", "--workers", "1"],
+        ["build-split", raw, "-o", out, "--keypoints", raw / "keypoints.parquet", "--preset", "opreid",
+         "--scale", "0.005", "--seed", "1", "--no-progress"],
+    ):  # fmt: skip
+        result = CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+    return out

@@ -38,6 +38,7 @@ COMMANDS = _leaf_commands()
 #: Placeholders: EMPTY (an empty folder), NOWHERE (a missing path), JUNK (a file that is no submission).
 BAD_INPUT = {
     "build-split": (["-o", "EMPTY", "--curated"], ExitCode.INVALID_INPUT, "images.parquet"),
+    "check": (["JUNK", "--data", "EMPTY"], ExitCode.USER, "query.parquet: no such file"),
     "curate": (["EMPTY", "-o", "NOWHERE", "--keypoints", "JUNK"], ExitCode.INVALID_INPUT, "keypoints"),
     "export": (["EMPTY", "-o", "NOWHERE"], ExitCode.USER, "ground truth"),
     "import": (["market1501", "EMPTY", "-o", "NOWHERE"], ExitCode.USER, "missing folder"),
@@ -46,7 +47,13 @@ BAD_INPUT = {
     "leaderboard export": (["--data", "EMPTY"], ExitCode.USER, "no leaderboard at"),
     "leaderboard history": (["alpha", "--data", "EMPTY"], ExitCode.USER, "no leaderboard at"),
     "leaderboard init": (["--data", "EMPTY"], ExitCode.USER, "not a built dataset"),
+    "leaderboard migrate": (["--data", "EMPTY"], ExitCode.USER, "no leaderboard at"),
+    "leaderboard phase close": (["final", "--data", "EMPTY"], ExitCode.USER, "no leaderboard at"),
+    "leaderboard phase list": (["--data", "EMPTY"], ExitCode.USER, "no leaderboard at"),
+    "leaderboard phase set": (["final", "--data", "EMPTY"], ExitCode.USER, "no leaderboard at"),
     "leaderboard quota": (["--data", "EMPTY"], ExitCode.USER, "no leaderboard at"),
+    "leaderboard reveal": (["--data", "EMPTY"], ExitCode.USER, "no leaderboard at"),
+    "leaderboard select": (["--data", "EMPTY"], ExitCode.USER, "no leaderboard at"),
     "leaderboard serve": (["--data", "EMPTY"], ExitCode.USER, "no leaderboard at"),
     "leaderboard show": (["--data", "EMPTY"], ExitCode.USER, "no leaderboard at"),
     "leaderboard submit": (["JUNK", "--method", "m", "--data", "EMPTY"], ExitCode.USER, "no leaderboard at"),
@@ -55,6 +62,7 @@ BAD_INPUT = {
     "leaderboard team revoke": (["alpha", "--data", "EMPTY"], ExitCode.USER, "no leaderboard at"),
     "occlusion calibrate": (["--occluded", "EMPTY", "--holistic", "EMPTY", "--keypoints", "JUNK"],
                             ExitCode.INVALID_INPUT, "keypoints"),
+    "release pack": (["EMPTY", "-o", "NOWHERE"], ExitCode.INVALID_INPUT, "dataset.json: no such file"),
     "review": (["EMPTY"], ExitCode.INVALID_INPUT, "images.parquet"),
     "score": (["JUNK", "--data", "EMPTY"], ExitCode.USER, "query.parquet: no such file"),
     "synth": (["NOWHERE", "--identities", "0"], ExitCode.USER, "identities"),
@@ -95,7 +103,9 @@ def test_bad_input_follows_the_policy(command, places, run_opreid, expect_error,
     expect_error(result, f"opreid {command}", code, fragment)
 
 
-@pytest.mark.parametrize("group", ["leaderboard", "leaderboard team", "occlusion"])
+@pytest.mark.parametrize(
+    "group", ["leaderboard", "leaderboard team", "leaderboard phase", "occlusion", "release"]
+)
 def test_unknown_subcommand_names_its_group(group, run_opreid, expect_error):
     expect_error(
         run_opreid(*group.split(), "nope"), f"opreid {group}", ExitCode.USER, "No such command 'nope'"

@@ -66,7 +66,7 @@ def test_full_flow_text_and_json(cli_board, caplog):
     shown = json.loads(run("show", "--data", out, "--json").stdout)
     assert [row["team"] for row in shown["rows"]] == ["beta", "alpha"] and shown["view"] == "public"
     text = run("show", "--data", out).stdout
-    assert text.splitlines()[0] == "public standings, sorted by mAP" and "Best" in text
+    assert text.splitlines()[0] == "public standings, development phase, sorted by mAP" and "Best" in text
     r = run("show", "--private", "--data", out, code=3)
     assert "host token" in r.stderr
     priv = json.loads(run("show", "--private", "--data", out, "--json", "--token", b["host"]).stdout)
@@ -82,8 +82,12 @@ def test_full_flow_text_and_json(cli_board, caplog):
         ("beta", None, True),
         ("alpha", 1, False),
     ]
-    hist = json.loads(run("history", "alpha", "--data", out, "--json").stdout)
+    run("history", "alpha", "--data", out, code=3)  # not public: the team's token or the host's
+    hist = json.loads(run("history", "alpha", "--data", out, "--json", "--token", b["host"]).stdout)
     assert [h["method"] for h in hist] == ["Mid"]
+    own = json.loads(run("history", "--data", out, "--json", "--token", b["teams"]["alpha"]).stdout)
+    assert own == hist
+    run("history", "alpha", "--data", out, "--token", b["teams"]["beta"], code=3)
     teams = json.loads(run("team", "list", "--data", out, "--json", "--token", b["host"]).stdout)
     assert {t["name"]: t["submissions"] for t in teams} == {"alpha": 1, "beta": 1}
     run("team", "revoke", "alpha", "--data", out, "--token", b["host"])
@@ -126,13 +130,13 @@ def test_quota_exhausted_exit_3(cli_board):
 
 def test_database_resolution_and_errors(cli_board, tmp_path):
     b = cli_board
-    db = f"{b['out']}/leaderboard.db"
+    db = f"{b['out']}.host/leaderboard.db"  # beside the release, never in it
     assert json.loads(run("show", "--json", env={"OPREID_LEADERBOARD_DB": db}).stdout)["rows"] == []
     assert json.loads(run("show", "--json", "--db", db).stdout)["rows"] == []
     r = run("show", code=1, env={"OPREID_LEADERBOARD_DB": ""})
     assert "pass --db PATH|URL or --data OUT" in r.stderr and len(r.stderr.strip().splitlines()) == 1
     r = run("show", "--data", str(tmp_path / "nowhere"), code=1)
-    assert "no leaderboard at" in r.stderr
+    assert "no leaderboard at" in r.stderr and "leaderboard init" in r.stderr
     r = run("init", "--data", b["out"], code=1)
     assert "already holds a leaderboard" in r.stderr
     r = run("team", "add", "x", "--data", b["out"], "--token", "olb_wrong", code=3)

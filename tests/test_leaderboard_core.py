@@ -218,7 +218,10 @@ def test_public_standings_best_per_team_ties_and_baselines(board):
     assert b1.submission_id == rows[2].submission_id
     assert st.columns[0] == "mAP" and "rank1" in st.columns
     assert all(r.private_metrics is None for r in rows)
-    assert [h["id"] for h in team_history(store, "alpha")] == [a2.submission_id, a1.submission_id]
+    assert [h["id"] for h in team_history(store, board["host"], "alpha")] == [
+        a2.submission_id,
+        a1.submission_id,
+    ]
 
 
 def test_private_view_needs_host_and_ranks_by_private(board):

@@ -27,7 +27,7 @@ dataset = lf.dataset
 @pytest.fixture
 def site(dataset, tmp_path):
     out, data = dataset
-    store = Store(out / "leaderboard.db")
+    store = Store(tmp_path / "leaderboard.db")
     host = create_board(store, out, BoardSettings(name="TestBoard", daily_quota=3, total_quota=10))
     teams = {n: add_team(store, host, n) for n in ("alpha", "beta")}
 
@@ -46,6 +46,7 @@ def site(dataset, tmp_path):
         "client": client,
         "out": out,
         "data": data,
+        "db": str(tmp_path / "leaderboard.db"),
     }
     store.dispose()
 
@@ -72,11 +73,14 @@ def test_api_submit_standings_history_and_errors(site):
     st = c.get("/api/standings").json()
     assert [row["team"] for row in st["rows"]] == ["beta", "alpha"] and st["view"] == "public"
     assert "private_metrics" not in json.dumps(st)
-    hist = c.get("/api/teams/alpha/submissions").json()
-    assert [s["method"] for s in hist["submissions"]] == ["A1"] and hist["submissions"][0][
-        "url"
-    ] == "https://x.org/a"
-    assert c.get("/api/teams/nobody/submissions").status_code == 404
+    # a team's history: that team's token or the host's, nobody else's
+    assert c.get("/api/teams/alpha/submissions").status_code == 401
+    assert c.get("/api/teams/alpha/submissions", headers=auth(teams["beta"])).status_code == 401
+    for token in (teams["alpha"], site["host"]):
+        hist = c.get("/api/teams/alpha/submissions", headers=auth(token)).json()
+        assert [s["method"] for s in hist["submissions"]] == ["A1"]
+        assert hist["submissions"][0]["url"] == "https://x.org/a" and hist["submissions"][0]["counts"]
+    assert c.get("/api/teams/nobody/submissions", headers=auth(site["host"])).status_code == 404
     assert c.get("/api/info").json()["name"] == "TestBoard"
     assert c.get("/api/quota", headers=auth(teams["alpha"])).json()["daily_used"] == 1
     # errors: invalid file (no quota used), no token, wrong token, bad url, private view without host
@@ -132,9 +136,13 @@ def test_pages_form_upload_sorting_and_host_view(site):
     page = c.get("/?sort=team&order=desc").text
     assert page.index(">beta<") < page.index(">alpha<")
     assert c.get("/?sort=DROP TABLE").status_code == 200  # unknown sort key falls back to rank
+    assert c.get("/teams/alpha").status_code == 401  # not signed in: a team's history is not public
+    assert c.post("/team", data={"token": teams["alpha"]}).status_code == 200  # signs in (a cookie)
     team = c.get("/teams/alpha").text
     assert "&lt;b&gt;Alpha&lt;/b&gt;" in team and 'href="https://x.org/p"' in team
-    assert c.get("/teams/nobody").status_code == 404
+    assert teams["alpha"] not in team
+    assert c.get("/teams/beta").status_code == 401  # another team's history
+    c.post("/signout")
     assert "Host token" in c.get("/host").text
     r = c.post("/host", data={"token": teams["alpha"]})
     assert r.status_code == 401 and "private-standings" not in r.text
@@ -205,10 +213,10 @@ def test_nothing_public_reveals_the_private_subset(site, tmp_path):
                files={"file": ("p.npy", (tmp_path / "p1.npy").read_bytes())})  # fmt: skip
     blobs.append(r.content)
     for fmt in ("csv", "json", "md"):
-        res = CliRunner().invoke(leaderboard, ["export", "--format", fmt, "--data", str(site["out"])])
+        res = CliRunner().invoke(leaderboard, ["export", "--format", fmt, "--db", site["db"]])
         assert res.exit_code == 0
         blobs.append(res.stdout.encode())
-    res = CliRunner().invoke(leaderboard, ["show", "--json", "--data", str(site["out"])])
+    res = CliRunner().invoke(leaderboard, ["show", "--json", "--db", site["db"]])
     blobs.append(res.stdout.encode())
     public = b"\n".join(blobs)
 
@@ -310,3 +318,60 @@ def test_log_redaction_keeps_uvicorn_access_records_formattable():
     split = logging.LogRecord("uvicorn.error", logging.INFO, __file__, 1, "olb_%s", (token[4:],), None)
     assert logging.getLogger("uvicorn.error").filter(split)
     assert token[4:] not in split.getMessage()
+
+
+def test_api_phases_selection_reveal_and_cookie_forms(dataset, tmp_path):
+    """The API and the pages of a challenge's end: select, close, reveal; refusals carry the dates."""
+    from datetime import datetime
+
+    from benchmarks.leaderboard.store import utcnow
+
+    out, data = dataset
+    store = Store(tmp_path / "lb.db")
+    now = utcnow()
+    host = create_board(
+        store, out, BoardSettings(dev_start=now - timedelta(days=2), final_start=now - timedelta(days=1))
+    )
+    alpha = add_team(store, host, "alpha")
+    c = TestClient(create_app(store))
+    payload = lf.write_submission(tmp_path / "a.npy", lf.distance_matrix(data, 0.7, 1)).read_bytes()
+    r = c.post("/api/submit", headers=auth(alpha), data={"method": "A"}, files={"file": ("a.npy", payload)})
+    assert r.status_code == 201 and r.json()["phase"] == "final"
+    sid = r.json()["submission_id"]
+    info = c.get("/api/info").json()
+    assert [(p["name"], p["state"]) for p in info["phases"]] == [("development", "closed"), ("final", "open")]
+    assert c.post("/api/selection", headers=auth(alpha), json={"submission_ids": [sid]}).json()[
+        "selected"
+    ] == [sid]
+    assert c.get("/api/selection", headers=auth(alpha)).json()["counts"][0]["reason"] == "selected"
+    assert c.post("/api/selection", headers=auth(alpha), json={"submission_ids": [999]}).status_code == 400
+    assert c.get("/api/standings?view=private&phase=final").status_code == 401
+    r = c.post("/api/reveal", headers=auth(host))
+    assert r.status_code == 403 and "final phase is open" in r.json()["error"]
+    assert c.post("/api/phases/final/close", headers=auth(alpha)).status_code == 401
+    assert c.post("/api/phases/final/close", headers=auth(host)).json()["phases"][1]["state"] == "closed"
+    r = c.post(
+        "/api/submit", headers=auth(alpha), data={"method": "late"}, files={"file": ("a.npy", payload)}
+    )
+    assert (
+        r.status_code == 403
+        and "submissions are closed" in r.json()["error"]
+        and "final:" in r.json()["error"]
+    )
+    assert c.post("/api/selection", headers=auth(alpha), json={"submission_ids": []}).status_code == 403
+    assert 'id="final-standings"' not in c.get("/").text  # closed, not yet revealed
+    # the host's page: signs in with a cookie; a cross-site form post is refused
+    assert c.post("/host", data={"token": host}).status_code == 200
+    r = c.post("/host/reveal", headers={"origin": "https://evil.example"}, follow_redirects=False)
+    assert r.status_code == 401
+    r = c.post("/host/reveal", follow_redirects=False)
+    assert r.status_code == 303
+    revealed = c.get("/api/standings?view=private&phase=final").json()  # public now, no token
+    assert (
+        revealed["revealed"]
+        and revealed["rows"][0]["submission_id"] == sid
+        and revealed["rows"][0]["selected"]
+    )
+    assert 'id="final-standings"' in c.get("/").text
+    assert datetime.fromisoformat(c.get("/api/info").json()["revealed_at"].rstrip("Z")) >= now
+    store.dispose()

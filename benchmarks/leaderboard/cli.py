@@ -1,24 +1,27 @@
-"""`opreid leaderboard ...`: create a leaderboard, manage teams, submit, show, export, serve.
+"""`opreid leaderboard ...`: create a leaderboard, manage teams and phases, submit, select, show,
+reveal, export, serve.
 
-The database is `--db PATH|URL`, else $OPREID_LEADERBOARD_DB, else OUT/leaderboard.db for
-`--data OUT`. Tokens come from `--token` or $OPREID_LEADERBOARD_TOKEN (the variable keeps them out
-of shell history and `ps`). Exit codes follow the error policy: 1 error, 2 invalid submission (no
-quota used), 3 refused (quota exhausted, bad or missing token).
+The database is `--db PATH|URL`, else $OPREID_LEADERBOARD_DB, else the leaderboard of the release
+`--data OUT` (the one `init` recorded, by default `OUT.host/leaderboard.db`: outside the release).
+Tokens come from `--token` or $OPREID_LEADERBOARD_TOKEN (the variable keeps them out of shell
+history and `ps`). Times are UTC, ISO 8601 (`2025-03-01`, `2025-03-01T12:00`, `...Z`). Exit codes
+follow the error policy: 1 error, 2 invalid submission (no quota used), 3 refused (quota exhausted,
+bad or missing token, no phase open, private board not revealed).
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from pathlib import Path
+from datetime import datetime, timezone
 from typing import Any
 
 import click
 
-from benchmarks.leaderboard.errors import LeaderboardError
+from benchmarks.feature_distances import METRICS
 from benchmarks.leaderboard.export import FORMATS as EXPORT_FORMATS
 from benchmarks.leaderboard.settings import BoardSettings, WebSettings
-from benchmarks.leaderboard.store import DB_FILENAME, Store
+from benchmarks.leaderboard.store import PHASES, Store
 
 _BOARD = BoardSettings()
 _WEB = WebSettings()
@@ -26,21 +29,33 @@ TOKEN_ENV = "OPREID_LEADERBOARD_TOKEN"
 DB_ENV = "OPREID_LEADERBOARD_DB"
 
 
+class UtcTime(click.ParamType):
+    """An ISO 8601 date or date-time; with an offset it is converted, without one it is UTC."""
+
+    name = "UTC-TIME"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> datetime:
+        if isinstance(value, datetime):
+            return value
+        try:
+            parsed = datetime.fromisoformat(str(value).strip().replace("Z", "+00:00"))
+        except ValueError:
+            self.fail(f"{value!r} is not an ISO 8601 date or time (e.g. 2025-03-01 or 2025-03-01T12:00Z)")
+        if parsed.tzinfo is not None:
+            parsed = parsed.astimezone(timezone.utc).replace(tzinfo=None)
+        return parsed
+
+
 def _open(db: str | None, data: str | None) -> Store:
-    if db:
-        return Store(db)
-    if data:
-        path = Path(data) / DB_FILENAME
-        if not path.is_file():
-            raise LeaderboardError(f"no leaderboard at {path}; run `opreid leaderboard init --data {data}`")
-        return Store(path)
-    raise LeaderboardError(f"which leaderboard? pass --db PATH|URL or --data OUT, or set {DB_ENV}")
+    from benchmarks.leaderboard.board import open_store
+
+    return open_store(db, data)
 
 
 def _store_options(fn: Callable) -> Callable:
     fn = click.option("--json", "as_json", is_flag=True, help="Machine-readable output on stdout.")(fn)
     fn = click.option(
-        "--data", type=click.Path(file_okay=False), help="Built dataset OUT (db: OUT/leaderboard.db)."
+        "--data", type=click.Path(file_okay=False), help="Built dataset OUT (its recorded leaderboard)."
     )(fn)
     fn = click.option("--db", envvar=DB_ENV, help=f"Database file or URL (env {DB_ENV}).")(fn)
     return fn
@@ -50,20 +65,31 @@ def _token_option(help_text: str) -> Callable:
     return click.option("--token", envvar=TOKEN_ENV, show_envvar=True, help=help_text)
 
 
+def _phase_option(fn: Callable) -> Callable:
+    return click.option(
+        "--phase", type=click.Choice(PHASES), default=None,
+        help="Phase to show (default: the open one, else the latest that has begun).",
+    )(fn)  # fmt: skip
+
+
 def _emit(as_json: bool, payload: Any, text: str) -> None:
     click.echo(json.dumps(payload, indent=2, sort_keys=True) if as_json else text)
 
 
 @click.group("leaderboard")
 def leaderboard() -> None:
-    """Run a leaderboard: teams, quotas, hidden public/private split, standings, a web page."""
+    """Run a leaderboard: teams, quotas, phases, a hidden public/private split, a web page."""
 
 
 @leaderboard.command("init")
 @click.option(
     "--data", required=True, type=click.Path(exists=True, file_okay=False), help="Built dataset OUT."
 )
-@click.option("--db", envvar=DB_ENV, help="Database file or URL (default OUT/leaderboard.db).")
+@click.option("--db", envvar=DB_ENV, help="Database file or URL (default HOST_DIR/leaderboard.db).")
+@click.option(
+    "--host-dir", type=click.Path(file_okay=False),
+    help="Host folder for the database, outside the release (default: OUT.host/ beside OUT, mode 0700).",
+)  # fmt: skip
 @click.option("--name", default=_BOARD.name, show_default=True, help="Leaderboard title.")
 @click.option("--sort-metric", default=_BOARD.sort_metric, show_default=True, help="mAP, mINP or rankK.")
 @click.option(
@@ -87,29 +113,56 @@ def leaderboard() -> None:
     show_default=True,
     help="Share of queries in the hidden private subset.",
 )
+@click.option(
+    "--selection-limit", type=click.IntRange(min=1), default=_BOARD.selection_limit, show_default=True,
+    help="Submissions a team may select for the private board, per phase.",
+)  # fmt: skip
+@click.option("--dev-start", type=UtcTime(), help="Development phase start (default: open now).")
+@click.option("--dev-end", type=UtcTime(), help="Development phase end (default: when final starts).")
+@click.option("--final-start", type=UtcTime(), help="Final phase start (default: scheduled later).")
+@click.option("--final-end", type=UtcTime(), help="Final phase end (default: until the host closes it).")
 @click.option("--seed", type=int, default=None, help="Seed of the hidden split (default: random and secret).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output on stdout.")
-def init_cmd(data, db, name, sort_metric, daily_quota, total_quota, private_fraction, seed, as_json) -> None:
-    """Create a leaderboard for a built dataset; prints the host token (shown once)."""
-    from benchmarks.leaderboard.board import create_board
+def init_cmd(data, db, host_dir, name, sort_metric, daily_quota, total_quota, private_fraction,
+             selection_limit, dev_start, dev_end, final_start, final_end, seed, as_json) -> None:  # fmt: skip
+    """Create a leaderboard for a built dataset; prints where its database is and the host token (shown once)."""
+    from benchmarks.leaderboard.board import init_board
 
-    store = Store(db or Path(data) / DB_FILENAME)
     settings = BoardSettings(
-        name=name,
-        sort_metric=sort_metric,
-        daily_quota=daily_quota or None,
-        total_quota=total_quota or None,
-        private_fraction=private_fraction,
-        seed=seed,
+        name=name, sort_metric=sort_metric, daily_quota=daily_quota or None, total_quota=total_quota or None,
+        private_fraction=private_fraction, seed=seed, selection_limit=selection_limit,
+        dev_start=dev_start, dev_end=dev_end, final_start=final_start, final_end=final_end,
+    )  # fmt: skip
+    result = init_board(data, settings, db=db, host_dir=host_dir)
+    reach = (
+        f"outside the release; `--data {data}` finds it"
+        if result.is_file
+        else "pass --db with its URL, or set OPREID_LEADERBOARD_DB, to reach it"
     )
-    token = create_board(store, data, settings)
     _emit(
         as_json,
-        {"db": store.display_url, "host_token": token},
-        f"leaderboard created in {store.display_url}\nhost token (keep it secret; shown once):\n{token}",
+        result.to_json(),
+        f"leaderboard created in {result.db} ({reach})\nhost token (keep it secret; shown once):\n{result.host_token}",
     )
 
 
+@leaderboard.command("migrate")
+@_store_options
+@_token_option("Host token.")
+def migrate_cmd(db, data, as_json, token) -> None:
+    """Upgrade a database made by an older opreid in place (back it up first)."""
+    from benchmarks.leaderboard.migrate import migrate
+
+    result = migrate(_open(db, data), token)
+    text = (
+        f"{result['db']}: upgraded from schema {result['from']} to {result['to']}"
+        if result["migrated"]
+        else f"{result['db']}: already at schema {result['to']}"
+    )
+    _emit(as_json, result, text)
+
+
+# ---- teams --------------------------------------------------------------------------------------
 @leaderboard.group("team")
 def team() -> None:
     """Add, revoke and list teams (host token required)."""
@@ -161,34 +214,103 @@ def team_list(db, data, as_json, token) -> None:
     _emit(as_json, rows, text)
 
 
+# ---- phases -------------------------------------------------------------------------------------
+@leaderboard.group("phase")
+def phase() -> None:
+    """Show, schedule and close the development and final phases."""
+
+
+def _phases_text(rows: list[dict]) -> str:
+    def when(value: str | None, none: str) -> str:
+        return none if value is None else value.replace("T", " ")[:16] + " UTC"
+
+    return "\n".join(
+        f"{r['name']:<12} {r['state']:<12} "
+        + ("" if r["state"] == "unscheduled" else
+           f"{when(r['starts_at'], 'from the start')} - {when(r['ends_at'], 'until closed')}")
+        for r in rows
+    )  # fmt: skip
+
+
+@phase.command("list")
+@_store_options
+def phase_list(db, data, as_json) -> None:
+    """The phases, their dates and their state now."""
+    from benchmarks.leaderboard.board import board_info
+
+    rows = board_info(_open(db, data))["phases"]
+    _emit(as_json, rows, _phases_text(rows))
+
+
+@phase.command("set")
+@click.argument("name", type=click.Choice(PHASES))
+@click.option("--start", type=UtcTime(), help="New start (UTC).")
+@click.option("--end", type=UtcTime(), help="New end (UTC); a past end closes the phase.")
+@click.option("--no-end", is_flag=True, help="Remove the end: open until the host closes it.")
+@_store_options
+@_token_option("Host token.")
+def phase_set(name, start, end, no_end, db, data, as_json, token) -> None:
+    """Schedule a phase (host). Scheduling final ends an open-ended development phase when final starts."""
+    from benchmarks.leaderboard.phases import set_phase
+
+    rows = set_phase(_open(db, data), token, name, starts_at=start, ends_at=end, clear_end=no_end)
+    _emit(as_json, rows, _phases_text(rows))
+
+
+@phase.command("close")
+@click.argument("name", type=click.Choice(PHASES))
+@_store_options
+@_token_option("Host token.")
+def phase_close(name, db, data, as_json, token) -> None:
+    """Close an open phase now (host): no more submissions or selections in it."""
+    from benchmarks.leaderboard.phases import close_phase
+
+    rows = close_phase(_open(db, data), token, name)
+    _emit(as_json, rows, _phases_text(rows))
+
+
+@leaderboard.command("reveal")
+@_store_options
+@_token_option("Host token.")
+def reveal_cmd(db, data, as_json, token) -> None:
+    """Make the final phase's private standings public (host; only after the final phase has closed)."""
+    from benchmarks.leaderboard.phases import reveal
+
+    when = reveal(_open(db, data), token)
+    stamp = when.isoformat() + "Z"
+    _emit(as_json, {"revealed_at": stamp}, f"private standings revealed ({stamp}); "
+          "`opreid leaderboard show --private --phase final` now shows them to anyone")  # fmt: skip
+
+
+# ---- teams' commands ----------------------------------------------------------------------------
 @leaderboard.command("submit")
 @click.argument("submission", type=click.Path(exists=True, dir_okay=False))
 @click.option("--method", required=True, help="Method name shown in the standings.")
 @click.option("--url", help="Paper or code URL (http/https).")
 @click.option("--description", help="Free text.")
 @click.option("--similarity", is_flag=True, help="The matrix holds similarities (higher is closer).")
+@click.option(
+    "--metric", type=click.Choice(METRICS), default=METRICS[0], show_default=True,
+    help="Distance for .npz features.",
+)  # fmt: skip
 @_store_options
 @_token_option("Team token.")
-def submit_cmd(submission, method, url, description, similarity, db, data, as_json, token) -> None:
+def submit_cmd(submission, method, url, description, similarity, metric, db, data, as_json, token) -> None:
     """Validate, score and record a submission; prints its public scores and the quota left."""
     from benchmarks.leaderboard.submissions import submit
 
     result = submit(
-        _open(db, data),
-        submission,
-        token,
-        method=method,
-        url=url,
-        description=description,
-        similarity=similarity,
-    )
+        _open(db, data), submission, token, method=method, url=url, description=description,
+        similarity=similarity, metric=metric,
+    )  # fmt: skip
     payload = result.to_json()
     metrics = ", ".join(f"{k} {v}" for k, v in payload["metrics"].items() if not k.startswith("num_"))
+    track = "" if result.truncated_at is None else f" (ranked list: track {result.track}, ranked apart)"
     _emit(
         as_json,
         payload,
-        f"submission {result.submission_id} recorded for team {result.team!r}\n"
-        f"public scores: {metrics}\n{result.quota.describe()}",
+        f"submission {result.submission_id} recorded for team {result.team!r} in the {result.phase} "
+        f"phase{track}\npublic scores: {metrics}\n{result.quota.describe()}",
     )
 
 
@@ -203,38 +325,92 @@ def quota_cmd(db, data, as_json, token) -> None:
     _emit(as_json, status.to_json(), status.describe())
 
 
-def _standings(db, data, private: bool, token: str | None):
+def _selection_text(status: dict) -> str:
+    lines = [
+        f"team {status['team']!r}, {status['phase']} phase: {len(status['selected'])} of at most "
+        f"{status['limit']} selected{' (frozen: the phase is closed)' if status['frozen'] else ''}",
+        "counts for the private board:" if status["counts"] else "no submission yet in this phase",
+    ]
+    for c in status["counts"]:
+        score = " ".join(f"{k}={v}" for k, v in c["metrics"].items() if not k.startswith("num_"))
+        lines.append(f"  {c['submission_id']}\t{c['track']}\t{c['method']}\t{c['reason']}\t{score}")
+    return "\n".join(lines)
+
+
+@leaderboard.command("select")
+@click.argument("submission_ids", nargs=-1, type=int)
+@click.option("--clear", is_flag=True, help="Select nothing: the best public submission counts.")
+@_store_options
+@_token_option("Team token.")
+def select_cmd(submission_ids, clear, db, data, as_json, token) -> None:
+    """Choose the submissions that count for the private board (none given: show what counts)."""
+    from benchmarks.leaderboard.selection import update_selection
+
+    status = update_selection(_open(db, data), token, submission_ids, clear=clear)
+    _emit(as_json, status, _selection_text(status))
+
+
+@leaderboard.command("history")
+@click.argument("team_name", required=False)
+@_store_options
+@_token_option("Team token (its own history) or host token (any team's).")
+def history_cmd(team_name, db, data, as_json, token) -> None:
+    """A team's submissions with their public scores and what counts (that team or the host only)."""
+    from benchmarks.leaderboard.submissions import team_history
+
+    rows = team_history(_open(db, data), token, team_name)
+    text = (
+        "\n".join(
+            f"{r['id']}\t{r['submitted_at']}\t{r['phase']}\t{r['track']}\t{r['method']}\t"
+            + " ".join(f"{k}={v}" for k, v in r["metrics"].items() if not k.startswith("num_"))
+            + ("\tcounts" if r["counts"] else "")
+            for r in rows
+        )
+        or "no submissions"
+    )
+    _emit(as_json, rows, text)
+
+
+# ---- standings ----------------------------------------------------------------------------------
+def _standings(db, data, private: bool, token: str | None, phase: str | None):
     from benchmarks.leaderboard.standings import compute_standings
 
-    return compute_standings(_open(db, data), private=private, host_token=token)
+    return compute_standings(_open(db, data), private=private, host_token=token, phase=phase)
 
 
 def _text_table(standings) -> str:
     cols = standings.columns
-    header = ["#", "team", "method", *cols] + ([f"private {c}" for c in cols] if standings.private else [])
-    lines = [header]
-    for r in standings.rows:
-        row = ["base" if r.baseline else str(r.rank), r.team, r.method]
-        row += ["" if r.metrics.get(c) is None else f"{r.metrics[c]:.4f}" for c in cols]
-        if standings.private:
-            row += [
-                "" if (r.private_metrics or {}).get(c) is None else f"{r.private_metrics[c]:.4f}"
-                for c in cols
-            ]
-        lines.append(row)
-    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    out = ["  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip() for line in lines]
-    title = f"{'PRIVATE' if standings.private else 'public'} standings, sorted by {standings.sort_metric}"
-    return "\n".join([title, *out] if standings.rows else [title, "no submissions yet"])
+    view = "PRIVATE" if standings.private else "public"
+    title = f"{view} standings, {standings.phase} phase, sorted by {standings.sort_metric}"
+    if not standings.all_rows:
+        return "\n".join([title, "no submissions yet"])
+    out = [title]
+    for track, rows in standings.tracks.items():
+        header = ["#", "team", "method", *cols]
+        header += [f"private {c}" for c in cols] if standings.private else []
+        lines = [header]
+        for r in rows:
+            row = ["base" if r.baseline else str(r.rank), r.team, r.method]
+            row += ["" if r.metrics.get(c) is None else f"{r.metrics[c]:.4f}" for c in cols]
+            if standings.private:
+                private = r.private_metrics or {}
+                row += ["" if private.get(c) is None else f"{private[c]:.4f}" for c in cols]
+            lines.append(row)
+        widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+        if track != "full":
+            out.append(f"ranked lists, {track} (metrics truncated at K; ranked apart):")
+        out += ["  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in lines]
+    return "\n".join(out)
 
 
 @leaderboard.command("show")
-@click.option("--private", is_flag=True, help="Host view: private scores (needs the host token).")
+@click.option("--private", is_flag=True, help="Private scores: the host's, or anyone's once revealed.")
+@_phase_option
 @_store_options
-@_token_option("Host token (for --private).")
-def show_cmd(private, db, data, as_json, token) -> None:
+@_token_option("Host token (for --private before the reveal).")
+def show_cmd(private, phase, db, data, as_json, token) -> None:
     """Print the standings (public unless --private)."""
-    standings = _standings(db, data, private, token)
+    standings = _standings(db, data, private, token, phase)
     _emit(as_json, standings.to_json(), _text_table(standings))
 
 
@@ -243,15 +419,18 @@ def show_cmd(private, db, data, as_json, token) -> None:
     "--format", "fmt", type=click.Choice(EXPORT_FORMATS), default=EXPORT_FORMATS[0], show_default=True
 )
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="File to write (default stdout).")
-@click.option("--private", is_flag=True, help="Host view: include private scores (needs the host token).")
+@click.option(
+    "--private", is_flag=True, help="Include private scores (the host's, or anyone's once revealed)."
+)
+@_phase_option
 @_store_options
-@_token_option("Host token (for --private).")
-def export_cmd(fmt, output, private, db, data, as_json, token) -> None:
+@_token_option("Host token (for --private before the reveal).")
+def export_cmd(fmt, output, private, phase, db, data, as_json, token) -> None:
     """Export the standings as CSV, JSON or Markdown."""
     from benchmarks.leaderboard.export import render
     from manifests import atomic_write_text
 
-    text = render(_standings(db, data, private, token), fmt)
+    text = render(_standings(db, data, private, token, phase), fmt)
     if output:
         atomic_write_text(output, text)
         if as_json:
@@ -277,25 +456,6 @@ def baseline_cmd(submission_id, unset, db, data, as_json, token) -> None:
     )
 
 
-@leaderboard.command("history")
-@click.argument("team_name")
-@_store_options
-def history_cmd(team_name, db, data, as_json) -> None:
-    """A team's submissions with their public scores."""
-    from benchmarks.leaderboard.submissions import team_history
-
-    rows = team_history(_open(db, data), team_name)
-    text = (
-        "\n".join(
-            f"{r['id']}\t{r['submitted_at']}\t{r['method']}\t"
-            + " ".join(f"{k}={v}" for k, v in r["metrics"].items() if not k.startswith("num_"))
-            for r in rows
-        )
-        or "no submissions"
-    )
-    _emit(as_json, rows, text)
-
-
 @leaderboard.command("serve")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, type=int, show_default=True)
@@ -315,9 +475,11 @@ def history_cmd(team_name, db, data, as_json) -> None:
     help="Request timeout in seconds.",
 )
 @click.option("--db", envvar=DB_ENV, help=f"Database file or URL (env {DB_ENV}).")
-@click.option("--data", type=click.Path(file_okay=False), help="Built dataset OUT (db: OUT/leaderboard.db).")
+@click.option(
+    "--data", type=click.Path(file_okay=False), help="Built dataset OUT (its recorded leaderboard)."
+)
 def serve_cmd(host, port, max_upload_mb, timeout_s, db, data) -> None:
-    """Serve the standings page, team histories, an upload form and a JSON API."""
+    """Serve the standings page, the team and host pages, an upload form and a JSON API."""
     import uvicorn
 
     from benchmarks.leaderboard.web import create_app, install_log_redaction

@@ -1,7 +1,7 @@
 """Typed errors of the leaderboard; the CLI root and the web app turn each into one message.
 
-Exit codes follow the error policy (manifests/errors.py): refusals (token, quota) exit 3, a rejected
-submission exits 2, everything else 1.
+Exit codes follow the error policy (manifests/errors.py): refusals (token, quota, a closed phase, a
+board not yet revealed) exit 3, a rejected submission exits 2, everything else 1.
 """
 
 from __future__ import annotations
@@ -15,6 +15,10 @@ class LeaderboardError(OpreidError):
 
 class NotInitialisedError(LeaderboardError):
     """The database holds no leaderboard (run `opreid leaderboard init`)."""
+
+
+class OutdatedSchemaError(LeaderboardError):
+    """The database was made by another opreid version; the message says how to upgrade it."""
 
 
 class AlreadyInitialisedError(LeaderboardError):
@@ -70,3 +74,19 @@ class DatasetChangedError(LeaderboardError):
 
 class SubmissionAbandonedError(LeaderboardError):
     """Scoring outlived the request timeout; nothing was recorded and no quota was used."""
+
+
+class PhaseClosedError(LeaderboardError):
+    """No phase is open now (or the phase an action needs is over); the message gives the phases' dates."""
+
+    exit_code = ExitCode.REFUSED
+
+
+class NotRevealedError(LeaderboardError):
+    """The private board is the host's until the final phase has closed and the host has revealed it."""
+
+    exit_code = ExitCode.REFUSED
+
+
+class SelectionError(LeaderboardError):
+    """A selection for the private board that cannot be made (too many, another team's, another phase)."""

@@ -12,14 +12,13 @@ FORMATS = ("csv", "json", "md")
 
 
 def _table(standings: Standings) -> tuple[list[str], list[list[object]]]:
-    cols = standings.columns
-    private_cols = (
-        metric_columns([r.private_metrics or {} for r in standings.rows]) if standings.private else []
-    )
+    """One row per standing, every track (`full`, `top-K`), ranks counted within each track."""
+    cols, every = standings.columns, standings.all_rows
+    private_cols = metric_columns([r.private_metrics or {} for r in every]) if standings.private else []
     header = ["rank", "team", "method", "submitted_at", "baseline", "submissions", *cols]
-    header += [f"private_{c}" for c in private_cols] + ["url", "submission_id"]
+    header += [f"private_{c}" for c in private_cols] + ["track", "phase", "url", "submission_id"]
     rows = []
-    for r in standings.rows:
+    for r in every:
         row: list[object] = [
             "" if r.rank is None else r.rank,
             r.team,
@@ -29,7 +28,8 @@ def _table(standings: Standings) -> tuple[list[str], list[list[object]]]:
             r.submissions,
             *(r.metrics.get(c) for c in cols),
         ]
-        row += [(r.private_metrics or {}).get(c) for c in private_cols] + [r.url or "", r.submission_id]
+        row += [(r.private_metrics or {}).get(c) for c in private_cols]
+        row += [r.track, standings.phase, r.url or "", r.submission_id]
         rows.append(row)
     return header, rows
 

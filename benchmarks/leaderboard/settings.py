@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 
 @dataclass(frozen=True)
@@ -15,6 +16,13 @@ class BoardSettings:
     total_quota: int | None = 100
     private_fraction: float = 0.5
     seed: int | None = None  # None: a random, secret seed
+    selection_limit: int = 2  # submissions a team may select for the private board, per phase
+    # phase windows, naive UTC (benchmarks/leaderboard/phases.py): development open from the start
+    # and until the final phase starts; final unscheduled until set
+    dev_start: datetime | None = None
+    dev_end: datetime | None = None
+    final_start: datetime | None = None
+    final_end: datetime | None = None
 
 
 @dataclass(frozen=True)

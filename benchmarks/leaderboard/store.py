@@ -1,7 +1,12 @@
 """Tables and engine of the leaderboard store (SQLAlchemy 2; a SQLite file or PostgreSQL).
 
 One database holds one leaderboard. `query_partition` is the host-only table of the hidden
-public/private query split; nothing public ever reads it except the scorer call.
+public/private query split; nothing public ever reads it except the scorer call. `phase` holds the
+development and final windows; each submission records its phase, its kind (a ranked list is
+truncated and ranked apart) and whether its team selected it for the private board.
+
+Schema versions: 1 (no phases, no selection) and 2. A version-1 database is refused with the
+command that upgrades it in place (`opreid leaderboard migrate`, benchmarks/leaderboard/migrate.py).
 
 Concurrency: `Store.locked()` opens the transaction in which a quota is checked and a submission
 inserted. On SQLite it starts with `BEGIN IMMEDIATE` (one writer at a time, across processes); on
@@ -12,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
@@ -29,16 +35,21 @@ from sqlalchemy import (
     create_engine,
     event,
     inspect,
+    select,
 )
 from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.exc import ArgumentError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, sessionmaker
 
-from benchmarks.leaderboard.errors import LeaderboardError, NotInitialisedError
+from benchmarks.leaderboard.errors import LeaderboardError, NotInitialisedError, OutdatedSchemaError
 
 log = logging.getLogger(__name__)
 
 DB_FILENAME = "leaderboard.db"
+#: The schema this code reads and writes (`board.schema_version`; version 1 had no such column).
+SCHEMA_VERSION = 2
+#: The phases of a leaderboard, in their order.
+PHASES = ("development", "final")
 _IMMEDIATE = "opreid_begin_immediate"
 
 
@@ -67,6 +78,20 @@ class Board(Base):
     partition_seed: Mapped[str] = mapped_column(String(40))  # host-only; a decimal string (64-bit)
     query_ids_sha256: Mapped[str] = mapped_column(String(64))
     num_queries: Mapped[int] = mapped_column(Integer)
+    # schema 2
+    schema_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    selection_limit: Mapped[int | None] = mapped_column(Integer, nullable=True)  # per team and phase
+    revealed_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)  # private board public
+
+
+class Phase(Base):
+    """A submission window. `starts_at` None: development is open from the start, final unscheduled;
+    `ends_at` None: open until the host closes it."""
+
+    __tablename__ = "phase"
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    starts_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    ends_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
 
 
 class QueryPartition(Base):
@@ -108,7 +133,22 @@ class Submission(Base):
     public_metrics: Mapped[dict] = mapped_column(JSON)
     private_metrics: Mapped[dict] = mapped_column(JSON)  # host-only
     all_metrics: Mapped[dict] = mapped_column(JSON)  # host-only: all queries reveal the private score
+    # schema 2
+    phase: Mapped[str | None] = mapped_column(String(32), nullable=True, index=True)
+    kind: Mapped[str | None] = mapped_column(String(16), nullable=True)  # distances | ranked | features
+    truncated_at: Mapped[int | None] = mapped_column(Integer, nullable=True)  # K of a ranked list
+    metric: Mapped[str | None] = mapped_column(String(16), nullable=True)  # distance of a features file
+    selected: Mapped[bool | None] = mapped_column(Boolean, nullable=True, default=False)
     team: Mapped[Team] = relationship(back_populates="submissions")
+
+    @property
+    def track(self) -> str:
+        """Submissions are ranked only against their own track: full rankings, or top-K lists per K."""
+        return track_name(self.truncated_at)
+
+
+def track_name(truncated_at: int | None) -> str:
+    return "full" if truncated_at is None else f"top-{truncated_at}"
 
 
 def database_url(db: str | Path) -> URL:
@@ -159,11 +199,17 @@ class Store:
             self.engine = create_engine(self.url, pool_pre_ping=True)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._schema_seen = False
+        self._current = False
 
     @property
     def display_url(self) -> str:
         """The URL for logs and messages: password hidden."""
         return self.url.render_as_string(hide_password=True)
+
+    @property
+    def location(self) -> str:
+        """What a user types for `--db`: the file of a SQLite database, else the URL (password hidden)."""
+        return self.url.database if self.is_sqlite and self.url.database else self.display_url
 
     @contextlib.contextmanager
     def _available(self) -> Iterator[None]:
@@ -178,11 +224,58 @@ class Store:
         with self._available():
             Base.metadata.create_all(self.engine)
 
+    def create_file(self) -> None:
+        """A new SQLite file is created readable by its owner only (0600): it holds the private split,
+        the private scores and the token hashes. SQLite gives its -wal and -shm files the same mode."""
+        if not self.is_sqlite or not self.url.database:
+            return
+        path = Path(self.url.database)
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+        except FileExistsError:
+            return
+        os.close(fd)
+
     def has_schema(self) -> bool:
         if not self._schema_seen:
             with self._available():
                 self._schema_seen = inspect(self.engine).has_table(Board.__tablename__)
         return self._schema_seen
+
+    def columns(self, table: str) -> set[str]:
+        with self._available():
+            return {c["name"] for c in inspect(self.engine).get_columns(table)}
+
+    def schema_version(self) -> int:
+        """1 for a database made before phases and selection, else the stored version."""
+        if "schema_version" not in self.columns(Board.__tablename__):
+            return 1
+        with self._available(), self.engine.connect() as conn:
+            row = conn.execute(select(Board.schema_version).where(Board.id == 1)).first()
+        if row is None:  # no board yet: `board()` says so
+            return SCHEMA_VERSION
+        return int(row[0] or 1)
+
+    def forget_schema(self) -> None:
+        """Look at the tables again on next use (after a migration)."""
+        self._schema_seen = self._current = False
+
+    def require_current(self) -> None:
+        if self._current:
+            return
+        version = self.schema_version()
+        if version < SCHEMA_VERSION:
+            raise OutdatedSchemaError(
+                f"{self.location} holds a leaderboard of schema {version} (made by an older opreid: no "
+                f"phases, no selection); back the file up, then run `opreid leaderboard migrate --db "
+                f"{self.location} --token HOST` to upgrade it in place"
+            )
+        if version > SCHEMA_VERSION:
+            raise OutdatedSchemaError(
+                f"{self.location} holds a leaderboard of schema {version}, newer than this opreid "
+                f"reads ({SCHEMA_VERSION}); upgrade opreid"
+            )
+        self._current = True
 
     @contextlib.contextmanager
     def session(self) -> Iterator[Session]:
@@ -201,6 +294,7 @@ class Store:
     def board(self, session: Session) -> Board:
         if not self.has_schema():
             raise NotInitialisedError(f"no leaderboard in {self.display_url}; run `opreid leaderboard init`")
+        self.require_current()
         board = session.get(Board, 1)
         if board is None:
             raise NotInitialisedError(f"no leaderboard in {self.display_url}; run `opreid leaderboard init`")

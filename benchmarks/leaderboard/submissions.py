@@ -1,7 +1,8 @@
 """Submitting: authenticate, validate and score with `benchmarks.scoring`, then record under quota.
 
 Order of work, chosen so that failures never burn quota:
-1. token and a quick quota check (refuse early, before any scoring);
+1. token, the open phase (refused outside every phase, with the phases' dates) and a quick quota
+   check (refuse early, before any scoring);
 2. scoring outside any transaction (an invalid file raises RejectedSubmissionError: nothing written);
 3. one transaction that locks the team (BEGIN IMMEDIATE on SQLite, SELECT ... FOR UPDATE on
    PostgreSQL), recounts the quota and inserts, so parallel submitters never exceed it.
@@ -24,6 +25,7 @@ from urllib.parse import urlparse
 import numpy as np
 from sqlalchemy import select
 
+from benchmarks.feature_distances import METRICS
 from benchmarks.leaderboard.board import private_mask
 from benchmarks.leaderboard.errors import (
     AuthError,
@@ -31,12 +33,12 @@ from benchmarks.leaderboard.errors import (
     RejectedSubmissionError,
     SubmissionAbandonedError,
     UnknownSubmissionError,
-    UnknownTeamError,
 )
+from benchmarks.leaderboard.phases import require_open_phase
 from benchmarks.leaderboard.quotas import QuotaStatus, quota_status, require_quota
 from benchmarks.leaderboard.standings import round_public
-from benchmarks.leaderboard.store import Store, Submission, Team, utcnow
-from benchmarks.leaderboard.teams import authenticate_team, require_host
+from benchmarks.leaderboard.store import Store, Submission, Team, track_name, utcnow
+from benchmarks.leaderboard.teams import authenticate_team, authorize_team_view, require_host
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +79,13 @@ class SubmitResult:
     created_at: datetime
     public_metrics: dict
     quota: QuotaStatus
+    phase: str = ""
+    kind: str = ""
+    truncated_at: int | None = None
+
+    @property
+    def track(self) -> str:
+        return track_name(self.truncated_at)
 
     def to_json(self) -> dict:
         """What the submitting team sees: public metrics only, and the quota left."""
@@ -84,6 +93,7 @@ class SubmitResult:
             "submission_id": self.submission_id, "team": self.team, "method": self.method,
             "file_sha256": self.file_sha256, "submitted_at": self.created_at.isoformat() + "Z",
             "metrics": round_public(self.public_metrics), "quota": self.quota.to_json(),
+            "phase": self.phase, "kind": self.kind, "truncated_at": self.truncated_at, "track": self.track,
         }  # fmt: skip
 
 
@@ -125,15 +135,18 @@ def manifests_digest(value: Any) -> str:
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
-def score_file(path: Path, data_dir: Path, private: np.ndarray, *, similarity: bool = False) -> dict:
+def score_file(
+    path: Path, data_dir: Path, private: np.ndarray, *, similarity: bool = False, metric: str = METRICS[0]
+) -> dict:
     """Score one file on all queries and on both hidden subsets (the scorer's `to_json()`)."""
     from benchmarks.errors import DatasetError, InvalidSubmissionError
     from benchmarks.scoring import score_submission
 
     try:
         report = score_submission(
-            path, data_dir, similarity=similarity, query_subsets={"public": ~private, "private": private}
-        )
+            path, data_dir, similarity=similarity, metric=metric,
+            query_subsets={"public": ~private, "private": private},
+        )  # fmt: skip
     except InvalidSubmissionError as exc:
         raise RejectedSubmissionError(list(getattr(exc, "problems", None) or [str(exc)])) from None
     except DatasetError as exc:
@@ -151,23 +164,30 @@ def submit(
     description: str | None = None,
     filename: str | None = None,
     similarity: bool = False,
+    metric: str = METRICS[0],
     clock: Callable[[], datetime] = utcnow,
     ticket: Ticket | None = None,
 ) -> SubmitResult:
-    """Validate, score and record one submission for the team owning `token`."""
+    """Validate, score and record one submission for the team owning `token`, in the phase open now.
+
+    `metric` is the distance of a features (.npz) submission; it is recorded with it.
+    """
     path = Path(path)
     method, url, description = _clean_metadata(method, url, description)
+    if metric not in METRICS:
+        raise LeaderboardError(f"metric must be one of {', '.join(METRICS)}, got {metric!r}")
     if not path.is_file():
         raise RejectedSubmissionError([f"no such file: {path}"])
     received = clock()
     with store.session() as session:
         board = store.board(session)
         team = authenticate_team(session, token)
+        phase = require_open_phase(session, received).name
         before = require_quota(session, board, team, received)
         team_id, team_name = team.id, team.name
     data_dir, private = private_mask(store)
     try:
-        report = score_file(path, data_dir, private, similarity=similarity)
+        report = score_file(path, data_dir, private, similarity=similarity, metric=metric)
     except RejectedSubmissionError as exc:
         exc.quota = before
         raise
@@ -175,6 +195,8 @@ def submit(
     if "public" not in subsets or "private" not in subsets:
         raise LeaderboardError("the scorer returned no public/private subset metrics")
     size = path.stat().st_size
+    kind = str(report.get("format") or "")
+    truncated_at = report.get("truncated_at") if kind == "ranked" else None
     with store.locked() as session:
         board = store.board(session)
         team = session.scalar(select(Team).where(Team.id == team_id).with_for_update())
@@ -191,15 +213,18 @@ def submit(
             manifests_sha256=manifests_digest(report.get("manifests_sha256", "")), received_at=received, created_at=now,
             baseline=False, public_metrics=_scalars(subsets["public"]),
             private_metrics=_scalars(subsets["private"]), all_metrics=_scalars(report),
+            phase=phase, kind=kind, truncated_at=None if truncated_at is None else int(truncated_at),
+            metric=metric if kind == "features" else None, selected=False,
         )  # fmt: skip
         session.add(sub)
         session.flush()
         sub_id, public = sub.id, dict(sub.public_metrics)
     status = replace(status, daily_used=status.daily_used + 1, total_used=status.total_used + 1)
-    log.info("team %r: recorded submission %d (%s)", team_name, sub_id, method)
+    log.info("team %r: recorded submission %d (%s, %s phase)", team_name, sub_id, method, phase)
     return SubmitResult(
-        sub_id, team_name, method, str(report.get("submission_sha256", "")), now, public, status
-    )
+        sub_id, team_name, method, str(report.get("submission_sha256", "")), now, public, status,
+        phase=phase, kind=kind, truncated_at=None if truncated_at is None else int(truncated_at),
+    )  # fmt: skip
 
 
 def team_quota(store: Store, token: str | None, clock: Callable[[], datetime] = utcnow) -> QuotaStatus:
@@ -224,19 +249,23 @@ def public_submission(sub: Submission, team: str) -> dict:
         "submitted_at": sub.created_at.isoformat() + "Z", "baseline": sub.baseline,
         "file_sha256": sub.file_sha256, "scorer_version": sub.scorer_version,
         "manifests_sha256": sub.manifests_sha256, "metrics": round_public(sub.public_metrics),
+        "phase": sub.phase, "kind": sub.kind, "truncated_at": sub.truncated_at, "track": sub.track,
+        "metric": sub.metric, "selected": bool(sub.selected),
     }  # fmt: skip
 
 
-def team_history(store: Store, name: str) -> list[dict]:
-    """A team's recorded submissions, newest first, with public fields only (public by design)."""
+def team_history(store: Store, token: str | None, name: str | None = None) -> list[dict]:
+    """A team's recorded submissions, newest first, with public fields and whether each counts for
+    the private board. Shown to that team (its token; `name` may be omitted) and to the host only."""
+    from benchmarks.leaderboard.selection import counted_ids
+
     with store.session() as session:
-        store.board(session)
-        team = session.scalar(select(Team).where(Team.name == name))
-        if team is None:
-            raise UnknownTeamError(f"no team {name!r}")
+        board = store.board(session)
+        team = authorize_team_view(session, board, token, name)
         subs = session.scalars(
             select(Submission)
             .where(Submission.team_id == team.id)
             .order_by(Submission.created_at.desc(), Submission.id.desc())
         ).all()
-        return [public_submission(s, team.name) for s in subs]
+        counted = counted_ids(subs, board.sort_metric)
+        return [{**public_submission(s, team.name), "counts": s.id in counted} for s in subs]

@@ -30,6 +30,14 @@ def require_host(board: Board, token: str | None) -> None:
         raise AuthError("this view needs the host token (--token or OPREID_LEADERBOARD_TOKEN)")
 
 
+def is_host(store: Store, token: str | None) -> bool:
+    """Whether `token` is the host's (pages use it to choose a view; nothing is refused here)."""
+    if not token:
+        return False
+    with store.session() as session:
+        return matches(token, store.board(session).host_token_hash)
+
+
 def authenticate_team(session: Session, token: str | None) -> Team:
     """The active team owning `token`; AuthError for an unknown or revoked token."""
     if not token:
@@ -39,6 +47,25 @@ def authenticate_team(session: Session, token: str | None) -> Team:
         raise AuthError("unknown team token")
     if team.revoked_at is not None:
         raise AuthError(f"the token of team {team.name!r} was revoked")
+    return team
+
+
+def authorize_team_view(session: Session, board: Board, token: str | None, name: str | None) -> Team:
+    """The team whose history `token` may read: its own (team token), or `name` (host token)."""
+    if not token:
+        raise AuthError(
+            "a team's history is shown to that team (its token) and to the host only; give a token"
+        )
+    if matches(token, board.host_token_hash):
+        if not name:
+            raise UnknownTeamError("which team? the host token reads any team's history: name the team")
+        team = session.scalar(select(Team).where(Team.name == name))
+        if team is None:
+            raise UnknownTeamError(f"no team {name!r}")
+        return team
+    team = authenticate_team(session, token)
+    if name and name != team.name:
+        raise AuthError("a team's history is shown to that team (its token) and to the host only")
     return team
 
 
