@@ -195,24 +195,26 @@ class _Thumbnails:
         return name, thumb
 
 
-def _strip(query_thumb, items: list[tuple[object, str, str]]):
-    """One PNG per query: the query, then each crop with its border colour and a label below."""
+def _strip(query_thumb, items: list[tuple[object, str, str, bool]]):
+    """One PNG per query: the query, then each crop with its border colour and a label below; a gap
+    before the query's first positive ranked beyond K."""
     from PIL import Image, ImageDraw, ImageOps
 
-    pad, border, label_h = 6, 4, 26
-    tiles = [(query_thumb, "query", "query")] + items
-    width = sum(t.width + 2 * border + pad for t, _, _ in tiles) + pad + 12
+    pad, border, label_h, gap = 6, 4, 26, 12
+    tiles = [(query_thumb, "query", "query", False)] + items
+    width = sum(t.width + 2 * border + pad + gap * g for t, _, _, g in tiles) + pad + gap
     canvas = Image.new("RGB", (width, THUMB_HEIGHT + 2 * border + label_h + 2 * pad), (255, 255, 255))
     draw = ImageDraw.Draw(canvas)
     x = pad
-    for i, (thumb, kind, label) in enumerate(tiles):
+    for i, (thumb, kind, label, gap_before) in enumerate(tiles):
+        x += gap if gap_before else 0
         if kind == "junk":
             thumb = ImageOps.grayscale(thumb).convert("RGB")
         tile = ImageOps.expand(thumb, border=border, fill=COLOURS[kind])
         canvas.paste(tile, (x, pad))
         for n, line in enumerate(label.split("\n")):
             draw.text((x, pad + tile.height + 2 + 11 * n), line, fill=(0, 0, 0))
-        x += tile.width + pad + (12 if i == 0 else 0)
+        x += tile.width + pad + (gap if i == 0 else 0)
     return canvas
 
 
@@ -236,6 +238,15 @@ figure.junk figcaption { color: #888; }
 .flag.occluded { color: #8a4b00; }
 .flag.holistic { color: #225; }
 """
+
+
+def _value_label(report: ScoreReport) -> tuple[str, float]:
+    """How a crop's score is shown: the submission's own similarity (s=) or distance (d=)."""
+    sub = report.submission
+    similarity = (
+        sub.similarity if sub.kind == "distances" else (sub.metric == "cosine" and report.rerank is None)
+    )
+    return ("s", -1.0) if similarity else ("d", 1.0)
 
 
 def _figure(kind: str, thumb: str, caption: str, flag: bool | None, attrs: dict[str, object]) -> str:
@@ -282,6 +293,7 @@ def write_rank_pictures(
         (staging / "crops").mkdir()
         (staging / "queries").mkdir()
         thumbs = _Thumbnails(data_dir, staging)
+        value_name, value_sign = _value_label(report)
         sections = []
         for n, q in enumerate(chosen, start=1):
             row = query_row(report, q, top)
@@ -296,7 +308,9 @@ def write_rank_pictures(
                     name, thumb = thumbs.get("gallery", g_id, g_paths[e.gallery_index])
                     flag = _occluded(gt.g_occluded, e.gallery_index)
                     rank = "junk (same camera)" if e.rank is None else f"#{e.rank}"
-                    caption = rank + ("" if e.distance is None else f" d={e.distance:.4g}")
+                    caption = rank + (
+                        "" if e.distance is None else f" {value_name}={value_sign * e.distance:.4g}"
+                    )
                     fig = _figure(e.kind, name, caption, flag, {
                         "gallery-index": e.gallery_index, "image-id": g_id, "rank": e.rank or "", "group": group,
                     })  # fmt: skip
@@ -304,7 +318,7 @@ def write_rank_pictures(
                     label = ("junk" if e.rank is None else f"#{e.rank}") + (
                         "" if flag is None else ("\nocc" if flag else "\nhol")
                     )
-                    strip_items.append((thumb, e.kind, label))
+                    strip_items.append((thumb, e.kind, label, group == "missed" and e is entries[0]))
             strip_name = f"{n:04d}_{q_id}.png"
             _strip(q_thumb, strip_items).save(staging / "queries" / strip_name, format="PNG")
             first = f"first hit #{row.first_hit_rank}" if row.first_hit_rank else f"no hit in the top {top}"

@@ -74,6 +74,10 @@ class RerankSettings:
     def as_dict(self) -> dict:
         return asdict(self)
 
+    def describe(self) -> dict:
+        """What a report records of a re-ranking: the method and the settings the result depends on."""
+        return {"method": "k-reciprocal", "k1": self.k1, "k2": self.k2, "lambda": self.lambda_value}
+
 
 @dataclass(frozen=True)
 class _Sparse:

@@ -107,8 +107,7 @@ class ScoreReport:
         if self.distance_backend:
             out["distance_backend"] = self.distance_backend
         if self.rerank is not None:
-            r = self.rerank
-            out["rerank"] = {"method": "k-reciprocal", "k1": r.k1, "k2": r.k2, "lambda": r.lambda_value}
+            out["rerank"] = self.rerank.describe()
         if self.pessimistic is not None:
             out["pessimistic"] = _summary(self.pessimistic)
         if self.subsets:

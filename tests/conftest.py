@@ -37,3 +37,21 @@ def expect_error() -> Callable[..., str]:
         return last[len(prefix) :]
 
     return check
+
+
+@pytest.fixture(scope="session")
+def synth_release(tmp_path_factory):
+    """A small release built from `opreid synth` crops (real JPEGs, ground truth, occlusion flags), in
+    about 10 s; shared by the session, so tests must not change it. Returns the release folder."""
+    from opreid_builder.cli import cli
+
+    root = tmp_path_factory.mktemp("synth_release")
+    steps = (
+        ["synth", root / "raw", "--identities", 40, "--cameras", 4, "--seed", 3],
+        ["build-split", root / "raw", "-o", root / "rel", "--keypoints", root / "raw/keypoints.parquet",
+         "--preset", "opreid", "--scale", 0.004, "--seed", 2, "--no-progress"],
+    )  # fmt: skip
+    for args in steps:
+        result = CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+    return root / "rel"

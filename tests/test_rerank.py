@@ -143,3 +143,78 @@ def test_a_budget_below_one_row_is_refused_before_any_work():
     q, g = np.random.default_rng(0).normal(size=(10, 4)), np.random.default_rng(1).normal(size=(60_000, 4))
     with pytest.raises(RerankError, match="raise --rerank-memory-mb"):
         rerank_distances(q, g, settings=RerankSettings(memory_mb=1))
+
+
+# ---- through the CLI: opreid score --rerank, opreid extract --rerank -------------------------------
+def _features_for(release, dim=16, noise=0.9, seed=0):
+    """Features of the release's query and gallery images drawn around per-identity centres."""
+    from benchmarks.ground_truth import load_ground_truth
+
+    gt = load_ground_truth(release)
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(int(max(gt.q_pids.max(), gt.g_pids.max())) + 1, dim))
+    q = (centres[gt.q_pids] + noise * rng.normal(size=(gt.num_query, dim))).astype(np.float32)
+    g = (centres[gt.g_pids] + noise * rng.normal(size=(gt.num_gallery, dim))).astype(np.float32)
+    return gt, q, g
+
+
+@pytest.mark.slow
+def test_score_rerank_on_features(synth_release, tmp_path, run_opreid, expect_error):
+    import json
+
+    gt, q, g = _features_for(synth_release)
+    np.savez(tmp_path / "f.npz", query=q, gallery=g)
+    args = ["score", tmp_path / "f.npz", "--data", synth_release, "--json"]
+    result = run_opreid(*args, "--rerank", "--rerank-k1", 8, "--rerank-k2", 3, "--rerank-lambda", 0.2)
+    assert result.exit_code == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["rerank"] == {"method": "k-reciprocal", "k1": 8, "k2": 3, "lambda": 0.2}
+    assert report["distance_backend"].startswith("k-reciprocal re-ranking (k1=8, k2=3, lambda=0.2")
+    expected = evaluate_distances(
+        rerank_matrix(q, g, "cosine", RerankSettings(k1=8, k2=3, lambda_value=0.2)),
+        gt.q_pids, gt.g_pids, gt.q_camids, gt.g_camids,
+    )  # fmt: skip
+    assert report["mAP"] == pytest.approx(expected.mAP, abs=1e-12)
+    plain = json.loads(run_opreid(*args).stdout)
+    assert "rerank" not in plain and plain["mAP"] != report["mAP"]
+    table = run_opreid("score", tmp_path / "f.npz", "--data", synth_release, "--rerank")
+    assert "Re-ranked   k-reciprocal (k1=20, k2=6, lambda=0.3)" in table.stdout
+
+    np.save(tmp_path / "d.npy", np.zeros((gt.num_query, gt.num_gallery), np.float32))
+    result = run_opreid("score", tmp_path / "d.npy", "--data", synth_release, "--rerank")
+    expect_error(result, "opreid score", 1, "--rerank needs a feature submission")
+    result = run_opreid(
+        "score", tmp_path / "f.npz", "--data", synth_release, "--rerank", "--rerank-memory-mb", 0
+    )
+    expect_error(result, "opreid score", 1, "--rerank-memory-mb")
+
+
+@pytest.mark.slow
+def test_extract_rerank_writes_the_reranked_matrix(synth_release, tmp_path, run_opreid, expect_error):
+    import json
+
+    import torch
+
+    from reid_model.checkpoint import save_checkpoint
+    from reid_model.config import load_config
+    from reid_model.model import ReidModel
+
+    torch.manual_seed(0)
+    cfg = load_config("tiny", ["input.height=64", "input.width=32", "test.batch_size=32"])
+    ckpt = save_checkpoint(tmp_path / "untrained.pt", {
+        "config": cfg.to_dict(), "num_classes": 8, "model": ReidModel(cfg, 8).eval().state_dict(),
+    })  # fmt: skip
+    common = ["extract", "--checkpoint", ckpt, "--data", synth_release, "--num-workers", 0, "--no-progress"]
+    out, feats = tmp_path / "rr.npy", tmp_path / "f.npz"
+    result = run_opreid(*common, "-o", out, "--features", feats, "--rerank", "--rerank-k1", 6,
+                        "--rerank-memory-mb", 2, "--json")  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["rerank"] == {"method": "k-reciprocal", "k1": 6, "k2": 6, "lambda": 0.3}
+    with np.load(feats) as z:
+        expected = rerank_matrix(z["query"], z["gallery"], summary["metric"], RerankSettings(k1=6))
+    got = np.load(out, allow_pickle=False)
+    assert got.dtype == np.float32 and got.shape == expected.shape
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6)
+    expect_error(run_opreid(*common, "--features", feats, "--rerank"), "opreid extract", 1,
+                 "--rerank re-ranks the distance matrix: give -o")  # fmt: skip
