@@ -167,10 +167,12 @@ real people, and not for any use that links images to a named person.
 ## Distribution
 
 Participants receive `images/`, `train.parquet`, `query.parquet`, `gallery.parquet`,
-`README.md` and `dataset.json`. `private/` (ground truth, the source map, per-image evidence)
-stays with the benchmark host; the scorer reads `private/ground_truth.parquet`.
-`opreid export . --format market1501 -o DIR` writes a Market-1501 folder layout for fast-reid and
-torchreid users (it needs the private ground truth).
+`README.md`, `croissant.json` (Croissant metadata of these files) and `dataset.json`. `private/`
+(ground truth, the source map, per-image evidence) stays with the benchmark host; the scorer reads
+`private/ground_truth.parquet`. `opreid export . --format market1501 -o DIR` writes a Market-1501
+folder layout for fast-reid and torchreid users (it needs the private ground truth);
+`opreid export . --format hf -o DIR` writes Parquet shards that Hugging Face `datasets.load_dataset`
+reads (without the private ground truth).
 
 ## Maintenance
 
