@@ -13,9 +13,6 @@ from __future__ import annotations
 
 import html
 import logging
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,7 +20,15 @@ import numpy as np
 
 from benchmarks.errors import BenchmarkError
 from benchmarks.scoring import ScoreReport
-from manifests import GALLERY, QUERY, DatasetLayout, ManifestError, atomic_write_text, read_manifest
+from manifests import (
+    GALLERY,
+    QUERY,
+    DatasetLayout,
+    ManifestError,
+    atomic_folder,
+    atomic_write_text,
+    read_manifest,
+)
 
 log = logging.getLogger(__name__)
 
@@ -287,9 +292,7 @@ def write_rank_pictures(
     gt = report.ground_truth
     q_paths, g_paths = _paths(data_dir, report)
     chosen = select_queries(report, selection)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
-    try:
+    with atomic_folder(dest) as staging:
         (staging / "crops").mkdir()
         (staging / "queries").mkdir()
         thumbs = _Thumbnails(data_dir, staging)
@@ -332,16 +335,6 @@ def write_rank_pictures(
         page = _page(report, sections, selection, top, title)
         atomic_write_text(staging / "index.html", page)
         (staging / _MARKER).write_text("written by opreid score --visualize\n")
-        if dest.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{dest.name}-old.", dir=dest.parent))
-            os.replace(dest, old / "old")
-            os.replace(staging, dest)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(staging, dest)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return RankPicturesSummary(
         dest=dest, page=dest / "index.html", queries=len(chosen),
         pngs=len(list((dest / "queries").iterdir())) + len(list((dest / "crops").iterdir())),

@@ -36,8 +36,8 @@ log = logging.getLogger(__name__)
 #: Bytes per element of the working arrays of one block of the first pass, beyond the block itself
 #: (a partition copy and two masks).
 _PASS_OVERHEAD = 2
-#: Bytes per (query, gallery) element of a re-ranked block: the overlap and bincount (float64), the
-#: original distances, the result.
+#: Bytes per (query, gallery) element of a re-ranked block, beyond two of the working dtype (the
+#: original distances and a scaled copy): the overlap, a bincount and the Jaccard distance, in float64.
 _ROW_BYTES = 8 * 3
 #: Bytes per gathered (query, shared neighbour, gallery) triple of the Jaccard step.
 _TRIPLE_BYTES = 56
@@ -174,12 +174,16 @@ class KReciprocalReranker:
         )  # fmt: skip
 
     # ---- sizes ----------------------------------------------------------------------------------
+    @property
+    def _query_row_bytes(self) -> int:
+        """One re-ranked query row; the rows take half the budget, the Jaccard step's triples the other."""
+        return 2 * self.num_gallery * (_ROW_BYTES + 2 * self.dtype.itemsize)
+
     def _rows_within(self, bytes_per_row: int) -> int:
         return max(1, self._budget // max(bytes_per_row, 1))
 
     def _check_budget(self) -> None:
-        need = max(self.num_images * (self.dtype.itemsize * 2 + _PASS_OVERHEAD),
-                   self.num_gallery * (_ROW_BYTES + self.dtype.itemsize))  # fmt: skip
+        need = max(self.num_images * (self.dtype.itemsize * 2 + _PASS_OVERHEAD), self._query_row_bytes)
         if need > self._budget:
             raise RerankError(
                 f"re-ranking memory budget of {self.settings.memory_mb} MiB is below the "
@@ -310,7 +314,7 @@ class KReciprocalReranker:
         """Re-ranked distances of queries a..b-1 to every gallery image (lower is closer)."""
         lam = self.settings.lambda_value
         out = np.empty((b - a, self.num_gallery), dtype=self.dtype)
-        step = self._rows_within(self.num_gallery * (_ROW_BYTES + self.dtype.itemsize))
+        step = self._rows_within(self._query_row_bytes)
         for s in range(a, b, step):
             e = min(s + step, b)
             original = self._qg.rows(s, e)

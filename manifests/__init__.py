@@ -4,7 +4,7 @@ reads, checksums.
 Imports nothing else from opreid: every other package builds on it.
 """
 
-from manifests.atomic import atomic_path, atomic_write_bytes, atomic_write_text
+from manifests.atomic import atomic_folder, atomic_path, atomic_write_bytes, atomic_write_text
 from manifests.checksums import sha256_bytes, sha256_file, sha256_tree
 from manifests.dataset_json import read_dataset_json, write_dataset_json
 from manifests.errors import (
@@ -60,7 +60,7 @@ __all__ = [
     "ColumnTypeError", "DatasetLayout", "ExitCode", "InvalidInputError", "ManifestError", "ManifestSchema",
     "MissingColumnError", "OpreidError", "RefusedError", "SchemaKindError", "SchemaVersionError",
     "UnreadableManifestError", "UserError",
-    "atomic_path", "atomic_write_bytes", "atomic_write_text", "conform", "in_order", "progress_bar",
+    "atomic_folder", "atomic_path", "atomic_write_bytes", "atomic_write_text", "conform", "in_order", "progress_bar",
     "progress_enabled", "progress_option", "read_dataset_json", "read_manifest", "read_metadata", "sha256_bytes",
     "sha256_file", "sha256_tree", "write_dataset_json",
     "write_manifest",

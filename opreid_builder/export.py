@@ -12,9 +12,7 @@ import csv
 import io
 import json
 import logging
-import os
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,6 +25,7 @@ from manifests import (
     TRAIN,
     DatasetLayout,
     ManifestError,
+    atomic_folder,
     atomic_write_text,
     progress_bar,
     read_manifest,
@@ -130,9 +129,7 @@ def export_market1501(out: str | Path, dest: str | Path, progress: bool = False)
             rows["split"], rows["pid"], rows["cam"], rows["seq"], rows["path"], strict=True
         )
     ]
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
-    try:
+    with atomic_folder(dest) as staging:
         for folder in MARKET_FOLDERS.values():
             (staging / folder).mkdir()
         pairs = zip(rows["path"], rows["name"], strict=True)
@@ -157,12 +154,6 @@ def export_market1501(out: str | Path, dest: str | Path, progress: bool = False)
             "contains_ground_truth": True,
         }
         atomic_write_text(staging / "export.json", json.dumps(info, indent=2, sort_keys=True) + "\n")
-        if dest.exists():
-            dest.rmdir()  # empty, checked above
-        os.replace(staging, dest)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     for w in warnings:
         log.warning(w)
     counts = rows.groupby("split").size().to_dict()

@@ -16,9 +16,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import pyarrow as pa
@@ -33,6 +30,7 @@ from manifests import (
     TRAIN,
     DatasetLayout,
     ManifestError,
+    atomic_folder,
     atomic_write_text,
     progress_bar,
     read_manifest,
@@ -220,9 +218,7 @@ def export_hf(out: str | Path, dest: str | Path, progress: bool = False, with_gr
     tables = _split_rows(out, with_ground_truth)
     shards = {split: _shards(out, tables[split]) for split in SPLITS}
     counts = {split: tables[split].num_rows for split in SPLITS}
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
-    try:
+    with atomic_folder(dest) as staging:
         (staging / DATA_DIR).mkdir()
         with progress_bar(total=sum(counts.values()), enabled=progress, desc="export hf") as bar:
             for split in SPLITS:
@@ -232,12 +228,6 @@ def export_hf(out: str | Path, dest: str | Path, progress: bool = False, with_gr
                     _write_shard(out, tables[split].slice(a, b - a), staging / name, bar)
         atomic_write_text(staging / "README.md", _readme(out, counts, with_ground_truth))
         atomic_write_text(staging / "croissant.json", croissant.dumps(_croissant()))
-        if dest.exists():
-            dest.rmdir()  # empty, checked above
-        os.replace(staging, dest)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     warnings = [GROUND_TRUTH_WARNING] if with_ground_truth else []
     for w in warnings:
         log.warning(w)
