@@ -14,7 +14,16 @@ import click
 from benchmarks.feature_distances import METRICS
 from benchmarks.market_metrics import DEFAULT_RANKS
 from benchmarks.positive_ranks import TIES
+from benchmarks.rank_pictures import (
+    DEFAULT_QUERY_COUNT,
+    DEFAULT_TOP,
+    QUERY_ORDERS,
+    QuerySelection,
+    parse_queries,
+)
+from benchmarks.rerank_options import rerank_options, rerank_settings
 from benchmarks.submission import DEFAULT_MAX_NPZ_BYTES
+from manifests import progress_enabled, progress_option
 
 
 def _parse_ranks(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, ...]:
@@ -25,6 +34,13 @@ def _parse_ranks(ctx: click.Context, param: click.Parameter, value: str) -> tupl
     if not ranks or ranks[0] < 1:
         raise click.BadParameter(f"{value!r}: ranks must be positive integers")
     return ranks
+
+
+def _parse_queries(ctx: click.Context, param: click.Parameter, value: str) -> QuerySelection:
+    try:
+        return parse_queries(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
 
 
 @click.command("score")
@@ -84,6 +100,26 @@ def _parse_ranks(ctx: click.Context, param: click.Parameter, value: str) -> tupl
     show_default=True,
     help="Refuse .npz files whose members inflate beyond this many bytes.",
 )
+@rerank_options
+@click.option(
+    "--visualize",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Write rank-list pictures (index.html and PNGs) to this folder. Host only: they show the ground truth.",
+)
+@click.option(
+    "--top", type=click.IntRange(min=1), default=DEFAULT_TOP, show_default=True,
+    help="Gallery crops shown per query with --visualize.",
+)  # fmt: skip
+@click.option(
+    "--queries",
+    default=QUERY_ORDERS[0],
+    show_default=True,
+    callback=_parse_queries,
+    help=f"Queries shown with --visualize: N (the N worst), {', '.join(QUERY_ORDERS)} "
+    f"({DEFAULT_QUERY_COUNT} of them) or ORDER:N.",
+)
+@progress_option
 def score(
     submission: Path,
     data_dir: Path,
@@ -96,17 +132,23 @@ def score(
     per_query: Path | None,
     plot: Path | None,
     max_npz_bytes: int,
+    visualize: Path | None,
+    top: int,
+    queries: QuerySelection,
+    progress: bool | None,
+    **rerank: object,
 ) -> None:
     """Validate SUBMISSION and score it with the Market-1501 protocol.
 
     SUBMISSION is a Q x G distance matrix (.npy float), Q x K ranked gallery indices (.npy int;
-    mAP/mINP then truncated at K) or query/gallery features (.npz).
+    mAP/mINP then truncated at K) or query/gallery features (.npz). --rerank re-ranks features
+    (k-reciprocal) before scoring.
     """
     from benchmarks.scoring import score_submission
 
     report = score_submission(
         submission, data_dir, truth=truth, similarity=similarity, metric=metric, ranks=ranks, ties=ties,
-        max_npz_bytes=max_npz_bytes,
+        max_npz_bytes=max_npz_bytes, rerank=rerank_settings(rerank), progress=progress_enabled(progress),
     )  # fmt: skip
     if per_query is not None:
         report.write_per_query(per_query)
@@ -119,6 +161,14 @@ def score(
             curves["worst-case ties"] = report.pessimistic
         plot_cmc(curves, plot, max_rank=max(50, max(ranks)), title=f"CMC: {submission.name}")
         click.echo(f"CMC curve written to {plot}", err=as_json)
+    if visualize is not None:
+        from benchmarks.rank_pictures import write_rank_pictures
+
+        pictures = write_rank_pictures(report, data_dir, visualize, top=top, queries=queries)
+        click.echo(
+            f"rank-list pictures of {pictures.queries} queries written to {pictures.page} (host only)",
+            err=as_json,
+        )
     if as_json:
         click.echo(json.dumps(report.to_json(), indent=2, allow_nan=False))
     else:

@@ -12,7 +12,7 @@ import io
 import logging
 import math
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +36,7 @@ from benchmarks.positive_ranks import (
     rank_positives_in_lists,
     rank_positives_in_rows,
 )
+from benchmarks.rerank import RerankError, RerankSettings, rerank_distances
 from benchmarks.submission import DEFAULT_MAX_NPZ_BYTES, Submission, load_submission
 from manifests import atomic_write_text, sha256_file
 
@@ -83,6 +84,10 @@ class ScoreReport:
     pessimistic: MarketMetrics | None = None
     subsets: dict[str, MarketMetrics] = field(default_factory=dict)
     distance_backend: str | None = None
+    rerank: RerankSettings | None = None
+    #: rows(a, b) of the scored Q x G matrix, lower is closer (None for ranked lists): what the
+    #: rank-list pictures read back without recomputing the features' distances or a re-ranking.
+    distance_rows: Callable[[int, int], np.ndarray] | None = field(default=None, repr=False)
 
     def to_json(self) -> dict[str, Any]:
         m = self.metrics
@@ -101,6 +106,8 @@ class ScoreReport:
         )
         if self.distance_backend:
             out["distance_backend"] = self.distance_backend
+        if self.rerank is not None:
+            out["rerank"] = self.rerank.describe()
         if self.pessimistic is not None:
             out["pessimistic"] = _summary(self.pessimistic)
         if self.subsets:
@@ -144,6 +151,11 @@ class ScoreReport:
             ),
             "Protocol    Market-1501 (fast-reid); ties by gallery order"
             + (f"; truncated at K={m.truncated_at}" if m.truncated_at else ""),
+            *(
+                [f"Re-ranked   k-reciprocal (k1={r.k1}, k2={r.k2}, lambda={r.lambda_value})"]
+                if (r := self.rerank) is not None
+                else []
+            ),
             "",
             f"  {'(%)':<22}" + "  ".join(f"{c:>6}" for c in cols[:-1]) + f"  {cols[-1]:>7}",
             row("all", _summary(m)),
@@ -188,6 +200,10 @@ def occlusion_breakdown(
     return out
 
 
+def _lower_is_closer_rows(rows: Callable[[int, int], np.ndarray], similarity: bool):
+    return (lambda a, b: -np.asarray(rows(a, b), dtype=np.float64)) if similarity else rows
+
+
 def _hash_in_background(path: Path) -> tuple[threading.Thread, dict[str, Any]]:
     """sha256 of a large file overlaps validation and scoring (hashlib releases the GIL)."""
     result: dict[str, Any] = {}
@@ -214,25 +230,34 @@ def score_submission(
     ties: str = "stable",
     query_subsets: Mapping[str, np.ndarray] | None = None,
     max_npz_bytes: int = DEFAULT_MAX_NPZ_BYTES,
+    rerank: RerankSettings | None = None,
+    progress: bool = False,
 ) -> ScoreReport:
     """Validate `path` against the dataset, then score it.
 
     Raises DatasetError (bad dataset directory / ground truth) or InvalidSubmissionError (every
     problem of the submission). `ties="pessimistic"` adds the worst-case variant next to the
     stable one. `query_subsets` maps a name to a bool mask over queries (public order).
+    `rerank` re-ranks a feature submission (k-reciprocal, benchmarks.rerank) before scoring;
+    RerankError for any other format.
     """
     try:
-        return _score(path, data_dir, truth, similarity, metric, ranks, ties, query_subsets, max_npz_bytes)
+        return _score(
+            path, data_dir, truth, similarity, metric, ranks, ties, query_subsets, max_npz_bytes, rerank,
+            progress,
+        )  # fmt: skip
     except InvalidSubmissionError as exc:
         exc.path = exc.path or str(path)
         raise
 
 
 def _score(
-    path, data_dir, truth, similarity, metric, ranks, ties, query_subsets, max_npz_bytes
+    path, data_dir, truth, similarity, metric, ranks, ties, query_subsets, max_npz_bytes, rerank, progress
 ) -> ScoreReport:
     if ties not in TIES:
         raise ValueError(f"ties must be one of {TIES}, got {ties!r}")
+    if rerank is not None:
+        rerank.check()
     ranks = check_ranks(ranks)
     gt = load_ground_truth(data_dir, truth)
     masks = {}
@@ -253,6 +278,12 @@ def _score(
         )
     rules = ("stable", "pessimistic") if ties == "pessimistic" else ("stable",)
     backend = None
+    if rerank is not None and sub.kind != "features":
+        raise RerankError(
+            f"--rerank needs a feature submission (.npz with query and gallery features), not {sub.describe()}: "
+            "re-ranking compares queries with queries and gallery images with each other"
+        )
+    rows = None
     if sub.kind == "ranked":
         stable = rank_positives_in_lists(sub.ranked, pairs, gt.g_pids, gt.g_camids, gt.q_pids, gt.q_camids)
         counted = dict.fromkeys(rules, stable)  # a list has no ties
@@ -261,7 +292,13 @@ def _score(
             matrix = sub.distances
             rows, sim, num_gallery = (lambda a, b: matrix[a:b]), sub.similarity, matrix.shape[1]
         else:
-            source = finite_rows(feature_distances(sub.query_features, sub.gallery_features, metric))
+            if rerank is not None:
+                raw = rerank_distances(
+                    sub.query_features, sub.gallery_features, metric, rerank, progress=progress
+                )
+            else:
+                raw = feature_distances(sub.query_features, sub.gallery_features, metric)
+            source = finite_rows(raw)
             rows, sim, num_gallery, backend = (
                 source.rows,
                 source.similarity,
@@ -282,6 +319,8 @@ def _score(
         ties=ties,
         breakdown=occlusion_breakdown(counted["stable"], gt, ranks),
         distance_backend=backend,
+        rerank=rerank,
+        distance_rows=None if rows is None else _lower_is_closer_rows(rows, sim),
     )
     if ties == "pessimistic":
         report.pessimistic = metrics_from_positive_ranks(counted["pessimistic"], ranks)

@@ -4,7 +4,7 @@ reads, checksums.
 Imports nothing else from opreid: every other package builds on it.
 """
 
-from manifests.atomic import atomic_path, atomic_write_bytes, atomic_write_text, staging_dir
+from manifests.atomic import atomic_folder, atomic_path, atomic_write_bytes, atomic_write_text, staging_dir
 from manifests.checksums import sha256_bytes, sha256_file, sha256_tree
 from manifests.dataset_json import (
     FLAGS_KEY,
@@ -69,7 +69,8 @@ __all__ = [
     "ColumnTypeError", "DatasetLayout", "ExitCode", "InvalidInputError", "ManifestError", "ManifestSchema",
     "MissingColumnError", "OpreidError", "RefusedError", "SchemaKindError", "SchemaVersionError",
     "UnreadableManifestError", "UserError",
-    "atomic_path", "atomic_write_bytes", "atomic_write_text", "conform", "in_order", "occlusion_flags_known",
+    "atomic_folder", "atomic_path", "atomic_write_bytes", "atomic_write_text", "conform", "in_order",
+    "occlusion_flags_known",
     "progress_bar", "progress_enabled", "progress_option", "read_dataset_json", "read_manifest", "read_metadata",
     "release_protocol", "sha256_bytes", "sha256_file", "sha256_tree", "staging_dir", "write_dataset_json",
     "write_manifest",

@@ -31,6 +31,11 @@ class DatasetLayout:
         return self.root / "README.md"
 
     @property
+    def croissant(self) -> Path:
+        """Croissant JSON-LD metadata of the public files (MLCommons)."""
+        return self.root / "croissant.json"
+
+    @property
     def train(self) -> Path:
         return self.root / "train.parquet"
 
@@ -70,8 +75,9 @@ class DatasetLayout:
 
     @property
     def public_top_level(self) -> tuple[Path, ...]:
-        """The top-level files a release publishes beside images/: the card and the three manifests."""
-        return (self.card, self.train, self.query, self.gallery)
+        """The top-level files a release publishes beside images/: the card, its Croissant metadata and the
+        three manifests."""
+        return (self.card, self.croissant, self.train, self.query, self.gallery)
 
     @property
     def masked(self) -> Path:

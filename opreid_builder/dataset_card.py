@@ -115,7 +115,7 @@ def render_card(card: CardInputs, *, public: bool = False) -> str:
     if public:
         distribution = (
             "This package holds `images/`, `train.parquet`, `query.parquet`, `gallery.parquet`, `README.md`,\n"
-            "`dataset.json`, `sample_submission.npy` (a valid submission of the right shape and order, all\n"
+            "`croissant.json`, `dataset.json`, `sample_submission.npy` (a valid submission of the right shape and order, all\n"
             "zeros) and `SUBMITTING.md`. The ground truth, the source map and the per-image evidence stay\n"
             "with the benchmark host, who scores submissions against them."
         )
@@ -126,10 +126,12 @@ def render_card(card: CardInputs, *, public: bool = False) -> str:
     else:
         distribution = (
             "Participants receive `images/`, `train.parquet`, `query.parquet`, `gallery.parquet`,\n"
-            "`README.md` and `dataset.json`. `private/` (ground truth, the source map, per-image evidence)\n"
-            "stays with the benchmark host; the scorer reads `private/ground_truth.parquet`.\n"
-            "`opreid export . --format market1501 -o DIR` writes a Market-1501 folder layout for fast-reid and\n"
-            "torchreid users (it needs the private ground truth)."
+            "`README.md`, `croissant.json` (Croissant metadata of these files) and `dataset.json`. `private/`\n"
+            "(ground truth, the source map, per-image evidence) stays with the benchmark host; the scorer reads\n"
+            "`private/ground_truth.parquet`. `opreid export . --format market1501 -o DIR` writes a Market-1501\n"
+            "folder layout for fast-reid and torchreid users (it needs the private ground truth);\n"
+            "`opreid export . --format hf -o DIR` writes Parquet shards that Hugging Face `datasets.load_dataset`\n"
+            "reads (without the private ground truth)."
         )
         maintenance = (
             "Rebuild with the parameters in `dataset.json` and the same seed to reproduce this release byte for\n"

@@ -12,9 +12,7 @@ import csv
 import io
 import json
 import logging
-import os
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,6 +25,7 @@ from manifests import (
     TRAIN,
     DatasetLayout,
     ManifestError,
+    atomic_folder,
     atomic_write_text,
     progress_bar,
     read_manifest,
@@ -47,6 +46,7 @@ class ExportResult:
     images: dict[str, int]
     cameras: dict[int, int]  # release camid -> exported camera number
     warnings: list[str] = field(default_factory=list)
+    contains_ground_truth: bool = True
 
 
 def _load(out: Path) -> pd.DataFrame:
@@ -77,13 +77,29 @@ def _load(out: Path) -> pd.DataFrame:
     return merged
 
 
-def export_release(out: str | Path, dest: str | Path, fmt: str = "market1501", progress: bool = False):
-    """Export the release in OUT to DEST in format `fmt` (one of FORMATS)."""
+def export_release(
+    out: str | Path,
+    dest: str | Path,
+    fmt: str = "market1501",
+    progress: bool = False,
+    with_ground_truth: bool = False,
+):
+    """Export the release in OUT to DEST in format `fmt` (one of FORMATS).
+
+    `with_ground_truth` adds the private query/gallery labels to a format that leaves them out by
+    default (GROUND_TRUTH_OPTIONAL); market1501 names always carry pids.
+    """
     try:
         writer = FORMATS[fmt]
     except KeyError:
         raise ExportError(f"unknown export format {fmt!r}; known: {', '.join(FORMATS)}") from None
-    return writer(out, dest, progress=progress)
+    if fmt not in GROUND_TRUTH_OPTIONAL:
+        if with_ground_truth:
+            raise ExportError(
+                f"--with-ground-truth applies to {', '.join(GROUND_TRUTH_OPTIONAL)}: {fmt} always holds it"
+            )
+        return writer(out, dest, progress=progress)
+    return writer(out, dest, progress=progress, with_ground_truth=with_ground_truth)
 
 
 def export_market1501(out: str | Path, dest: str | Path, progress: bool = False) -> ExportResult:
@@ -113,9 +129,7 @@ def export_market1501(out: str | Path, dest: str | Path, progress: bool = False)
             rows["split"], rows["pid"], rows["cam"], rows["seq"], rows["path"], strict=True
         )
     ]
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
-    try:
+    with atomic_folder(dest) as staging:
         for folder in MARKET_FOLDERS.values():
             (staging / folder).mkdir()
         pairs = zip(rows["path"], rows["name"], strict=True)
@@ -140,12 +154,6 @@ def export_market1501(out: str | Path, dest: str | Path, progress: bool = False)
             "contains_ground_truth": True,
         }
         atomic_write_text(staging / "export.json", json.dumps(info, indent=2, sort_keys=True) + "\n")
-        if dest.exists():
-            dest.rmdir()  # empty, checked above
-        os.replace(staging, dest)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     for w in warnings:
         log.warning(w)
     counts = rows.groupby("split").size().to_dict()
@@ -157,5 +165,14 @@ def export_market1501(out: str | Path, dest: str | Path, progress: bool = False)
     )
 
 
+def export_hf(out: str | Path, dest: str | Path, progress: bool = False, with_ground_truth: bool = False):
+    """Hugging Face datasets folder (opreid_builder.hf_export): Parquet shards with the images inside."""
+    from opreid_builder.hf_export import export_hf as write
+
+    return write(out, dest, progress=progress, with_ground_truth=with_ground_truth)
+
+
 #: Export formats and their writers (the CLI's --format choices).
-FORMATS = {"market1501": export_market1501}
+FORMATS = {"market1501": export_market1501, "hf": export_hf}
+#: Formats that leave the private ground truth out unless asked (--with-ground-truth).
+GROUND_TRUTH_OPTIONAL = ("hf",)

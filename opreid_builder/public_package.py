@@ -258,6 +258,10 @@ def _build(out: Path, staging: Path, info: dict[str, Any], progress: bool) -> tu
     listed: dict[str, str] = info.get("checksums") or {}
     for path in (layout.train, layout.query, layout.gallery):
         _copy_checked(path, staging / path.name, listed.get(path.name), path.name)
+    if layout.croissant.name in listed:  # public metadata of exactly these files (releases since croissant)
+        _copy_checked(
+            layout.croissant, target.croissant, listed[layout.croissant.name], layout.croissant.name
+        )
     early = validate_public_manifests(staging)
     if early:
         raise PackRefusedError(f"refusing to pack {out}: " + "; ".join(early))

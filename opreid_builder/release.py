@@ -42,6 +42,7 @@ from manifests import (
     write_manifest,
 )
 from manifests.layout import IMAGES_DIR
+from opreid_builder import croissant
 from opreid_builder.dataset_card import CardInputs, render_card
 from opreid_builder.errors import ReleaseError
 from opreid_builder.split_protocol import SplitSelection
@@ -301,6 +302,7 @@ def write_release(
         )
     )
     atomic_write_text(layout.card, card)
+    atomic_write_text(layout.croissant, croissant.dumps(croissant.release_croissant(out, __version__)))
     files = release_files(out)
     checksums = sha256_tree(out, files)
     write_dataset_json(

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from benchmarks.feature_distances import METRICS
+from benchmarks.rerank_options import rerank_options, rerank_settings
 from manifests import progress_enabled, progress_option
 
 
@@ -45,15 +46,17 @@ from manifests import progress_enabled, progress_option
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @progress_option
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout.")
+@rerank_options
 def extract(
-    checkpoint, data, output, features, flip, metric, batch_size, num_workers, device, progress, as_json
-):
+    checkpoint, data, output, features, flip, metric, batch_size, num_workers, device, progress, as_json,
+    **rerank,
+):  # fmt: skip
     """Features are normalise(pooled) minus the ME mean; rows follow query.parquet, columns gallery.parquet."""
     from reid_model.predictions import write_submission
 
     summary = write_submission(
         checkpoint, data, output, features, flip=flip, metric=metric, batch_size=batch_size,
-        num_workers=num_workers, device=device, progress=progress_enabled(progress),
+        num_workers=num_workers, device=device, progress=progress_enabled(progress), rerank=rerank_settings(rerank),
     )  # fmt: skip
     if as_json:
         click.echo(json.dumps(summary.as_dict(), sort_keys=True))

@@ -9,7 +9,12 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from benchmarks.feature_distances import FeatureDistances
+from benchmarks.rerank import RerankSettings, rerank_distances
 from reid_model.errors import CheckpointError, ConfigError, DataError
+
+#: Queries per block written to the .npy of re-ranked distances.
+_WRITE_ROWS = 256
 
 
 @dataclass
@@ -22,6 +27,7 @@ class SubmissionSummary:
     dim: int = 0
     metric: str = ""
     flip: bool = False
+    rerank: dict | None = None
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -39,15 +45,22 @@ def write_submission(
     num_workers: int = 2,
     device: str = "auto",
     progress: bool = False,
+    rerank: RerankSettings | None = None,
 ) -> SubmissionSummary:
     """Extract query and gallery features of the release DATA with CHECKPOINT; write the Q x G distance
     matrix to `output` (.npy, float32) and/or the features to `features` (.npz), each atomically.
 
-    `flip`, `metric` and `batch_size` default to the checkpoint's test settings.
+    `flip`, `metric` and `batch_size` default to the checkpoint's test settings. With `rerank`, the
+    matrix holds k-reciprocal re-ranked distances (benchmarks.rerank), computed and written a block
+    of queries at a time; the features stay as extracted.
     """
     # user mistakes are caught before torch is imported, so they fail fast
     if output is None and features is None:
         raise ConfigError("nothing to write: give -o predictions.npy and/or --features F.npz")
+    if rerank is not None:
+        if output is None:
+            raise ConfigError("--rerank re-ranks the distance matrix: give -o predictions.npy")
+        rerank.check()
     if not Path(data).is_dir():
         raise DataError(f"dataset folder not found: {data}")
     if not Path(checkpoint).is_file():
@@ -88,9 +101,31 @@ def write_submission(
                 gallery=feats["gallery"].numpy().astype(np.float32),
             )
         summary.written.append(str(features))
-    if output is not None:
+    if output is not None and rerank is not None:
+        source = rerank_distances(
+            feats["query"].numpy(), feats["gallery"].numpy(), metric, rerank, progress=progress
+        )
+        _write_rows(source, output)
+        summary.rerank = rerank.describe()
+        summary.written.append(str(output))
+    elif output is not None:
         dist = distance_matrix(feats["query"], feats["gallery"], metric).numpy().astype(np.float32)
         with atomic_path(output, suffix=".npy") as tmp, open(tmp, "wb") as fh:
             np.save(fh, dist, allow_pickle=False)
         summary.written.append(str(output))
     return summary
+
+
+def _write_rows(source: FeatureDistances, output: str | Path) -> None:
+    """A Q x G float32 .npy written a block of rows at a time (atomically): never whole in memory."""
+    import numpy as np
+
+    from manifests import atomic_path
+
+    header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)), "fortran_order": False,
+              "shape": (source.num_query, source.num_gallery)}  # fmt: skip
+    with atomic_path(output, suffix=".npy") as tmp, open(tmp, "wb") as fh:
+        np.lib.format.write_array_header_1_0(fh, header)
+        for a in range(0, source.num_query, _WRITE_ROWS):
+            block = source.rows(a, min(a + _WRITE_ROWS, source.num_query))
+            fh.write(np.ascontiguousarray(block, dtype=np.float32).tobytes())

@@ -64,8 +64,9 @@ def synth_layout(tmp_path_factory) -> Callable:
 
 @pytest.fixture(scope="session")
 def built_release(tmp_path_factory):
-    """A small real release (synth -> build-split, through the CLI as a host types it): a folder that
-    holds everything a host has (private/, masked/, cache/), for tests that pack or check it."""
+    """A small real release (synth -> build-split, through the CLI as a host types it: real JPEGs, ground
+    truth, occlusion flags): a folder that holds everything a host has (private/, masked/, cache/).
+    Shared by the session, so tests must not change it (copy it first)."""
     from opreid_builder.cli import cli
 
     root = tmp_path_factory.mktemp("built")

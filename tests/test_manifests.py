@@ -213,3 +213,19 @@ def test_atomic_files_get_normal_permissions(tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     assert target.stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_atomic_folder_replaces_whole_or_leaves_the_target(tmp_path):
+    from manifests import atomic_folder
+
+    target = tmp_path / "out"
+    with atomic_folder(target) as staging:
+        (staging / "a.txt").write_text("one")
+    assert (target / "a.txt").read_text() == "one" and oct(target.stat().st_mode & 0o755) == oct(0o755)
+    with pytest.raises(RuntimeError), atomic_folder(target) as staging:
+        (staging / "b.txt").write_text("half")
+        raise RuntimeError("killed")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"] and sorted(os.listdir(target)) == ["a.txt"]
+    with atomic_folder(target) as staging:
+        (staging / "c.txt").write_text("two")
+    assert sorted(os.listdir(target)) == ["c.txt"] and sorted(p.name for p in tmp_path.iterdir()) == ["out"]
