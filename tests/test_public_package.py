@@ -20,7 +20,7 @@ from opreid_builder.errors import PackRefusedError, ReleaseError
 from opreid_builder.public_package import pack_release
 from opreid_builder.validate import PACKAGE_KEYS, validate_public
 
-PUBLIC_FILES = {"README.md", "SUBMITTING.md", "dataset.json", "gallery.parquet", "query.parquet",
+PUBLIC_FILES = {"README.md", "SUBMITTING.md", "croissant.json", "dataset.json", "gallery.parquet", "query.parquet",
                 "sample_submission.npy", "train.parquet"}  # fmt: skip
 
 
