@@ -37,3 +37,36 @@ def expect_error() -> Callable[..., str]:
         return last[len(prefix) :]
 
     return check
+
+
+@pytest.fixture(scope="session")
+def occluded_release(tmp_path_factory):
+    """A small OPReID-protocol release built as a user would (`opreid synth` + `opreid build-split
+    --keypoints`): 20 train identities, 21 occluded queries, private ground truth. Read-only."""
+    from opreid_builder.cli import cli
+
+    root = tmp_path_factory.mktemp("occluded_release")
+    steps = (
+        ["synth", root / "raw", "--identities", 60, "--cameras", 4, "--seed", 3],
+        ["build-split", root / "raw", "-o", root / "rel", "--keypoints", root / "raw" / "keypoints.parquet",
+         "--preset", "opreid", "--scale", 0.005, "--train-ids", 20, "--train-images", 200, "--seed", 2,
+         "--no-progress"],
+    )  # fmt: skip
+    for args in steps:
+        result = CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+    return root / "rel"
+
+
+#: Overrides that make a `tiny` training run take two steps of a few images (about a second on a CPU).
+TINY_STEPS = (
+    "input.height=64", "input.width=32", "data.ims_per_batch=8", "data.num_instance=2", "data.num_workers=0",
+    "solver.iters_per_epoch=2", "solver.max_epochs=1", "solver.warmup_iters=2", "solver.freeze_iters=1",
+    "solver.delay_epochs=1", "train.num_threads=1", "train.eval_at_start=false", "test.batch_size=32",
+)  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def tiny_steps() -> tuple[str, ...]:
+    """TINY_STEPS, for tests that train (a fixture, since test modules do not import each other)."""
+    return TINY_STEPS

@@ -37,6 +37,7 @@ COMMANDS = _leaf_commands()
 #: A bad argument per command: (arguments after the command path, exit code, text in the message).
 #: Placeholders: EMPTY (an empty folder), NOWHERE (a missing path), JUNK (a file that is no submission).
 BAD_INPUT = {
+    "ablate": (["--config", "tiny", "--data", "NOWHERE", "-o", "out"], ExitCode.USER, "dataset folder not found"),
     "build-split": (["-o", "EMPTY", "--curated"], ExitCode.INVALID_INPUT, "images.parquet"),
     "curate": (["EMPTY", "-o", "NOWHERE", "--keypoints", "JUNK"], ExitCode.INVALID_INPUT, "keypoints"),
     "export": (["EMPTY", "-o", "NOWHERE"], ExitCode.USER, "ground truth"),
@@ -54,6 +55,7 @@ BAD_INPUT = {
     "leaderboard team revoke": (["alpha", "--data", "EMPTY"], ExitCode.USER, "no leaderboard at"),
     "occlusion calibrate": (["--occluded", "EMPTY", "--holistic", "EMPTY", "--keypoints", "JUNK"],
                             ExitCode.INVALID_INPUT, "keypoints"),
+    "report": (["NOWHERE"], ExitCode.USER, "run folder not found"),
     "review": (["EMPTY"], ExitCode.INVALID_INPUT, "images.parquet"),
     "score": (["JUNK", "--data", "EMPTY"], ExitCode.USER, "query.parquet: no such file"),
     "synth": (["NOWHERE", "--identities", "0"], ExitCode.USER, "identities"),
