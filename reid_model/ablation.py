@@ -298,17 +298,19 @@ def _summaries(values: dict[str, list[float]], prev: AblationRow | None, paper_n
     return out
 
 
-def tabulate(output: Path, variants: Sequence[Variant], seeds: Sequence[int]) -> list[AblationRow]:
-    """Mean ± std over seeds of each variant's last evaluation on each release, beside the paper."""
+def tabulate(variants: Sequence[Variant], runs: Sequence[RunStatus]) -> list[AblationRow]:
+    """Mean ± std over seeds of each variant's last evaluation on each release, beside the paper.
+
+    Only finished runs count: a stopped run's last evaluation is from another point of training.
+    """
     paper = paper_results()
     by_dataset: dict[str, dict[str, list]] = {}
     protocols: dict[str, str | None] = {}
     for variant in variants:
-        for seed in seeds:
-            run_dir = output / variant.name / f"seed{seed}"
-            if not (run_dir / CONFIG_FILE).is_file():
+        for status in runs:
+            if status.variant != variant.name or not status.finished:
                 continue
-            for result in read_run(run_dir, paper.components):
+            for result in read_run(status.run_dir, paper.components):
                 protocols.setdefault(result.dataset, result.protocol)
                 by_dataset.setdefault(result.dataset, {}).setdefault(variant.name, []).append(result)
     rows = []
@@ -360,7 +362,7 @@ def run_ablation(settings: AblationSettings) -> AblationResult:
             bar.update(1)
     finally:
         bar.close()
-    result.rows = tabulate(Path(settings.output), variants, seeds)
+    result.rows = tabulate(variants, result.runs)
     return result
 
 
@@ -437,6 +439,7 @@ def render_ablation(result: AblationResult, fmt: str = FORMATS[0]) -> str:
         *_noise_lines(result),
         f"Paper: {result.source}.",
         f"Runs in {result.output}: {counts['trained']} trained, {counts['resumed']} resumed, "
-        f"{counts['done']} already done" + (f"; {stopped} stopped before the end." if stopped else "."),
+        f"{counts['done']} already done"
+        + (f"; {stopped} stopped before the end (not in the table)." if stopped else "."),
     ]
     return text + "\n".join(lines) + "\n"

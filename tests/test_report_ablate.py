@@ -123,7 +123,11 @@ def ablation(occluded_release, tiny_steps, tmp_path_factory):
     out = tmp_path_factory.mktemp("ablate") / "abl"
     settings = AblationSettings(config="tiny", data=occluded_release, output=out, seeds=1,
                                 variants=("baseline", "cbe"), overrides=tiny_steps)  # fmt: skip
-    stopped = run_ablation(dataclasses.replace(settings, overrides=(*tiny_steps, "train.stop_after_iters=1")))
+    stopped = run_ablation(
+        dataclasses.replace(
+            settings, overrides=(*tiny_steps, "train.stop_after_iters=1", "train.eval_at_start=true")
+        )
+    )
     resumed = run_ablation(settings)
     return settings, stopped, resumed
 
@@ -133,6 +137,7 @@ def test_ablate_stops_resumes_and_tabulates(ablation):
     assert [(r.variant, r.action, r.finished, r.iteration) for r in stopped.runs] == [
         ("baseline", "trained", False, 1), ("cbe", "trained", False, 1)
     ]  # fmt: skip
+    assert stopped.rows == []  # a stopped run's last evaluation is from another point of training
     assert [(r.variant, r.action, r.finished, r.iteration) for r in resumed.runs] == [
         ("baseline", "resumed", True, 2), ("cbe", "resumed", True, 2)
     ]  # fmt: skip
@@ -141,6 +146,9 @@ def test_ablate_stops_resumes_and_tabulates(ablation):
         cfg = yaml.safe_load((run / "config.yaml").read_text())
         assert (cfg["cbe"], cfg["bed"], cfg["dnl"], cfg["rp"], cfg["me"]) == (cbe, False, False, False, False)
         assert json.loads((run / "ablation.json").read_text())["finished"]
+        records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+        # one evaluation before the stop, one at the end
+        assert [r["iteration"] for r in records if r["kind"] == "eval"] == [0, 2]
     base, plus = resumed.rows
     assert (base.label, base.cell, plus.label, plus.cell) == (
         "baseline",
