@@ -16,6 +16,8 @@ import yaml
 
 #: Where a paper cell is looked up first: Table 5 holds every component set, Tables 3-4 the rest.
 TABLE_PREFERENCE = (5, 3, 4)
+#: The " [folder]" suffix that tells apart two evaluated releases of the same name.
+DISAMBIGUATION = re.compile(r"\s*\[[^\]]*\]\s*$")
 
 
 def normalize_name(name: str) -> str:
@@ -61,8 +63,12 @@ class PaperResults:
             for alias in (ds.name, *ds.aliases):
                 lookup[normalize_name(alias)] = ds.name
         for name in names:
-            if name and normalize_name(name) in lookup:
-                return lookup[normalize_name(name)]
+            if not name:
+                continue
+            # training tells apart releases of the same name by a folder suffix: "OPReID... [rel2]"
+            for candidate in (name, DISAMBIGUATION.sub("", name)):
+                if normalize_name(candidate) in lookup:
+                    return lookup[normalize_name(candidate)]
         return None
 
     def cell(self, dataset: str | None, components: frozenset[str]) -> PaperCell | None:

@@ -66,6 +66,7 @@ def release_identity(root: str | Path) -> Release:
     """The name results give a release: dataset.json's `name` and `protocol`, else the folder name."""
     root = Path(root)
     layout = DatasetLayout(root)
+    folder = root.resolve().name
     if layout.dataset_json.is_file():
         try:
             info = read_dataset_json(layout.dataset_json)
@@ -75,10 +76,10 @@ def release_identity(root: str | Path) -> Release:
             name = info.get("name")
             protocol = info.get("protocol")
             return Release(
-                name if isinstance(name, str) and name else root.name,
+                name.strip() if isinstance(name, str) and name.strip() else folder,
                 protocol if isinstance(protocol, str) and protocol else None,
             )
-    return Release(root.name)
+    return Release(folder)
 
 
 def component_switches(config: dict[str, Any], components: tuple[str, ...]) -> frozenset[str]:

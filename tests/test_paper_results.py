@@ -97,6 +97,7 @@ def test_aliases_name_one_dataset_each(paper):
         (("Market-1501",), "Market1501"),
         (("my-copy", "market1501"), "Market1501"),  # the protocol when the name is unknown
         (("occluded_reid",), "O-ReID"),
+        (("OPReID-protocol benchmark [rel2]",), "OPReID"),  # two releases of one name, told apart
         (("p_dukemtmc",), None),
         (("msmt17", None), None),
     ],
