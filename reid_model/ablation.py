@@ -8,7 +8,7 @@ baseline), then +CBE, +BED, +DNL, +RP, +ME, each adding one component to the row
 `ablation.json`) is skipped, an interrupted one resumes from its last checkpoint, and a run folder
 trained with another config is refused rather than mixed in.
 
-Noise: a difference counts as within noise when |Δ| < 2σ, σ the larger of the two rows' standard
+Noise: a difference counts as within noise when |Δ| <= 2σ, σ the larger of the two rows' standard
 deviations over seeds (for ours vs the paper, our row's). With one seed σ is unknown and nothing
 is called noise or signal.
 """
@@ -94,7 +94,7 @@ class MetricSummary:
     mean: float | None
     std: float | None  # sample std over seeds; None with fewer than two
     diff_prev: float | None  # mean minus the row above's mean: the added component's effect
-    noise_prev: bool | None  # |diff_prev| < 2σ; None when σ is unknown
+    noise_prev: bool | None  # |diff_prev| <= 2σ; None when σ is unknown
     paper: float | None
     paper_diff_prev: float | None  # the same effect in the paper
     diff_paper: float | None  # mean minus the paper's number
@@ -271,7 +271,7 @@ def _train_one(settings: AblationSettings, variant: Variant, seed: int, run_dir:
 def _within_noise(diff: float | None, *stds: float | None) -> bool | None:
     if diff is None or any(s is None for s in stds):
         return None
-    return abs(diff) < NOISE_SIGMAS * max(stds)  # type: ignore[type-var]
+    return abs(diff) <= NOISE_SIGMAS * max(stds)  # type: ignore[type-var]
 
 
 def _summaries(values: dict[str, list[float]], prev: AblationRow | None, paper_now: dict, paper_prev: dict):
@@ -351,7 +351,7 @@ def run_ablation(settings: AblationSettings) -> AblationResult:
     result = AblationResult(
         output=str(settings.output), source=paper.source, components=paper.components, metrics=RESULT_METRICS,
         paper_metrics=tuple(m for m in RESULT_METRICS if m in paper.metrics), variants=[v.name for v in variants],
-        seeds=seeds, noise_rule=f"|diff| < {NOISE_SIGMAS:g} x the larger seed std of the rows compared",
+        seeds=seeds, noise_rule=f"|diff| <= {NOISE_SIGMAS:g} x the larger seed std of the rows compared",
     )  # fmt: skip
     jobs = [(v, s) for v in variants for s in seeds]
     bar = progress_bar(total=len(jobs), desc="ablate", unit="run", enabled=settings.progress)

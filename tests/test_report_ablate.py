@@ -242,3 +242,50 @@ def test_ablate_bad_requests(occluded_release, tmp_path, run_opreid, expect_erro
     shutil.copytree(occluded_release, twin)
     expect_error(ablate("--eval-data", twin), "opreid ablate", ExitCode.USER, "both named")
     assert not (tmp_path / "o").exists()
+
+
+def test_ablation_table_mean_std_and_noise(tmp_path, run_opreid):
+    """Two seeds per row from hand-written runs: mean ± std, Δ from the row above and the noise rule."""
+    from reid_model.ablation import RunStatus, render_ablation, table5_variants, tabulate
+
+    release = tmp_path / "rel"
+    release.mkdir()
+    write_dataset_json(release, {"name": "OPReID-protocol benchmark"})
+    base, cbe = table5_variants()[:2]
+    figures = {("baseline", 0): (0.60, 0.50), ("baseline", 1): (0.62, 0.52),
+               ("cbe", 0): (0.70, 0.51), ("cbe", 1): (0.72, 0.53)}  # fmt: skip
+    runs = []
+    for (variant, seed), (rank1, mAP) in figures.items():
+        switches = {c: c == "cbe" and variant == "cbe" for c in ("cbe", "bed", "dnl", "rp", "me")}
+        run = _run_folder(tmp_path / variant / f"seed{seed}", switches, [_eval(9, rank1, mAP)], data=release)
+        runs.append(RunStatus(variant, seed, str(run), "trained", True, 9))
+    runs.append(RunStatus("cbe", 2, str(tmp_path / "never"), "trained", False, 3))  # stopped: not read
+    rows = tabulate([base, cbe], runs)
+    assert [(r.label, r.seeds, r.cell) for r in rows] == [
+        ("baseline", 2, "Table 5, row 1"),
+        ("+CBE", 2, "Table 5, row 2"),
+    ]
+    r1, m = rows[1].metrics["rank1"], rows[1].metrics["mAP"]
+    assert r1.mean == pytest.approx(71.0) and r1.std == pytest.approx(2**0.5)
+    assert r1.diff_prev == pytest.approx(10.0) and r1.noise_prev is False  # 10 > 2 x 1.41
+    assert m.diff_prev == pytest.approx(1.0) and m.noise_prev is True  # 1 < 2 x 1.41
+    assert m.paper_diff_prev == pytest.approx(63.5 - 62.1) and m.diff_paper == pytest.approx(52.0 - 63.5)
+    assert rows[0].metrics["rank1"].noise_paper is True  # 61.0 vs the paper's 61.1
+    assert rows[0].metrics["rank1"].diff_prev is None
+    from reid_model.ablation import AblationResult
+
+    result = AblationResult(output=str(tmp_path), source="the paper", components=("cbe", "bed", "dnl", "rp", "me"),
+                            metrics=("rank1", "mAP", "mINP"), paper_metrics=("rank1", "mAP"),
+                            variants=["baseline", "cbe"], seeds=[0, 1], noise_rule="|diff| <= 2 sigma",
+                            runs=runs, rows=rows)  # fmt: skip
+    text = render_ablation(result)
+    assert (
+        "| +CBE | ✓ |  |  |  |  | 2 | 71.0 ± 1.4 | +10.0 | 62.5 | +1.4 | 52.0 ± 1.4 | +1.0 ≈ | 63.5 | +1.4 |"
+        in text
+    )
+    # mINP is 10.0 in every run: a zero difference is within (zero) noise
+    assert "effects within noise: +CBE mAP, +CBE mINP; beyond noise: +CBE R-1" in text
+    assert "1 stopped before the end (not in the table)" in text
+    table = list(csv.DictReader(io.StringIO(render_ablation(result, "csv"))))
+    assert table[1]["Δ mAP within noise"] == "true" and table[1]["Δ R-1 within noise"] == "false"
+    assert float(table[1]["R-1 std"]) == pytest.approx(1.4)
