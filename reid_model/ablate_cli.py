@@ -33,7 +33,8 @@ from reid_model.result_tables import FORMATS
               help="Folder DIR: one run per DIR/<variant>/seed<k>/.")  # fmt: skip
 @click.option("--pretrained", default=None, help="'imagenet' (torchvision weights) or a state-dict path.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-@click.option("--format", "fmt", type=click.Choice(FORMATS), default=FORMATS[0], show_default=True)
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default=FORMATS[0], show_default=True,
+              help="A Markdown table with notes below it, or CSV (the table alone).")  # fmt: skip
 @progress_option
 @click.option("--json", "as_json", is_flag=True, help="Print the runs and the table as JSON on stdout.")
 @click.argument("overrides", nargs=-1)

@@ -12,7 +12,8 @@ from reid_model.result_tables import FORMATS
 
 @click.command("report", context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("runs", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--format", "fmt", type=click.Choice(FORMATS), default=FORMATS[0], show_default=True)
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default=FORMATS[0], show_default=True,
+              help="A Markdown table with notes below it, or CSV (the table alone).")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON on stdout instead.")
 def report(runs, fmt, as_json):
     """One row per run and release (the run's last evaluation on it): dataset, components (the
