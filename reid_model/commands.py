@@ -9,4 +9,12 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "reid_model.extract_cli:extract",
         "Turn a checkpoint into a query x gallery distance matrix or features.",
     ),
+    "report": (
+        "reid_model.report_cli:report",
+        "Tabulate runs in the shape of the paper's Tables 3-5, beside its published numbers.",
+    ),
+    "ablate": (
+        "reid_model.ablate_cli:ablate",
+        "Train the Table 5 variants over several seeds; mean and std beside the paper's rows.",
+    ),
 }

@@ -64,18 +64,34 @@ def synth_layout(tmp_path_factory) -> Callable:
 
 @pytest.fixture(scope="session")
 def built_release(tmp_path_factory):
-    """A small real release (synth -> build-split, through the CLI as a host types it: real JPEGs, ground
-    truth, occlusion flags): a folder that holds everything a host has (private/, masked/, cache/).
-    Shared by the session, so tests must not change it (copy it first)."""
+    """A small OPReID-protocol release built as a host would (`opreid synth` + `opreid build-split
+    --keypoints`, through the CLI): real JPEGs, 20 train identities, 21 occluded queries, a private ground
+    truth, and everything a host keeps (private/, masked/, cache/). Shared by the session: read-only
+    (copy it before changing it)."""
     from opreid_builder.cli import cli
 
-    root = tmp_path_factory.mktemp("built")
-    raw, out = root / "raw", root / "release"
-    for args in (
-        ["synth", raw, "--identities", "50", "--cameras", "4", "--seed", "1", "--workers", "1"],
-        ["build-split", raw, "-o", out, "--keypoints", raw / "keypoints.parquet", "--preset", "opreid",
-         "--scale", "0.005", "--seed", "1", "--no-progress"],
-    ):  # fmt: skip
+    root = tmp_path_factory.mktemp("built_release")
+    steps = (
+        ["synth", root / "raw", "--identities", 60, "--cameras", 4, "--seed", 3],
+        ["build-split", root / "raw", "-o", root / "rel", "--keypoints", root / "raw" / "keypoints.parquet",
+         "--preset", "opreid", "--scale", 0.005, "--train-ids", 20, "--train-images", 200, "--seed", 2,
+         "--no-progress"],
+    )  # fmt: skip
+    for args in steps:
         result = CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
         assert result.exit_code == 0, result.output
-    return out
+    return root / "rel"
+
+
+#: Overrides that make a `tiny` training run take two steps of a few images (about a second on a CPU).
+TINY_STEPS = (
+    "input.height=64", "input.width=32", "data.ims_per_batch=8", "data.num_instance=2", "data.num_workers=0",
+    "solver.iters_per_epoch=2", "solver.max_epochs=1", "solver.warmup_iters=2", "solver.freeze_iters=1",
+    "solver.delay_epochs=1", "train.num_threads=1", "train.eval_at_start=false", "test.batch_size=32",
+)  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def tiny_steps() -> tuple[str, ...]:
+    """TINY_STEPS, for tests that train (a fixture, since test modules do not import each other)."""
+    return TINY_STEPS

@@ -37,6 +37,7 @@ COMMANDS = _leaf_commands()
 #: A bad argument per command: (arguments after the command path, exit code, text in the message).
 #: Placeholders: EMPTY (an empty folder), NOWHERE (a missing path), JUNK (a file that is no submission).
 BAD_INPUT = {
+    "ablate": (["--config", "tiny", "--data", "NOWHERE", "-o", "out"], ExitCode.USER, "dataset folder not found"),
     "build-split": (["-o", "EMPTY", "--curated"], ExitCode.INVALID_INPUT, "images.parquet"),
     "check": (["JUNK", "--data", "EMPTY"], ExitCode.USER, "query.parquet: no such file"),
     "curate": (["EMPTY", "-o", "NOWHERE", "--keypoints", "JUNK"], ExitCode.INVALID_INPUT, "keypoints"),
@@ -63,6 +64,7 @@ BAD_INPUT = {
     "occlusion calibrate": (["--occluded", "EMPTY", "--holistic", "EMPTY", "--keypoints", "JUNK"],
                             ExitCode.INVALID_INPUT, "keypoints"),
     "release pack": (["EMPTY", "-o", "NOWHERE"], ExitCode.INVALID_INPUT, "dataset.json: no such file"),
+    "report": (["NOWHERE"], ExitCode.USER, "run folder not found"),
     "review": (["EMPTY"], ExitCode.INVALID_INPUT, "images.parquet"),
     "score": (["JUNK", "--data", "EMPTY"], ExitCode.USER, "query.parquet: no such file"),
     "synth": (["NOWHERE", "--identities", "0"], ExitCode.USER, "identities"),
