@@ -17,7 +17,8 @@ import click
 
 from manifests import DatasetLayout, progress_enabled, progress_option
 from opreid_builder.curate import NO_PERSON_CHOICES, CurateConfig
-from opreid_builder.faces import DETECTORS
+from opreid_builder.curate_engines import ENGINES, RAY_EXTRA
+from opreid_builder.faces import DETECTORS, NO_FACE_MODEL, detector_summary
 from opreid_builder.masking import MASK_METHODS
 from opreid_builder.occlusion import RULES
 from opreid_builder.sources import LAYOUTS
@@ -42,7 +43,7 @@ def _pose_options(f: Callable) -> Callable:
         click.option("--person-conf", type=click.FloatRange(0, 1), default=_D.person_conf, show_default=True,
                      help="Minimum person detection score."),
         click.option("--workers", type=click.IntRange(min=0), default=_D.workers, show_default=True,
-                     help="Threads decoding crops ahead of the model."),
+                     help="Local engine: threads per light stage (decode, mask, write); 0 runs all stages in order on one thread."),
     ]  # fmt: skip
     for option in reversed(options):
         f = option(f)
@@ -72,7 +73,8 @@ def curate_options(f: Callable) -> Callable:
                      help="Face detector(s) to use (repeatable; default: every available one, union of boxes)."),
         click.option("--face-model", "face_models", multiple=True, type=click.Path(dir_okay=False, path_type=str),
                      help="Face detector model file (repeatable): YuNet if its name contains 'yunet', else an "
-                          "insightface SCRFD .onnx; default $OPREID_FACE_MODEL."),
+                          "insightface SCRFD .onnx; default $OPREID_FACE_MODEL, else the bundled YuNet (MIT). "
+                          f"'{NO_FACE_MODEL}' switches face detection models off (pose head boxes only; warns)."),
         click.option("--insightface-root", type=click.Path(file_okay=False, path_type=str),
                      default=_D.insightface_root,
                      help="insightface model root searched for an SCRFD model (default ~/.insightface)."),
@@ -89,7 +91,21 @@ def curate_options(f: Callable) -> Callable:
         click.option("--jpeg-quality", type=click.IntRange(1, 100), default=_D.jpeg_quality, show_default=True,
                      help="JPEG quality of the masked crops."),
         click.option("--corrections", type=click.Path(dir_okay=False, path_type=str), default=_D.corrections,
-                     help="Review corrections (CSV/Parquet: image_id, occluded) overriding the machine flags."),
+                     help="Review corrections (CSV/Parquet: image_id, occluded[, reviewer, reviewed_at]) "
+                          "overriding the machine flags."),
+        click.option("--engine", type=click.Choice(ENGINES), default=_D.engine, show_default=True,
+                     help=f"Who runs the stages: threads here, or Ray Data (pip install '{RAY_EXTRA}'). "
+                          "Both give byte-identical outputs and share the cache."),
+        click.option("--ray-address", default=_D.ray_address, metavar="ADDR",
+                     help="Ray cluster to join (with --engine ray); default: start a local one."),
+        click.option("--pose-actors", type=click.IntRange(min=1), default=_D.pose_actors, show_default=True,
+                     help="Pose model workers (Ray actors; one model each)."),
+        click.option("--pose-gpus", type=click.FloatRange(min=0), default=_D.pose_gpus,
+                     help="GPUs per pose actor (Ray); default 1 when --device is a GPU, else 0."),
+        click.option("--face-actors", type=click.IntRange(min=1), default=_D.face_actors, show_default=True,
+                     help="Face detector workers (Ray actors; one set of models each)."),
+        click.option("--shard-size", type=click.IntRange(min=1), default=_D.shard_size, show_default=True,
+                     help="Crops per cached shard, on average (shards are cut by content)."),
     ]  # fmt: skip
     for option in reversed(options):
         f = option(f)
@@ -113,7 +129,11 @@ def _print_counts(result, out: Path) -> None:
         f"{c['status_unreadable']} unreadable, {c['status_duplicate']} duplicate, {c['status_excluded']} excluded, "
         f"{c['status_no_person']} no person; {c['junk']} junk (pid -1) dropped, {c['refused']} refused"
     )
-    click.echo(f"faces masked in {c['with_face']} crops, none found in {c['without_face']}")
+    faces = result.curation["faces"]
+    click.echo(
+        f"faces masked in {c['with_face']} crops, none found in {c['without_face']} "
+        f"(detectors: {detector_summary(faces)})"
+    )
     if result.curation.get("corrections"):
         k = result.curation["corrections"]
         click.echo(f"review corrections: {k['applied']} applied, {k['unmatched']} unmatched")

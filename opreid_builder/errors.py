@@ -83,3 +83,7 @@ class ReleaseError(BuilderError):
 
 class ExportError(BuilderError):
     """Export to another dataset layout failed (missing ground truth, target folder not empty)."""
+
+
+class EngineError(CurationError):
+    """The curation engine cannot run as asked (Ray missing, a cluster that cannot be reached)."""
