@@ -58,7 +58,7 @@ from manifests import (
     write_manifest,
 )
 from opreid_builder.corrections import load_corrections
-from opreid_builder.curate_engines import EngineConfig, StageSpec, make_engine
+from opreid_builder.curate_engines import EngineConfig, StageSpec, make_engine, require_ray
 from opreid_builder.curate_shards import DEFAULT_SHARD_SIZE, Shard, ShardStore, plan_shards
 from opreid_builder.curate_stages import (
     COLUMN_TYPES,
@@ -274,8 +274,7 @@ def _read_pass(
         )
         stages = [StageSpec("checksum", ChecksumStage, (str(scan.root.resolve()),), batch_size=64)]
         for shard, table in run_shards(engine.get(), todo, index, stages, 64, progress, "read"):
-            store.save(shard, table)
-            tables.append(store.load(shard))
+            tables.append(store.save(shard, table))
     done = pa.concat_tables(tables, promote_options="none") if tables else _READ_SCHEMA.empty_table()
     position = {k: i for i, k in enumerate(done.column("key").to_pylist())}
     return done.take(pa.array([position[k] for k in keys], type=pa.int64()))
@@ -405,13 +404,10 @@ def _content_pass(
             engine.get(), todo, index, stages, config.batch_size, progress, "curate"
         ):
             if not has_pose:
-                pose_store.save(shard, table)
-                results[shard.id]["pose"] = pose_store.load(shard)
+                results[shard.id]["pose"] = pose_store.save(shard, table)
             if face_store is not None and not has_faces:
-                face_store.save(shard, table)
-                results[shard.id]["faces"] = face_store.load(shard)
-            mask_store.save(shard, table)
-            results[shard.id]["masks"] = mask_store.load(shard)
+                results[shard.id]["faces"] = face_store.save(shard, table)
+            results[shard.id]["masks"] = mask_store.save(shard, table)  # last: the shard is finished
 
     out = cand.select(["sha256"])
     for kind, names in (("pose", POSE_COLUMNS), ("faces", FACE_COLUMNS), ("masks", MASK_COLUMNS)):
@@ -510,6 +506,8 @@ def curate(raw: Path, out: Path, config: CurateConfig, progress: bool = True) ->
     """Run the curation stages over RAW and write their outputs under OUT (see the module doc)."""
     raw, out = Path(raw), Path(out)
     layout = DatasetLayout(out)
+    if config.engine == "ray":
+        require_ray()  # fail before any work when the extra is missing
     scan = scan_sources(raw, config.layout)
     _check_out(scan, out)
     rule = config.occlusion_rule

@@ -18,9 +18,13 @@ final `images.parquet` belong to the driver (curate.py), so both engines give th
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import importlib
+import json
 import logging
 import os
+import re
 import threading
 import uuid
 from collections.abc import Iterator
@@ -108,24 +112,65 @@ class LocalEngine:
             yield out
 
 
-def _opreid_cause(exc: BaseException) -> OpreidError | None:
-    """The OpreidError a Ray error wraps (a stage's own error, raised in a worker), if any."""
-    seen = set()
-    stack = [exc]
-    while stack:
-        e = stack.pop()
-        if e is None or id(e) in seen:
-            continue
-        seen.add(id(e))
-        if isinstance(e, OpreidError):
-            return e
-        stack += [getattr(e, "cause", None), e.__cause__, e.__context__]
-    return None
+_MARK = re.compile(r"OPREID-STAGE-ERROR\[([A-Za-z0-9+/=]+)\]")
+
+
+class _StageFailed(RuntimeError):
+    """A stage's OpreidError, carried across Ray in its message (Ray keeps an error's text, not its chain)."""
+
+    def __init__(self, error: OpreidError):
+        payload = {"module": type(error).__module__, "name": type(error).__qualname__, "message": str(error)}
+        super().__init__(f"OPREID-STAGE-ERROR[{base64.b64encode(json.dumps(payload).encode()).decode()}]")
+
+
+def _carried_error(exc: BaseException) -> OpreidError | None:
+    """The stage error a Ray exception carries, rebuilt as its own class with its one-line message."""
+    found = _MARK.search(str(exc))
+    if found is None:
+        return None
+    try:
+        payload = json.loads(base64.b64decode(found.group(1)))
+        cls = getattr(importlib.import_module(payload["module"]), payload["name"])
+    except (ValueError, ImportError, AttributeError, KeyError):
+        return None
+    if not (isinstance(cls, type) and issubclass(cls, OpreidError)):
+        return None
+    error = cls.__new__(cls)
+    Exception.__init__(error, payload["message"])
+    return error
+
+
+class RayStage:
+    """A stage in a Ray actor: built once per actor; its own errors cross back to the driver intact."""
+
+    def __init__(self, factory: type, args: tuple):
+        try:
+            self.stage = factory(*args)
+        except OpreidError as exc:
+            raise _StageFailed(exc) from None
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        try:
+            return self.stage(batch)
+        except OpreidError as exc:
+            raise _StageFailed(exc) from None
 
 
 def _apply_stage(batch: pa.Table, factory: type, args: tuple) -> pa.Table:
     """A light stage as a Ray task: built per batch (it loads nothing)."""
-    return factory(*args)(batch)
+    return RayStage(factory, args)(batch)
+
+
+def require_ray():
+    """The `ray` module with Ray Data, or EngineError naming the extra to install."""
+    try:
+        import ray
+        import ray.data  # noqa: F401
+    except ImportError:
+        raise EngineError(
+            f"--engine ray needs Ray, which is not installed: pip install '{RAY_EXTRA}'"
+        ) from None
+    return ray
 
 
 class RayEngine:
@@ -134,25 +179,20 @@ class RayEngine:
     name = "ray"
 
     def __init__(self, work_dir: Path, address: str | None = None, progress: bool = False):
-        try:
-            import ray
-            import ray.data
-        except ImportError:
-            raise EngineError(f"--engine ray needs Ray: pip install '{RAY_EXTRA}'") from None
-        self.ray = ray
+        ray = self.ray = require_ray()
         self.work_dir = Path(work_dir).resolve()
+        for name in ("ray", "ray.data"):  # Ray's own progress and error lines: the driver reports errors
+            logging.getLogger(name).setLevel(logging.CRITICAL)
         if not ray.is_initialized():
-            os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+            os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
             try:
                 ray.init(
-                    address=address or None, include_dashboard=False, logging_level=logging.WARNING,
+                    address=address or None, include_dashboard=False, logging_level=logging.ERROR,
                     log_to_driver=False, configure_logging=True,
                 )  # fmt: skip
             except Exception as exc:  # Ray raises ConnectionError, RuntimeError, ValueError, ...
                 where = f"the Ray cluster at {address}" if address else "a local Ray cluster"
                 raise EngineError(f"cannot start or join {where}: {str(exc).splitlines()[0]}") from None
-        for name in ("ray", "ray.data"):
-            logging.getLogger(name).setLevel(logging.WARNING)
         ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = progress
         with contextlib.suppress(AttributeError):
@@ -169,8 +209,10 @@ class RayEngine:
             for spec in stages:
                 common = {"batch_size": spec.batch_size, "batch_format": "pyarrow", "zero_copy_batch": True}
                 if spec.actors:
+                    named = type(spec.factory.__name__, (RayStage,), {})  # Ray names actors after it
                     ds = ds.map_batches(
-                        spec.factory, fn_constructor_args=spec.args, compute=ActorPoolStrategy(size=spec.concurrency),
+                        named, fn_constructor_args=(spec.factory, spec.args),
+                        compute=ActorPoolStrategy(size=spec.concurrency),
                         num_cpus=ACTOR_CPUS, num_gpus=spec.num_gpus or None, **common,
                     )  # fmt: skip
                 else:
@@ -182,9 +224,9 @@ class RayEngine:
         except OpreidError:
             raise
         except Exception as exc:
-            cause = _opreid_cause(exc)
-            if cause is not None:
-                raise cause from None
+            carried = _carried_error(exc)
+            if carried is not None:
+                raise carried from None
             raise
         finally:
             with contextlib.suppress(OSError):

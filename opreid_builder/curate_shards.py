@@ -109,7 +109,8 @@ class ShardStore:
             return None
         return table
 
-    def save(self, shard: Shard, table: pa.Table) -> None:
+    def save(self, shard: Shard, table: pa.Table) -> pa.Table:
+        """Write the shard's rows (the store's columns, at its types) and return them as written."""
         if self.spec is not None and not (self.folder / "spec.json").is_file():
             atomic_write_text(
                 self.folder / "spec.json", json.dumps(self.spec, indent=2, sort_keys=True) + "\n"
@@ -117,6 +118,7 @@ class ShardStore:
         table = table.select(self.schema.names).cast(self.schema)
         with atomic_path(self.path(shard)) as tmp:
             pq.write_table(table, tmp, compression="zstd")
+        return table
 
     def clean_temporary(self) -> None:
         """Remove temporary files a killed write left behind."""
