@@ -21,6 +21,7 @@ from opreid_builder.curate_engines import ENGINES, RAY_EXTRA
 from opreid_builder.faces import DETECTORS, NO_FACE_MODEL, detector_summary
 from opreid_builder.masking import MASK_METHODS
 from opreid_builder.occlusion import RULES
+from opreid_builder.review import ONLY_CHOICES
 from opreid_builder.sources import LAYOUTS
 
 _D = CurateConfig()
@@ -169,21 +170,59 @@ def curate(raw: Path, out: Path, as_json: bool, progress: bool, **options: Any) 
 @click.option(
     "--page-size", type=click.IntRange(min=1), default=200, show_default=True, help="Crops per page."
 )
+@click.option(
+    "--sample",
+    type=click.IntRange(min=1),
+    default=None,
+    metavar="N",
+    help="Review a random sample of N crops (seeded by --seed) instead of all of them.",
+)
+@click.option(
+    "--only",
+    type=click.Choice(ONLY_CHOICES),
+    default=None,
+    help="Review only these crops: flagged (occluded), holistic, unflagged, or where the face detectors disagree.",
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of --sample.")
+@click.option(
+    "--workers",
+    type=click.IntRange(min=0),
+    default=_D.workers,
+    show_default=True,
+    help="Threads drawing thumbnails.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print what was written as JSON on stdout.")
-def review(out: Path, page_size: int, as_json: bool) -> None:
-    """Write a static HTML contact sheet of the occlusion flags (OUT/review/index.html) and a corrections CSV."""
+@progress_option
+def review(out: Path, page_size: int, sample: int | None, only: str | None, seed: int, workers: int,
+           as_json: bool, progress: bool | None) -> None:  # fmt: skip
+    """Write a static review site of the occlusion flags (OUT/review/index.html) and a corrections CSV.
+
+    Open the page from disk: filter, click crops to toggle their flags, and download corrections.csv
+    (with your name and the time of each edit) for `build-split --corrections`.
+    """
     from opreid_builder.review import write_review
 
-    result = write_review(out, page_size)
+    result = write_review(
+        out, page_size, sample=sample, only=only, seed=seed, workers=workers, progress=show_progress(progress)
+    )
     if as_json:
         click.echo(
             json.dumps(
-                {"items": result.items, "html": str(result.html), "corrections_template": str(result.csv)}
+                {
+                    "items": result.items,
+                    "pages": result.pages,
+                    "html": str(result.html),
+                    "corrections_template": str(result.csv),
+                    "thumbnails_written": result.thumbnails,
+                    "site_bytes": result.site_bytes,
+                }  # fmt: skip
             )
         )
         return
-    click.echo(f"{result.items} crops: open {result.html}")
-    click.echo(f"corrections template: {result.csv} (fill 'occluded', then pass --corrections)")
+    click.echo(f"{result.items} crops on {result.pages} page(s): open {result.html}")
+    click.echo(
+        "click crops to toggle their flags, then download corrections.csv and pass it as --corrections"
+    )
 
 
 @click.group("occlusion")
