@@ -531,13 +531,14 @@ def curate(raw: Path, out: Path, config: CurateConfig, progress: bool = True) ->
     cols = _statuses(scan, read, config.min_size)
     n = len(scan.items)
     candidates = [i for i in range(n) if cols["status"][i] == "ok"]
+    picked = pa.array(candidates, type=pa.int64())
     cand = pa.table(
         {
-            "sha256": read.column("sha256").take(candidates),
+            "sha256": read.column("sha256").take(picked),
             "image_id": pa.array([cols["image_id"][i] for i in candidates], pa.string()),
             "source_path": pa.array([scan.items[i].source_path for i in candidates], pa.string()),
-            "width": read.column("width").take(candidates),
-            "height": read.column("height").take(candidates),
+            "width": read.column("width").take(picked),
+            "height": read.column("height").take(picked),
         }
     )
 

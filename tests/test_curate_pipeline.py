@@ -340,3 +340,18 @@ def test_person_selection_prefers_the_box_covering_the_crop():
     same = np.array([[0, 0, 64, 128], [0, 0, 64, 128]], dtype=float)
     assert select_person(same, np.array([0.4, 0.8]), 64, 128) == 1  # tie on IoU: higher score
     assert select_person(np.zeros((0, 4)), np.zeros(0), 64, 128) is None
+
+
+def test_an_empty_raw_gives_an_empty_table(tmp_path, synth):
+    (tmp_path / "raw").mkdir()
+    result = curate(
+        tmp_path / "raw",
+        tmp_path / "out",
+        CurateConfig(keypoints=str(synth / "keypoints.parquet")),
+        progress=False,
+    )
+    assert result.images.num_rows == 0 and result.counts["images"] == 0
+    assert (
+        manifests.read_manifest(tmp_path / "out" / "private" / "images.parquet", manifests.IMAGES).num_rows
+        == 0
+    )
