@@ -44,9 +44,15 @@ class Page(HTMLParser):
 
 
 def site_data(html: Path) -> dict:
+    """The data items.js hands to the page (`window.OPREID_REVIEW = JSON.parse("...");`)."""
     text = (html.parent / "items.js").read_text()
-    assert text.startswith("window.OPREID_REVIEW = ") and text.rstrip().endswith(";")
-    return json.loads(text[len("window.OPREID_REVIEW = ") :].rstrip().rstrip(";"))
+    head, tail = "window.OPREID_REVIEW = JSON.parse(", ");\n"
+    assert text.startswith(head) and text.endswith(tail)
+    return json.loads(json.loads(text[len(head) : -len(tail)]))
+
+
+def ids(data: dict) -> list[str]:
+    return [data["ids"][16 * i : 16 * i + 16] for i in range(data["n"])]
 
 
 @pytest.fixture(scope="module")
@@ -67,19 +73,20 @@ def test_review_site_items_thumbnails_and_filters(curated):
     page.feed(result.html.read_text())
     assert page.scripts == ["items.js"]
     data = site_data(result.html)
-    assert data["fields"] == list(FIELDS) and data["page_size"] == 25
-    assert len(data["items"]) == result.items > 25 and result.pages == -(-result.items // 25)
+    assert set(data["columns"]) == set(FIELDS) and data["page_size"] == 25
+    assert data["n"] == result.items > 25 and result.pages == -(-result.items // 25)
+    assert all(len(column) == data["n"] for column in data["columns"].values())
     assert set(page.selects) >= {"f-flag", "f-reviewed", "f-part", "f-cam", "f-status", "f-disagree"}
     assert set(page.selects["f-flag"]) == {"", "occluded", "holistic", "none"}
     assert set(BODY_PARTS) <= set(page.selects["f-part"])
     assert page.selects["f-cam"] == ["", "1", "2", "3"]
-    F = {n: i for i, n in enumerate(data["fields"])}
-    occluded = [it for it in data["items"] if it[F["flag"]] == 1]
-    assert occluded and all(it[F["parts"]] for it in occluded)  # an occluded crop misses some part
-    for it in data["items"]:
-        thumb = result.html.parent / "thumbs" / f"{it[F['id']]}-{it[F['thumb']]}.jpg"
-        with Image.open(thumb) as im:  # a file, cut from the masked crop, with the skeleton drawn in
-            assert im.height == 128
+    flags, parts = data["columns"]["flag"], data["columns"]["parts"]
+    occluded = [i for i in range(data["n"]) if flags[i] == 1]
+    assert occluded and all(parts[i] for i in occluded)  # an occluded crop misses some part
+    for i, image_id in enumerate(ids(data)):
+        digest = data["thumbs"][8 * i : 8 * i + 8]
+        with Image.open(result.html.parent / "thumbs" / f"{image_id}-{digest}.jpg") as im:
+            assert im.height == 128  # a file, cut from the masked crop, with the skeleton drawn in
     assert len(list((result.html.parent / "thumbs").iterdir())) == result.items
     html = result.html.read_text()
     assert "http://" not in html and "https://" not in html  # no server, no network
@@ -91,13 +98,10 @@ def test_review_sample_and_only(curated):
     everything = write_review(curated)
     flagged = write_review(curated, only="flagged")
     data = site_data(flagged.html)
-    F = {n: i for i, n in enumerate(data["fields"])}
-    assert 0 < flagged.items < everything.items and all(it[F["flag"]] == 1 for it in data["items"])
+    assert 0 < flagged.items < everything.items and set(data["columns"]["flag"]) == {1}
     sample = write_review(curated, sample=10, seed=1)
-    ids = [it[0] for it in site_data(sample.html)["items"]]
-    assert sample.items == 10 and ids == [
-        it[0] for it in site_data(write_review(curated, sample=10, seed=1).html)["items"]
-    ]
+    picked = ids(site_data(sample.html))
+    assert sample.items == 10 and picked == ids(site_data(write_review(curated, sample=10, seed=1).html))
     assert len(list((sample.html.parent / "thumbs").iterdir())) == 10  # thumbnails of the crops shown only
 
 
