@@ -40,6 +40,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -522,6 +523,7 @@ def curate(raw: Path, out: Path, config: CurateConfig, progress: bool = True) ->
     if config.face_mask == "blur":
         log.warning(BLUR_WARNING)
     out.mkdir(parents=True, exist_ok=True)
+    _clean_cache(layout)
     engine = _Engine(config, layout, progress)
     from_file = isinstance(source, KeypointsFile)
     occlusion_source = "keypoints-file" if from_file else "pose"
@@ -656,6 +658,19 @@ def curate(raw: Path, out: Path, config: CurateConfig, progress: bool = True) ->
     private = {**curation, "refused": [{"path": p, "reason": why} for p, why in scan.refused]}
     atomic_write_text(layout.curation_record, json.dumps(private, indent=2, sort_keys=True) + "\n")
     return CurationResult(table, counts, curation, list(scan.refused))
+
+
+#: Stage caches of opreid before shards (one keyed table per stage): never read again.
+_LEGACY_CACHES = ("read", "pose", "faces", "masks")
+
+
+def _clean_cache(layout: DatasetLayout) -> None:
+    """Remove what a killed run or an older opreid left in the cache: work indexes, legacy caches."""
+    for index in (layout.cache / "work").glob("index-*.parquet"):
+        index.unlink(missing_ok=True)
+    for name in _LEGACY_CACHES:
+        if (layout.cache / name).is_dir():
+            shutil.rmtree(layout.cache / name, ignore_errors=True)
 
 
 def _remove_stale_masks(layout: DatasetLayout, keep_ids: set[str]) -> None:

@@ -236,7 +236,9 @@ def write_review(
     if any(len(r["image_id"]) != ID_WIDTH for r in rows):
         raise CurationError(f"{layout.images_table}: image ids must be {ID_WIDTH} hex digits")
     # JSON.parse of one string literal: V8 parses it faster than the same data as a script literal
-    script = "window.OPREID_REVIEW = JSON.parse(" + json.dumps(json.dumps(data, separators=(",", ":"))) + ");\n"
+    script = (
+        "window.OPREID_REVIEW = JSON.parse(" + json.dumps(json.dumps(data, separators=(",", ":"))) + ");\n"
+    )
     template_text = (
         resources.files("opreid_builder").joinpath("review_template.html").read_text(encoding="utf-8")
     )
