@@ -233,8 +233,9 @@ def run_shards(
         for batch in engine.run(index, stages, batch_rows):
             batch = as_table(batch)
             ids = batch.column("shard")
-            for sid in pc.unique(ids).to_pylist():
-                part = batch if len(pc.unique(ids)) == 1 else batch.filter(pc.equal(ids, sid))
+            present = pc.unique(ids).to_pylist()
+            for sid in present:
+                part = batch if len(present) == 1 else batch.filter(pc.equal(ids, sid))
                 parts[sid].append(part)
                 got[sid] += part.num_rows
                 if got[sid] == expected[sid]:
@@ -300,7 +301,7 @@ def _activate_masks(store: ShardStore, spec: dict[str, Any]) -> None:
     old = (previous or {}).get("spec", {}).get("faces") if isinstance(previous, dict) else None
     if old is not None:
         before, now = detector_summary(old), detector_summary(spec["faces"])
-        if before != now:
+        if _detector_set(old) != _detector_set(spec["faces"]):
             log.warning(
                 "the face detectors differ from those of the cached masks (%s before, %s now): "
                 "masking every crop again", before, now,
@@ -309,6 +310,12 @@ def _activate_masks(store: ShardStore, spec: dict[str, Any]) -> None:
             log.info("the masking settings changed: masking every crop again")
     store.remove_siblings()
     atomic_write_text(marker, json.dumps({"key": key, "spec": spec}, indent=2, sort_keys=True) + "\n")
+
+
+def _detector_set(faces: dict[str, Any]) -> tuple:
+    """What makes two runs' face detectors the same: their names and each model file's content."""
+    models = sorted((m.get("detector"), m.get("sha256")) for m in faces.get("models") or [])
+    return tuple(faces.get("detectors") or []), tuple(models)
 
 
 def _content_pass(
