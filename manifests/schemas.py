@@ -91,7 +91,11 @@ IMAGES = ManifestSchema(
         ("face_boxes", pa.list_(_FACE_BOX), True),
         ("mask_method", pa.string(), True),
         ("masked_path", pa.string(), True),
+        ("face_detectors", pa.int32(), True),  # how many face detectors ran on the released crop
+        ("reviewer", pa.string(), True),    # who corrected the flag in review
+        ("reviewed_at", pa.string(), True),  # when (ISO 8601, as the review site recorded it)
     ),
+    version="1.1",
 )  # fmt: skip
 
 # Files written by `opreid synth` next to the crops (also accepted by `build-split --keypoints`).

@@ -17,9 +17,11 @@ import click
 
 from manifests import DatasetLayout, progress_enabled, progress_option
 from opreid_builder.curate import NO_PERSON_CHOICES, CurateConfig
-from opreid_builder.faces import DETECTORS
+from opreid_builder.curate_engines import ENGINES, RAY_EXTRA
+from opreid_builder.faces import DETECTORS, NO_FACE_MODEL, detector_summary
 from opreid_builder.masking import MASK_METHODS
 from opreid_builder.occlusion import RULES
+from opreid_builder.review import ONLY_CHOICES
 from opreid_builder.sources import LAYOUTS
 
 _D = CurateConfig()
@@ -48,7 +50,7 @@ def pose_options(f: Callable) -> Callable:
         click.option("--person-conf", type=click.FloatRange(0, 1), default=_D.person_conf, show_default=True,
                      help="Minimum person detection score."),
         click.option("--workers", type=click.IntRange(min=0), default=_D.workers, show_default=True,
-                     help="Threads decoding crops ahead of the model."),
+                     help="Local engine: threads per light stage (decode, mask, write); 0 runs all stages in order on one thread."),
     ])  # fmt: skip
 
 
@@ -70,7 +72,8 @@ _FACE_OPTIONS = [
                  help="Face detector(s) to use (repeatable; default: every available one, union of boxes)."),
     click.option("--face-model", "face_models", multiple=True, type=click.Path(dir_okay=False, path_type=str),
                  help="Face detector model file (repeatable): YuNet if its name contains 'yunet', else an "
-                      "insightface SCRFD .onnx; default $OPREID_FACE_MODEL."),
+                      "insightface SCRFD .onnx; default $OPREID_FACE_MODEL, else the bundled YuNet (MIT). "
+                      f"'{NO_FACE_MODEL}' switches face detection models off (pose head boxes only; warns)."),
     click.option("--insightface-root", type=click.Path(file_okay=False, path_type=str),
                  default=_D.insightface_root,
                  help="insightface model root searched for an SCRFD model (default ~/.insightface)."),
@@ -86,6 +89,23 @@ _FACE_OPTIONS = [
                  help="Size of the pose head box relative to the head keypoints' span."),
     click.option("--jpeg-quality", type=click.IntRange(1, 100), default=_D.jpeg_quality, show_default=True,
                  help="JPEG quality of the masked crops."),
+]  # fmt: skip
+
+
+_ENGINE_OPTIONS = [
+    click.option("--engine", type=click.Choice(ENGINES), default=_D.engine, show_default=True,
+                 help=f"Who runs the stages: threads here, or Ray Data (pip install '{RAY_EXTRA}'). "
+                      "Both give byte-identical outputs and share the cache."),
+    click.option("--ray-address", default=_D.ray_address, metavar="ADDR",
+                 help="Ray cluster to join (with --engine ray); default: start a local one."),
+    click.option("--pose-actors", type=click.IntRange(min=1), default=_D.pose_actors, show_default=True,
+                 help="Pose model workers (Ray actors; one model each)."),
+    click.option("--pose-gpus", type=click.FloatRange(min=0), default=_D.pose_gpus,
+                 help="GPUs per pose actor (Ray); default 1 when --device is a GPU, else 0."),
+    click.option("--face-actors", type=click.IntRange(min=1), default=_D.face_actors, show_default=True,
+                 help="Face detector workers (Ray actors; one set of models each)."),
+    click.option("--shard-size", type=click.IntRange(min=1), default=_D.shard_size, show_default=True,
+                 help="Crops per cached shard, on average (shards are cut by content)."),
 ]  # fmt: skip
 
 
@@ -113,7 +133,9 @@ def curate_options(f: Callable) -> Callable:
                           "header before decoding."),
         *_FACE_OPTIONS,
         click.option("--corrections", type=click.Path(dir_okay=False, path_type=str), default=_D.corrections,
-                     help="Review corrections (CSV/Parquet: image_id, occluded) overriding the machine flags."),
+                     help="Review corrections (CSV/Parquet: image_id, occluded[, reviewer, reviewed_at]) "
+                          "overriding the machine flags."),
+        *_ENGINE_OPTIONS,
     ]))  # fmt: skip
 
 
@@ -134,7 +156,11 @@ def _print_counts(result, out: Path) -> None:
         f"{c['status_unreadable']} unreadable, {c['status_duplicate']} duplicate, {c['status_excluded']} excluded, "
         f"{c['status_no_person']} no person; {c['junk']} junk (pid -1) dropped, {c['refused']} refused"
     )
-    click.echo(f"faces masked in {c['with_face']} crops, none found in {c['without_face']}")
+    faces = result.curation["faces"]
+    click.echo(
+        f"faces masked in {c['with_face']} crops, none found in {c['without_face']} "
+        f"(detectors: {detector_summary(faces)})"
+    )
     if result.curation.get("corrections"):
         k = result.curation["corrections"]
         click.echo(f"review corrections: {k['applied']} applied, {k['unmatched']} unmatched")
@@ -170,21 +196,59 @@ def curate(raw: Path, out: Path, as_json: bool, progress: bool, **options: Any) 
 @click.option(
     "--page-size", type=click.IntRange(min=1), default=200, show_default=True, help="Crops per page."
 )
+@click.option(
+    "--sample",
+    type=click.IntRange(min=1),
+    default=None,
+    metavar="N",
+    help="Review a random sample of N crops (seeded by --seed) instead of all of them.",
+)
+@click.option(
+    "--only",
+    type=click.Choice(ONLY_CHOICES),
+    default=None,
+    help="Review only these crops: flagged (occluded), holistic, unflagged, or where the face detectors disagree.",
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of --sample.")
+@click.option(
+    "--workers",
+    type=click.IntRange(min=0),
+    default=_D.workers,
+    show_default=True,
+    help="Threads drawing thumbnails.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print what was written as JSON on stdout.")
-def review(out: Path, page_size: int, as_json: bool) -> None:
-    """Write a static HTML contact sheet of the occlusion flags (OUT/review/index.html) and a corrections CSV."""
+@progress_option
+def review(out: Path, page_size: int, sample: int | None, only: str | None, seed: int, workers: int,
+           as_json: bool, progress: bool | None) -> None:  # fmt: skip
+    """Write a static review site of the occlusion flags (OUT/review/index.html) and a corrections CSV.
+
+    Open the page from disk: filter, click crops to toggle their flags, and download corrections.csv
+    (with your name and the time of each edit) for `build-split --corrections`.
+    """
     from opreid_builder.review import write_review
 
-    result = write_review(out, page_size)
+    result = write_review(
+        out, page_size, sample=sample, only=only, seed=seed, workers=workers, progress=show_progress(progress)
+    )
     if as_json:
         click.echo(
             json.dumps(
-                {"items": result.items, "html": str(result.html), "corrections_template": str(result.csv)}
+                {
+                    "items": result.items,
+                    "pages": result.pages,
+                    "html": str(result.html),
+                    "corrections_template": str(result.csv),
+                    "thumbnails_written": result.thumbnails,
+                    "site_bytes": result.site_bytes,
+                }  # fmt: skip
             )
         )
         return
-    click.echo(f"{result.items} crops: open {result.html}")
-    click.echo(f"corrections template: {result.csv} (fill 'occluded', then pass --corrections)")
+    click.echo(f"{result.items} crops on {result.pages} page(s): open {result.html}")
+    click.echo(
+        "click crops to toggle their flags, then download corrections.csv and pass it as --corrections"
+    )
 
 
 @click.group("occlusion")

@@ -64,10 +64,41 @@ def _occlusion_rule(curation: dict[str, Any]) -> str:
 
 
 def _faces(curation: dict[str, Any]) -> str:
+    """Exactly which face detectors ran, a warning when no face model did, and the parameters."""
     faces = curation.get("faces")
     if not faces:
         return "The face masking parameters were not recorded for this build."
-    return f"Parameters of this build: `{json.dumps(faces, sort_keys=True)}`."
+    parts = []
+    if "detector_count" in faces:
+        items = []
+        for m in faces.get("models") or []:
+            origin = ", bundled with opreid (MIT licence)" if m.get("bundled") else ""
+            items.append(
+                f"- `{m.get('detector')}`: model `{m.get('model')}` (sha256 `{m.get('sha256')}`{origin}), "
+                f"faces scoring at least {m.get('score')} on crops upscaled to {faces.get('upscale_to')} px, "
+                f"boxes enlarged {faces.get('enlarge')}x;"
+            )
+        if "pose-head" in (faces.get("detectors") or []):
+            items.append(
+                f"- `pose-head`: a box around {faces.get('head_box') or 'the head from the pose keypoints'}."
+            )
+        parts.append(
+            f"Face detectors that ran on every released image ({faces['detector_count']}):\n\n"
+            + "\n".join(items)
+        )
+        if faces.get("head_box_only"):
+            parts.append(
+                "**Warning: no face detector model ran for this build (`--face-model none`).** Faces were "
+                "masked by the pose head box alone, which misses every face the pose model does not see "
+                "(a person it did not detect, a head whose keypoints it was unsure of). Check the images "
+                "before releasing them."
+            )
+        parts.append(
+            "`private/images.parquet` records for each image how many detectors ran on it "
+            "(`face_detectors`); `opreid validate` fails when a released image had fewer than listed here."
+        )
+    parts.append(f"Parameters of this build: `{json.dumps(faces, sort_keys=True)}`.")
+    return "\n\n".join(parts)
 
 
 def render_card(card: CardInputs, *, public: bool = False) -> str:
@@ -138,6 +169,10 @@ def render_card(card: CardInputs, *, public: bool = False) -> str:
             "byte from the same source images (in any order). Report problems to the benchmark maintainers;\n"
             "corrections to occlusion flags go through the review file of `opreid curate` and a new build."
         )
+    head_only = bool((curation.get("faces") or {}).get("head_box_only"))
+    masked_note = (
+        "Faces are masked by the pose head box alone (see Face masking)" if head_only else "Faces are masked"
+    )
     return f"""# OPReID-protocol occluded person re-identification benchmark
 
 {built}
@@ -196,10 +231,12 @@ boxes, mask method, status) is kept in `private/images.parquet`.
 
 ### Face masking
 
-Every released image was masked where a face (or a head from the pose keypoints) was found; the
-default mask is a solid fill of an enlarged box (blur can be reversed and is not for public
-releases). Released images are copied byte for byte from the masked crops and carry no EXIF
-metadata. {_faces(curation)}
+Every released image was masked wherever a face detector found a face or the pose keypoints
+showed a head; the default mask is a solid fill of an enlarged box (blur can be reversed and is
+not for public releases). Released images are copied byte for byte from the masked crops and carry
+no EXIF metadata.
+
+{_faces(curation)}
 
 ## Uses
 
@@ -218,7 +255,7 @@ real people, and not for any use that links images to a named person.
 
 ## Personal information
 
-The images show people filmed in public or semi-public spaces. Faces are masked; no names or other
+The images show people filmed in public or semi-public spaces. {masked_note}; no names or other
 personal attributes are stored. Person ids are arbitrary numbers: train pids are remapped, and
 test images have random ids that say nothing about identity, camera order or source file. The
 mapping to source images exists only in `private/release_map.parquet` and must not be shared.

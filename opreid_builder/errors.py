@@ -107,3 +107,7 @@ class PackRefusedError(ReleaseError):
 
 class LeaderboardReleaseError(ReleaseError):
     """build-split would overwrite the release a leaderboard scores against (pass --force to do it anyway)."""
+
+
+class EngineError(CurationError):
+    """The curation engine cannot run as asked (Ray missing, a cluster that cannot be reached)."""

@@ -4,8 +4,13 @@ ReID faces are about 10 px high, below what face detectors see, so crops are ups
 detection (`upscale_to`: the long side in pixels) and boxes are scaled back. The default is every
 available detector and the union of their boxes: a detector's miss must not leave a face unmasked.
 
-No detector ever downloads anything: model files come from a path (checked here first) or, for
-insightface, from files already in its model root.
+Privacy by default: opreid ships OpenCV's YuNet (MIT licence, `models/` beside this module), which
+runs whenever no other face model is given, and the pose head box is taken for every person the
+pose model finds, bystanders included. `--face-model none` is the only way to run without a face
+detector model; curation then warns on every run and the dataset card says so.
+
+No detector ever downloads anything: model files come from a path (checked here first), the
+bundled file, or, for insightface, files already in its model root.
 """
 
 from __future__ import annotations
@@ -25,7 +30,16 @@ from opreid_builder.errors import FaceDetectorError, ModelFileError
 log = logging.getLogger(__name__)
 
 DETECTORS = ("insightface", "yunet", "pose-head")
+MODEL_DETECTORS = ("insightface", "yunet")
 FACE_MODEL_ENV = "OPREID_FACE_MODEL"
+#: The `--face-model` value that switches face detection models off (the pose head box alone remains).
+NO_FACE_MODEL = "none"
+#: The face detector opreid ships and runs by default (MIT licence: models/LICENSE-face_detection_yunet.txt).
+BUNDLED_YUNET = Path(__file__).resolve().parent / "models" / "face_detection_yunet.onnx"
+HEAD_ONLY_WARNING = (
+    "no face detector model runs (--face-model none): faces are masked by the pose head box alone, which "
+    "misses faces the pose model does not see; the dataset card says so"
+)
 
 
 @dataclass(frozen=True)
@@ -85,6 +99,7 @@ class _ModelFaceDetector:
             "model": self.path.name,
             "sha256": self._digest,
             "score": self.score_threshold,
+            "bundled": self.path.resolve() == BUNDLED_YUNET,
         }
 
     def detect(self, rgb: np.ndarray) -> list[FaceBox]:
@@ -213,7 +228,11 @@ def _kind_of(path: Path) -> str:
 
 @dataclass(frozen=True)
 class FaceConfig:
-    """Which detectors to run and how; `detectors` empty means every available one."""
+    """Which detectors to run and how.
+
+    `models` empty means $OPREID_FACE_MODEL, else the bundled YuNet; `("none",)` means no face model.
+    `detectors` empty means every available one.
+    """
 
     detectors: tuple[str, ...] = ()
     models: tuple[str, ...] = ()  # model files; the kind comes from the name (yunet*) else insightface
@@ -223,8 +242,31 @@ class FaceConfig:
     head_enlarge: float = 2.0
 
 
+def _model_paths(config: FaceConfig) -> list[Path]:
+    """The face model files asked for: the option, else $OPREID_FACE_MODEL, else the bundled YuNet."""
+    given = list(config.models)
+    source = "--face-model"
+    if not given and os.environ.get(FACE_MODEL_ENV):
+        given = [m for m in os.environ[FACE_MODEL_ENV].split(os.pathsep) if m]
+        source = FACE_MODEL_ENV
+    if any(m.strip().lower() == NO_FACE_MODEL for m in given):
+        if len(given) > 1:
+            raise FaceDetectorError(f"{source}: '{NO_FACE_MODEL}' cannot be combined with model files")
+        return []
+    if not given:
+        return [BUNDLED_YUNET]
+    paths = [Path(m).expanduser() for m in given]
+    for p in paths:
+        if not p.is_file():
+            raise ModelFileError("face model", str(p), f"--face-model or {FACE_MODEL_ENV}")
+    return paths
+
+
 class FaceDetectors:
-    """The model detectors to run on pixels, plus whether the pose head box is used."""
+    """The model detectors to run on pixels, plus whether the pose head box is used.
+
+    Built once on the driver (to check the options and describe the run) and once per worker.
+    """
 
     def __init__(self, config: FaceConfig, keypoints_available: bool = True):
         unknown = [d for d in config.detectors if d not in DETECTORS]
@@ -232,16 +274,12 @@ class FaceDetectors:
             raise FaceDetectorError(
                 f"unknown face detector(s) {', '.join(unknown)} (choose from {', '.join(DETECTORS)})"
             )
-        model_paths = [Path(m).expanduser() for m in config.models]
-        if not model_paths and os.environ.get(FACE_MODEL_ENV):
-            model_paths = [Path(m).expanduser() for m in os.environ[FACE_MODEL_ENV].split(os.pathsep) if m]
-        for p in model_paths:
-            if not p.is_file():
-                raise ModelFileError("face model", str(p), f"--face-model or {FACE_MODEL_ENV}")
+        model_paths = _model_paths(config)
+        switched_off = not model_paths
         by_kind: dict[str, list[Path]] = {"yunet": [], "insightface": []}
         for p in model_paths:
             by_kind[_kind_of(p)].append(p)
-        if not by_kind["insightface"]:
+        if not switched_off and not by_kind["insightface"]:
             found = find_insightface_model(config.insightface_root)
             if found is not None:
                 by_kind["insightface"].append(found)
@@ -249,9 +287,18 @@ class FaceDetectors:
             d for d in DETECTORS if (d == "pose-head" and keypoints_available) or by_kind.get(d)
         )
         for d in wanted:
-            if d in ("yunet", "insightface") and not by_kind[d]:
+            if d in MODEL_DETECTORS and not by_kind[d]:
+                if switched_off:
+                    raise FaceDetectorError(
+                        f"--face-detector {d} needs a face model, but --face-model is 'none'"
+                    )
                 hint = "a YuNet .onnx (name containing 'yunet')" if d == "yunet" else "an SCRFD .onnx"
                 raise ModelFileError(f"{d} face model", None, f"--face-model to {hint}")
+        if not switched_off and not any(d in MODEL_DETECTORS for d in wanted):
+            raise FaceDetectorError(
+                f"--face-detector {' '.join(wanted)} runs no face detector model; "
+                f"pass --face-model {NO_FACE_MODEL} to switch face detection off"
+            )
         self.config = config
         self.models: list = []
         for d in wanted:
@@ -260,12 +307,25 @@ class FaceDetectors:
                 self.models.append(cls(p, config.score_threshold, config.upscale_to))
         self.pose_head = "pose-head" in wanted
         self.names = tuple(wanted)
-        if not self.names:
-            log.warning("no face detector available: no face will be masked")
+        self.switched_off = switched_off
+
+    @property
+    def detector_count(self) -> int:
+        """How many detectors run on every crop: each model file, plus the pose head box."""
+        return len(self.models) + int(self.pose_head)
+
+    def worker_config(self) -> FaceConfig:
+        """A config that rebuilds exactly these detectors in a worker (paths resolved, nothing searched)."""
+        models = tuple(str(m.path) for m in self.models) or (NO_FACE_MODEL,)
+        return FaceConfig(
+            self.names, models, None, self.config.score_threshold, self.config.upscale_to,
+            self.config.head_enlarge,
+        )  # fmt: skip
 
     def describe(self) -> dict:
         return {
             "detectors": list(self.names),
+            "detector_count": self.detector_count,
             "models": [m.describe() for m in self.models],
             "upscale_to": self.config.upscale_to,
             "head_enlarge": self.config.head_enlarge,
@@ -279,10 +339,21 @@ class FaceDetectors:
     def detect_models(self, rgb: np.ndarray) -> list[FaceBox]:
         return [box for m in self.models for box in m.detect(rgb)]
 
-    def head_box(
-        self, keypoints: np.ndarray | None, width: int, height: int, kpt_conf: float
+    def head_boxes(
+        self, persons: list[np.ndarray], width: int, height: int, kpt_conf: float
     ) -> list[FaceBox]:
+        """The head box of every person given (each 17 x 3 keypoints), when the pose head box is used."""
         if not self.pose_head:
             return []
-        box = pose_head_box(keypoints, width, height, kpt_conf, self.config.head_enlarge)
-        return [] if box is None else [box]
+        boxes = (pose_head_box(kp, width, height, kpt_conf, self.config.head_enlarge) for kp in persons)
+        return [b for b in boxes if b is not None]
+
+
+def detector_summary(faces: dict) -> str:
+    """The detectors of a run in words, from its `describe()` record: 'yunet (face_detection_yunet.onnx), pose-head'."""
+    models = faces.get("models") or []
+    parts = []
+    for name in faces.get("detectors") or []:
+        files = [m.get("model") for m in models if m.get("detector") == name]
+        parts.append(f"{name} ({', '.join(files)})" if files else name)
+    return ", ".join(parts) or "no face detector"

@@ -41,6 +41,14 @@ class PoseResult:
     keypoints: np.ndarray | None = None  # (17, 3) float32: x, y, conf in crop pixels
     box: tuple[float, float, float, float] | None = None
     score: float | None = None
+    persons: np.ndarray | None = None  # (n_persons, 17, 3): everyone found, in the model's order
+
+    @property
+    def everyone(self) -> list[np.ndarray]:
+        """Keypoints of every person found (the one taken included): their heads are all masked."""
+        if self.persons is not None:
+            return list(self.persons)
+        return [] if self.keypoints is None else [self.keypoints]
 
 
 def crop_iou(boxes: np.ndarray, width: int, height: int) -> np.ndarray:
@@ -211,6 +219,7 @@ class PoseEstimator:
             keypoints=kps[best],
             box=tuple(float(v) for v in xyxy[best]),
             score=float(conf[best]),
+            persons=kps,
         )
 
 

@@ -428,8 +428,8 @@ def max_file_bytes(max_pixels: int) -> int:
     return max_pixels * _BYTES_PER_PIXEL + _SLACK_BYTES
 
 
-def read_and_decode(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[bytes | None, Decoded]:
-    """Read a crop's bytes (None when it cannot be read at all) and decode them.
+def read_regular_file(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[bytes | None, str | None]:
+    """A crop's bytes, or None and why not.
 
     Only a regular file is read: the file is opened without blocking and checked with fstat (on the
     open file, so nothing can be swapped in between), because reading a FIFO blocks forever and a
@@ -438,29 +438,36 @@ def read_and_decode(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[b
     try:
         fd = os.open(path, _OPEN_FLAGS)
     except FileNotFoundError:
-        return None, Decoded(None, "no such file")
+        return None, "no such file"
     except IsADirectoryError:
-        return None, Decoded(None, "is a directory")
+        return None, "is a directory"
     except OSError as exc:
-        return None, Decoded(None, f"cannot read: {exc.strerror or _reason(exc)}")
+        return None, f"cannot read: {exc.strerror or _reason(exc)}"
     limit = max_file_bytes(max_pixels)
     try:
         info = os.fstat(fd)
         if stat.S_ISDIR(info.st_mode):
-            return None, Decoded(None, "is a directory")
+            return None, "is a directory"
         if not stat.S_ISREG(info.st_mode):
-            return None, Decoded(None, "not a regular file")
+            return None, "not a regular file"
         if info.st_size > limit:
-            why = f"too large ({info.st_size} bytes; the cap is {limit} bytes for {max_pixels} pixels)"
-            return None, Decoded(None, why)
+            return None, f"too large ({info.st_size} bytes; the cap is {limit} bytes for {max_pixels} pixels)"
         with os.fdopen(fd, "rb", closefd=False) as fh:
             data = fh.read(limit + 1)
     except OSError as exc:
-        return None, Decoded(None, f"cannot read: {exc.strerror or _reason(exc)}")
+        return None, f"cannot read: {exc.strerror or _reason(exc)}"
     finally:
         os.close(fd)
     if len(data) > limit:  # grew since fstat
-        return None, Decoded(None, f"too large (over {limit} bytes; the cap is {max_pixels} pixels)")
+        return None, f"too large (over {limit} bytes; the cap is {max_pixels} pixels)"
+    return data, None
+
+
+def read_and_decode(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[bytes | None, Decoded]:
+    """Read a crop's bytes (None when it cannot be read at all, see `read_regular_file`) and decode them."""
+    data, why = read_regular_file(path, max_pixels)
+    if data is None:
+        return None, Decoded(None, why)
     return data, decode_image(data, max_pixels)
 
 

@@ -11,10 +11,11 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
 
-def read_table_file(path: Path, column_types: dict) -> pa.Table:
+def read_table_file(path: Path, column_types: dict, optional_types: dict | None = None) -> pa.Table:
     """Read `path` (Parquet by suffix, CSV otherwise) and check it has every column of `column_types`.
 
-    CSV columns are parsed with the given Arrow types, so an id like "0012" stays a string.
+    CSV columns are parsed with the given Arrow types (`optional_types` too, where present), so an id
+    like "0012" stays a string.
     """
     import pyarrow as pa
 
@@ -26,7 +27,10 @@ def read_table_file(path: Path, column_types: dict) -> pa.Table:
         else:
             import pyarrow.csv as pacsv
 
-            table = pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(column_types=column_types))
+            table = pacsv.read_csv(
+                path,
+                convert_options=pacsv.ConvertOptions(column_types={**(optional_types or {}), **column_types}),
+            )
     except (OSError, pa.ArrowInvalid, pa.ArrowTypeError) as exc:
         raise TableFileError(
             f"{path}: not a readable CSV/Parquet file ({str(exc).splitlines()[0]})"

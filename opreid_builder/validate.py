@@ -5,7 +5,8 @@ files carry no pid and nothing a pid can be recovered from (columns, key-value m
 names, rows ordered or grouped by pid, EXIF/comments in released images); the ground truth matches
 the public manifests; identities disjoint between train and test; every query identity has its
 cross-camera match; the protocol's per-identity counts; queries occluded; no image used twice; no
-image staging tree left by an interrupted build.
+image staging tree left by an interrupted build; every released image masked by as many face
+detectors as the release claims.
 
 The checks of the protocol follow dataset.json `protocol`: an OPReID release (`opreid`, or no
 `protocol` at all) gets all of the above. A benchmark imported with its official split (`opreid
@@ -35,6 +36,7 @@ import pyarrow.parquet as pq
 from manifests import (
     GALLERY,
     GROUND_TRUTH,
+    IMAGES,
     OPREID_PROTOCOL,
     QUERY,
     SPLITS,
@@ -386,6 +388,47 @@ def _check_ground_truth(public: dict[str, pd.DataFrame], gt: pd.DataFrame, repor
         report.add("ground-truth", f"ground-truth image {image_id} is in no public manifest")
 
 
+def claimed_detectors(curation: dict[str, Any]) -> int | None:
+    """How many face detectors a release says ran on every image (None when it records no faces entry)."""
+    faces = curation.get("faces")
+    if not isinstance(faces, dict):
+        return None
+    if "detector_count" in faces:
+        return int(faces["detector_count"])
+    return len(faces.get("models") or []) + int("pose-head" in (faces.get("detectors") or []))
+
+
+#: Released images named one by one when they were masked by too few detectors (the rest are counted).
+_NAMED = 10
+
+
+def _check_face_detectors(
+    layout: DatasetLayout, info: dict[str, Any], mapping: pd.DataFrame, report: ValidationReport
+) -> None:
+    """Every released image was masked by at least the detectors the release claims."""
+    claimed = claimed_detectors((info.get("parameters") or {}).get("curation") or {})
+    if claimed is None or not layout.images_table.is_file():
+        return
+    images = _read(layout.images_table, IMAGES, report)
+    if images is None:
+        return
+    ran = images.drop_duplicates("image_id").set_index("image_id")["face_detectors"]
+    counts = mapping["source_image_id"].map(ran)
+    short = mapping[counts.isna() | (counts < claimed)]
+    for _, row in short.head(_NAMED).iterrows():
+        got = ran.get(row["source_image_id"])
+        got = "no" if got is None or pd.isna(got) else int(got)
+        report.add(
+            "face-detectors",
+            f"released image {row['image_id']} (source {row['source_image_id']}) was masked by {got} face "
+            f"detector(s); the release claims {claimed}",
+        )
+    if len(short) > _NAMED:
+        report.add(
+            "face-detectors", f"{len(short) - _NAMED} more released image(s) were masked by too few detectors"
+        )
+
+
 def validate(out: str | Path) -> ValidationReport:
     """Run every check on the release in `out`; never raises for a broken release, reports instead."""
     out = Path(out)
@@ -457,6 +500,7 @@ def validate(out: str | Path) -> ValidationReport:
                 )
                 for image_id in sorted(leaked):
                     report.add("opaque-name", f"public image_id {image_id} is a source image id")
+            _check_face_detectors(layout, info, mapping, report)
     report.summary["violations"] = len(report.violations)
     return report
 

@@ -22,14 +22,14 @@ step "1/9 synth: synthetic raw crops (250 identities, 6 cameras) -> $out/raw"
 
 # The preset at 2% keeps the paper's test side (70 query ids, 123 gallery ids) but only 35 train ids,
 # too few for a model trained from scratch in minutes: the demo trains on 100 identities instead.
-step "2/9 build-split: curate (ground-truth keypoints, face masking) + OPReID split at 2% of the paper's size"
+step "2/9 build-split: curate (ground-truth keypoints; faces masked by the bundled YuNet and head boxes) + OPReID split at 2% of the paper's size"
 "$opreid" build-split "$out/raw" -o "$out/release" --keypoints "$out/raw/keypoints.parquet" \
   --preset opreid --scale 0.02 --train-ids 100 --train-images none --seed 1
 
 step "3/9 validate: every invariant of the release"
 "$opreid" validate "$out/release"
 
-step "4/9 review: HTML contact sheet of the occlusion flags"
+step "4/9 review: a static review site of the occlusion flags (click to toggle, download corrections.csv)"
 "$opreid" review "$out/release"
 
 step "5/9 train: the reference model, tiny CPU preset"
@@ -66,7 +66,7 @@ cat >&2 <<MSG
 Demo outputs ($out/):
   raw/                      synthetic crops, keypoints.parquet, truth.parquet
   release/                  the built benchmark: train/query/gallery.parquet, images/, README.md (dataset card),
-                            dataset.json, private/ground_truth.parquet, review/index.html
+                            dataset.json, private/ground_truth.parquet, review/index.html (the review site)
   release.host/             the host's folder beside it: leaderboard.db (mode 0600)
   public/                   what participants receive: no private file, sample_submission.npy, SUBMITTING.md
   run/                      training run: config.yaml, metrics.jsonl, curves.png, checkpoints/

@@ -145,6 +145,7 @@ class FakePose:
 
         self.batch_size = batch_size
         path = Path(model_path)
+        self.path = path
         kf = KeypointsFile(path)
         self.by_sha = {}
         for f in kf._by_file:

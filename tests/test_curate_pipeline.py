@@ -204,37 +204,36 @@ def test_rerun_skips_pose_and_rule_change_reruns_rule_only(tmp_path, synth, monk
 
 
 KILL_SCRIPT = """
-import functools, sys
+import sys
 sys.path.insert(0, {tests!r})
 from pathlib import Path
 from curate_fixtures import FakePose
 import opreid_builder.curate as c
-from opreid_builder.stage_cache import StageCache
+import opreid_builder.curate_stages as st
 import opreid_builder.pose as p
 p.PoseEstimator = FakePose
-c.StageCache = functools.partial(StageCache, flush_rows=8)
 stage, after = sys.argv[1], int(sys.argv[2])
 if stage == "pose":
     FakePose.kill_after = after
 else:
     import os, signal
-    real, count = c.encode_jpeg, [0]
+    real, count = st.encode_jpeg, [0]
     def encode(*a, **k):
         count[0] += 1
         if count[0] > after:
             os.kill(os.getpid(), signal.SIGKILL)
         return real(*a, **k)
-    c.encode_jpeg = encode
-c.curate(Path({raw!r}), Path({out!r}), c.CurateConfig(pose_model={kp!r}, workers=0), progress=False)
+    st.encode_jpeg = encode
+c.curate(Path({raw!r}), Path({out!r}), c.CurateConfig(pose_model={kp!r}, workers=0, shard_size=8), progress=False)
 """
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("stage,after", [("pose", 30), ("faces", 40)])
+@pytest.mark.parametrize("stage,after", [("pose", 70), ("faces", 40)])
 def test_kill_9_then_rerun_gives_identical_outputs(tmp_path, synth, monkeypatch, stage, after):
     monkeypatch.setattr(pose_mod, "PoseEstimator", FakePose)
     FakePose.calls, FakePose.kill_after = 0, None
-    cfg = CurateConfig(pose_model=str(synth / "keypoints.parquet"), workers=0)
+    cfg = CurateConfig(pose_model=str(synth / "keypoints.parquet"), workers=0, shard_size=8)
     clean = tmp_path / "clean"
     curate(synth, clean, cfg, progress=False)
     killed = tmp_path / "killed"
@@ -365,3 +364,18 @@ def test_out_beside_an_index_file_is_allowed_out_holding_listed_images_is_not(sy
             CurateConfig(layout="market", keypoints=config.keypoints, workers=0),
             progress=False,
         )
+
+
+def test_an_empty_raw_gives_an_empty_table(tmp_path, synth):
+    (tmp_path / "raw").mkdir()
+    result = curate(
+        tmp_path / "raw",
+        tmp_path / "out",
+        CurateConfig(keypoints=str(synth / "keypoints.parquet")),
+        progress=False,
+    )
+    assert result.images.num_rows == 0 and result.counts["images"] == 0
+    assert (
+        manifests.read_manifest(tmp_path / "out" / "private" / "images.parquet", manifests.IMAGES).num_rows
+        == 0
+    )

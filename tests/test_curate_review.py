@@ -1,17 +1,21 @@
-"""`opreid review`: the static contact sheet (parsed, items counted, filters present) and its CSV."""
+"""`opreid review`: the static review site (items, thumbnails, filters, --sample/--only), its CSV, and the
+whole loop in headless Chromium: toggle, download corrections.csv, build with it."""
 
 from __future__ import annotations
 
 import csv
 import json
+from datetime import datetime
 from html.parser import HTMLParser
 from pathlib import Path
 
+import leaderboard_fixtures
 import pytest
 from click.testing import CliRunner
 from curate_fixtures import make_synth
+from PIL import Image
 
-from manifests import BODY_PARTS
+from manifests import BODY_PARTS, IMAGES, read_manifest
 from opreid_builder.cli import cli
 from opreid_builder.curate import CurateConfig, curate
 from opreid_builder.review import FIELDS, write_review
@@ -21,9 +25,8 @@ class Page(HTMLParser):
     def __init__(self):
         super().__init__()
         self.selects: dict[str, list[str]] = {}
-        self.data_json = ""
+        self.scripts: list[str] = []
         self._select = None
-        self._in_data = False
 
     def handle_starttag(self, tag, attrs):
         a = dict(attrs)
@@ -32,18 +35,24 @@ class Page(HTMLParser):
             self.selects[self._select] = []
         elif tag == "option" and self._select:
             self.selects[self._select].append(a.get("value"))
-        elif tag == "script" and a.get("id") == "review-data":
-            self._in_data = True
+        elif tag == "script" and a.get("src"):
+            self.scripts.append(a["src"])
 
     def handle_endtag(self, tag):
         if tag == "select":
             self._select = None
-        elif tag == "script":
-            self._in_data = False
 
-    def handle_data(self, data):
-        if self._in_data:
-            self.data_json += data
+
+def site_data(html: Path) -> dict:
+    """The data items.js hands to the page (`window.OPREID_REVIEW = JSON.parse("...");`)."""
+    text = (html.parent / "items.js").read_text()
+    head, tail = "window.OPREID_REVIEW = JSON.parse(", ");\n"
+    assert text.startswith(head) and text.endswith(tail)
+    return json.loads(json.loads(text[len(head) : -len(tail)]))
+
+
+def ids(data: dict) -> list[str]:
+    return [data["ids"][16 * i : 16 * i + 16] for i in range(data["n"])]
 
 
 @pytest.fixture(scope="module")
@@ -58,25 +67,42 @@ def curated(raw, tmp_path_factory) -> Path:
     return out
 
 
-def test_review_page_items_and_filters(curated):
+def test_review_site_items_thumbnails_and_filters(curated):
     result = write_review(curated, page_size=25)
     page = Page()
     page.feed(result.html.read_text())
-    data = json.loads(page.data_json)
-    assert data["fields"] == list(FIELDS) and data["page_size"] == 25
-    assert len(data["items"]) == result.items > 25  # more than one page
-    assert set(page.selects) >= {"f-flag", "f-part", "f-cam", "f-status", "f-source"}
+    assert page.scripts == ["items.js"]
+    data = site_data(result.html)
+    assert set(data["columns"]) == set(FIELDS) and data["page_size"] == 25
+    assert data["n"] == result.items > 25 and result.pages == -(-result.items // 25)
+    assert all(len(column) == data["n"] for column in data["columns"].values())
+    assert set(page.selects) >= {"f-flag", "f-reviewed", "f-part", "f-cam", "f-status", "f-disagree"}
     assert set(page.selects["f-flag"]) == {"", "occluded", "holistic", "none"}
     assert set(BODY_PARTS) <= set(page.selects["f-part"])
     assert page.selects["f-cam"] == ["", "1", "2", "3"]
-    F = {n: i for i, n in enumerate(data["fields"])}
-    occluded = [it for it in data["items"] if it[F["occluded"]]]
-    assert occluded and all(any(it[F["missing"]]) for it in occluded)
-    for it in data["items"]:
-        assert it[F["image"]].startswith("../masked/") and (result.html.parent / it[F["image"]]).is_file()
-        assert len(it[F["keypoints"]]) == 51 and len(it[F["missing"]]) == 17
+    flags, parts = data["columns"]["flag"], data["columns"]["parts"]
+    occluded = [i for i in range(data["n"]) if flags[i] == 1]
+    assert occluded and all(parts[i] for i in occluded)  # an occluded crop misses some part
+    for i, image_id in enumerate(ids(data)):
+        digest = data["thumbs"][8 * i : 8 * i + 8]
+        with Image.open(result.html.parent / "thumbs" / f"{image_id}-{digest}.jpg") as im:
+            assert im.height == 128  # a file, cut from the masked crop, with the skeleton drawn in
+    assert len(list((result.html.parent / "thumbs").iterdir())) == result.items
     html = result.html.read_text()
     assert "http://" not in html and "https://" not in html  # no server, no network
+    again = write_review(curated, page_size=25)
+    assert again.thumbnails == 0  # thumbnails that are up to date are kept
+
+
+def test_review_sample_and_only(curated):
+    everything = write_review(curated)
+    flagged = write_review(curated, only="flagged")
+    data = site_data(flagged.html)
+    assert 0 < flagged.items < everything.items and set(data["columns"]["flag"]) == {1}
+    sample = write_review(curated, sample=10, seed=1)
+    picked = ids(site_data(sample.html))
+    assert sample.items == 10 and picked == ids(site_data(write_review(curated, sample=10, seed=1).html))
+    assert len(list((sample.html.parent / "thumbs").iterdir())) == 10  # thumbnails of the crops shown only
 
 
 def test_review_csv_template_round_trips_as_corrections(raw, curated, tmp_path):
@@ -99,12 +125,97 @@ def test_review_csv_template_round_trips_as_corrections(raw, curated, tmp_path):
 
 
 def test_review_cli(curated):
-    res = CliRunner().invoke(cli, ["review", str(curated), "--page-size", "50"])
+    res = CliRunner().invoke(cli, ["review", str(curated), "--page-size", "50", "--json"])
     assert res.exit_code == 0, res.output
-    assert "index.html" in res.output and (curated / "review" / "index.html").is_file()
+    body = json.loads(res.stdout)
+    assert body["html"].endswith("index.html") and (curated / "review" / "index.html").is_file()
+    assert body["pages"] == -(-body["items"] // 50)
     res = CliRunner().invoke(cli, ["review", str(curated.parent / "nope")])
     assert res.exit_code != 0
 
 
 def test_review_without_curation_is_a_clear_error(tmp_path, run_opreid, expect_error):
     expect_error(run_opreid("review", tmp_path), "opreid review", 2, "images.parquet")
+
+
+chromium_path = leaderboard_fixtures.chromium_path
+SPLIT = (
+    "--preset",
+    "opreid",
+    "--scale",
+    "0.005",
+    "--train-ids",
+    "20",
+    "--train-images",
+    "none",
+    "--seed",
+    "2",
+)
+
+
+@pytest.mark.slow
+def test_review_in_chromium_toggle_download_and_apply(chromium_path, tmp_path, run_opreid):
+    """Toggle two crops in the browser, download corrections.csv, build with it: the flags, the reviewer
+    and the time of each edit land in images.parquet."""
+    from playwright.sync_api import sync_playwright
+
+    raw = make_synth(tmp_path / "raw", identities=60, cameras=4, seed=3)
+    out = tmp_path / "rel"
+    build = ("build-split", raw, "-o", out, "--keypoints", raw / "keypoints.parquet", *SPLIT, "--no-progress")
+    assert run_opreid(*build).exit_code == 0
+    assert run_opreid("review", out, "--page-size", "40").exit_code == 0
+    before = {r["image_id"]: r for r in read_manifest(out / "private" / "images.parquet", IMAGES).to_pylist()}
+    downloaded = tmp_path / "corrections.csv"
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(
+            executable_path=chromium_path, headless=True, args=leaderboard_fixtures.CHROMIUM_ARGS
+        )
+        try:
+            page = browser.new_page(accept_downloads=True)
+            page.set_default_timeout(20_000)
+            errors: list[str] = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto((out / "review" / "index.html").as_uri())
+            assert page.locator(".card").count() == 40
+            assert "page 1 /" in page.locator("#page").inner_text()
+            page.fill("#reviewer", "Ada Lovelace")
+            cards = page.locator(".card")
+            picked = [cards.nth(i).get_attribute("data-id") for i in (0, 5)]
+            for i in (0, 5):
+                cards.nth(i).click()
+            assert page.locator("#count").inner_text() == "2 corrections"
+            page.select_option("#f-reviewed", "yes")  # the filter sees every page, not just this one
+            assert sorted(page.locator(".card").evaluate_all("els => els.map(e => e.dataset.id)")) == sorted(
+                picked
+            )
+            assert "reviewed=yes" in page.url
+            page.select_option("#f-reviewed", "")
+            page.locator("#next").click()
+            page.wait_for_function("document.body.dataset.page === '2'")
+            assert "page=2" in page.url and page.locator(".card").first.get_attribute("data-id") not in picked
+            page.reload()  # edits survive a reload
+            assert page.locator("#count").inner_text() == "2 corrections"
+            with page.expect_download() as info:
+                page.locator("#download").click()
+            assert info.value.suggested_filename == "corrections.csv"
+            info.value.save_as(downloaded)
+            assert not errors, errors
+        finally:
+            browser.close()
+    with downloaded.open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["image_id"] for r in rows] == sorted(picked)
+    assert all(r["reviewer"] == "Ada Lovelace" and r["reviewed_at"] for r in rows)
+    assert run_opreid(*build, "--corrections", downloaded).exit_code == 0
+    after = {r["image_id"]: r for r in read_manifest(out / "private" / "images.parquet", IMAGES).to_pylist()}
+    for image_id in picked:
+        assert after[image_id]["occluded"] is (not before[image_id]["occluded"])
+        assert (
+            after[image_id]["occlusion_source"] == "review" and after[image_id]["reviewer"] == "Ada Lovelace"
+        )
+        assert datetime.fromisoformat(after[image_id]["reviewed_at"].replace("Z", "+00:00")).year >= 2024
+    assert sum(r["occlusion_source"] == "review" for r in after.values()) == 2
+    curation = json.loads((out / "dataset.json").read_text())["parameters"]["curation"]
+    assert curation["corrections"]["applied"] == 2 and curation["corrections"]["reviewers"] == [
+        "Ada Lovelace"
+    ]

@@ -11,9 +11,16 @@ import pytest
 from curate_fixtures import person_keypoints
 from PIL import Image
 
-from manifests import COCO17
+from manifests import COCO17, sha256_file
 from opreid_builder.errors import FaceDetectorError, ModelFileError
-from opreid_builder.faces import FaceBox, FaceConfig, FaceDetectors, YuNetDetector, pose_head_box
+from opreid_builder.faces import (
+    BUNDLED_YUNET,
+    FaceBox,
+    FaceConfig,
+    FaceDetectors,
+    YuNetDetector,
+    pose_head_box,
+)
 from opreid_builder.masking import encode_jpeg, enlarged, mask_faces
 
 I = {n: i for i, n in enumerate(COCO17)}  # noqa: E741
@@ -61,10 +68,20 @@ def test_head_box_needs_a_face_keypoint():
 def test_detector_selection(tmp_path, monkeypatch):
     monkeypatch.delenv("OPREID_FACE_MODEL", raising=False)
     empty_root = tmp_path / "ifroot"
-    d = FaceDetectors(FaceConfig(insightface_root=str(empty_root)))
-    assert d.names == ("pose-head",) and d.models == []
-    with pytest.raises(ModelFileError, match="--face-model"):
-        FaceDetectors(FaceConfig(detectors=("yunet",), insightface_root=str(empty_root)))
+    d = FaceDetectors(FaceConfig(insightface_root=str(empty_root)))  # the default: the bundled YuNet
+    assert d.names == ("yunet", "pose-head") and d.detector_count == 2
+    assert [m.path for m in d.models] == [BUNDLED_YUNET] and d.describe()["models"][0]["bundled"] is True
+    off = FaceDetectors(FaceConfig(models=("none",), insightface_root=str(empty_root)))
+    assert off.names == ("pose-head",) and off.models == [] and off.detector_count == 1
+    monkeypatch.setenv("OPREID_FACE_MODEL", "none")
+    assert FaceDetectors(FaceConfig(insightface_root=str(empty_root))).models == []
+    monkeypatch.delenv("OPREID_FACE_MODEL")
+    with pytest.raises(FaceDetectorError, match="--face-model none"):  # the only way to switch it off
+        FaceDetectors(FaceConfig(detectors=("pose-head",), insightface_root=str(empty_root)))
+    with pytest.raises(FaceDetectorError, match="cannot be combined"):
+        FaceDetectors(FaceConfig(models=("none", str(BUNDLED_YUNET))))
+    with pytest.raises(FaceDetectorError, match="'none'"):
+        FaceDetectors(FaceConfig(detectors=("yunet",), models=("none",)))
     with pytest.raises(ModelFileError, match="--face-model"):
         FaceDetectors(FaceConfig(detectors=("insightface",), insightface_root=str(empty_root)))
     with pytest.raises(ModelFileError, match="missing.onnx"):
@@ -75,6 +92,22 @@ def test_detector_selection(tmp_path, monkeypatch):
     bad.write_bytes(b"not onnx")
     with pytest.raises(FaceDetectorError):
         FaceDetectors(FaceConfig(models=(str(bad),)))
+
+
+def test_bundled_yunet_ships_with_its_licence():
+    assert sha256_file(BUNDLED_YUNET) == "ebafce4e3c118d6554634be5c27ab333b4c047a9a8c3faf1d7cf93101c22f0f0"
+    notice = (BUNDLED_YUNET.parent / "LICENSE-face_detection_yunet.txt").read_text()
+    assert "MIT License" in notice and "Shiqi Yu" in notice and BUNDLED_YUNET.name in notice
+
+
+def test_head_boxes_of_every_person():
+    d = FaceDetectors(FaceConfig(models=("none",)))
+    near, far = kps(), kps()
+    far[:, 0] = far[:, 0] / 4  # a second, smaller person on the left
+    far[:, 1] = far[:, 1] / 4
+    boxes = d.head_boxes([near, far], 64, 128, 0.5)
+    assert len(boxes) == 2 and all(b.detector == "pose-head" for b in boxes)
+    assert boxes[1].x2 < boxes[0].x2
 
 
 def test_fill_pixelate_blur():

@@ -51,9 +51,11 @@ def test_wheel_ships_templates_and_presets(tmp_path):
         p.relative_to(ROOT).as_posix()
         for pkg in ("manifests", "opreid_builder", "reid_model", "benchmarks")
         for p in (ROOT / pkg).rglob("*")
-        if p.suffix in {".html", ".yaml", ".css", ".js"}
+        if p.suffix in {".html", ".yaml", ".css", ".js", ".onnx"} or p.name.startswith("LICENSE-")
     ]
     assert runtime_files, "expected templates in the packages"
+    assert "opreid_builder/models/face_detection_yunet.onnx" in runtime_files  # the default face detector
+    assert "opreid_builder/models/LICENSE-face_detection_yunet.txt" in runtime_files  # and its MIT notice
     missing = [f for f in runtime_files if f not in names]
     assert not missing, f"not in the wheel: {missing}"
     presets = {p.name for p in (ROOT / "configs").glob("*.yaml")}

@@ -1,0 +1,139 @@
+"""Content-keyed shards of curation work, and the stores that keep the finished ones.
+
+The work of a stage is split into shards by content: the sorted keys (content hashes, or path + size
++ mtime for the checksum stage) are cut after every key whose own hash is 0 modulo the target size.
+A shard is therefore named by what it holds, not by its position: adding or removing a crop changes
+only the shard it falls in, and a shard that finished is found again by any later run, whichever
+engine computed it.
+
+A finished shard is one Parquet file, `cache/shards/<stage>/<stage key>/<shard id>.parquet`, written
+atomically when the last of its rows comes back. A run killed at any point loses only the shards in
+flight; a rerun computes exactly those and gives the same files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from manifests import atomic_path, atomic_write_text
+
+log = logging.getLogger(__name__)
+
+#: Crops per shard on average (the cut is content-defined; no shard is longer than 4x this).
+DEFAULT_SHARD_SIZE = 512
+_MAX_FACTOR = 4
+
+
+@dataclass(frozen=True)
+class Shard:
+    """A content-named unit of work: its keys, sorted, and an id derived from them alone."""
+
+    id: str
+    keys: tuple[str, ...]
+
+
+def _cut_hash(key: str) -> int:
+    return int(hashlib.sha1(key.encode("utf-8", "surrogateescape")).hexdigest()[:8], 16)
+
+
+def plan_shards(
+    keys: Sequence[str], target: int = DEFAULT_SHARD_SIZE, salt: Sequence[str] | None = None
+) -> list[Shard]:
+    """Cut the sorted distinct `keys` into content-defined shards of about `target` keys.
+
+    `salt` (one string per key, e.g. the crop's path) goes into the shard id only, for stages whose
+    result depends on more than the key.
+    """
+    if target < 1:
+        raise ValueError(f"shard size must be >= 1, got {target}")
+    order = sorted(range(len(keys)), key=lambda i: keys[i])
+    shards: list[Shard] = []
+    current: list[int] = []
+
+    def close() -> None:
+        members = tuple(keys[i] for i in current)
+        digest = hashlib.sha256()
+        for i in current:
+            digest.update(keys[i].encode("utf-8", "surrogateescape") + b"\0")
+            if salt is not None:
+                digest.update(salt[i].encode("utf-8", "surrogateescape") + b"\0")
+        shards.append(Shard(digest.hexdigest()[:24], members))
+        current.clear()
+
+    for i in order:
+        current.append(i)
+        if _cut_hash(keys[i]) % target == 0 or len(current) >= _MAX_FACTOR * target:
+            close()
+    if current:
+        close()
+    return shards
+
+
+class ShardStore:
+    """Finished shards of one stage under one stage key (settings, model digest) in `folder`."""
+
+    def __init__(self, folder: Path, schema: pa.Schema, spec: dict | None = None):
+        self.folder = Path(folder)
+        self.schema = schema
+        self.spec = spec
+
+    def path(self, shard: Shard) -> Path:
+        return self.folder / f"{shard.id}.parquet"
+
+    def has(self, shard: Shard) -> bool:
+        return self.path(shard).is_file()
+
+    def load(self, shard: Shard) -> pa.Table | None:
+        """The shard's rows, or None when it is missing or unreadable (then it is removed and redone)."""
+        path = self.path(shard)
+        if not path.is_file():
+            return None
+        try:
+            table = pq.read_table(path)
+            if not table.schema.remove_metadata().equals(self.schema.remove_metadata()):
+                raise ValueError("its columns changed")
+        except (OSError, pa.ArrowInvalid, ValueError) as exc:
+            log.warning("ignoring cache shard %s (%s)", path, exc)
+            with contextlib.suppress(OSError):
+                path.unlink()
+            return None
+        return table
+
+    def save(self, shard: Shard, table: pa.Table) -> pa.Table:
+        """Write the shard's rows (the store's columns, at its types) and return them as written."""
+        if self.spec is not None and not (self.folder / "spec.json").is_file():
+            atomic_write_text(
+                self.folder / "spec.json", json.dumps(self.spec, indent=2, sort_keys=True) + "\n"
+            )
+        table = table.select(self.schema.names).cast(self.schema)
+        with atomic_path(self.path(shard)) as tmp:
+            pq.write_table(table, tmp, compression="zstd")
+        return table
+
+    def clean_temporary(self) -> None:
+        """Remove temporary files a killed write left behind."""
+        if self.folder.is_dir():
+            for tmp in self.folder.glob(".*.tmp*"):
+                with contextlib.suppress(OSError):
+                    tmp.unlink()
+
+    def siblings(self) -> list[Path]:
+        """Stores of the same stage under other stage keys."""
+        parent = self.folder.parent
+        if not parent.is_dir():
+            return []
+        return sorted(p for p in parent.iterdir() if p.is_dir() and p != self.folder)
+
+    def remove_siblings(self) -> None:
+        for other in self.siblings():
+            shutil.rmtree(other, ignore_errors=True)
