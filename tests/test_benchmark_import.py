@@ -190,7 +190,7 @@ def test_mask_faces_releases_masked_crops(synth_layout, tmp_path, monkeypatch):
     monkeypatch.delenv("OPREID_FACE_MODEL", raising=False)
     src = synth_layout("partial_ilids")
     out = tmp_path / "rel"
-    config = CurateConfig(keypoints=str(src / "keypoints.parquet"), face_detectors=("pose-head",))
+    config = CurateConfig(keypoints=str(src / "keypoints.parquet"))  # the bundled YuNet + head boxes
     result = import_benchmark("partial_ilids", src, out, ImportOptions(curation=config, mask_faces=True))
     n = result.counts["query"]["images"] + result.counts["gallery"]["images"]
     assert result.images["masked"] == n and result.images["hardlink"] == 0
