@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import pwd
+import shutil
+import subprocess
+import tempfile
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
+import support.leaderboard as lb
 from click.testing import CliRunner, Result
 
 
@@ -95,3 +102,69 @@ TINY_STEPS = (
 def tiny_steps() -> tuple[str, ...]:
     """TINY_STEPS, for tests that train (a fixture, since test modules do not import each other)."""
     return TINY_STEPS
+
+
+# ---- the leaderboard's stores, its scored dataset, and Chromium (builders in support/leaderboard.py)
+@pytest.fixture(scope="session")
+def postgres_server():
+    bindir = lb.pg_bin()
+    if bindir is None:
+        pytest.skip("PostgreSQL binaries (initdb, pg_ctl) not found: install Debian's `postgresql` package "
+                    "or set OPREID_TEST_PG_BIN")  # fmt: skip
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        pytest.skip("psycopg (3) is not installed")
+    run_as = None
+    if os.geteuid() == 0:
+        try:
+            pwd.getpwnam("postgres")
+        except KeyError:
+            pytest.skip("running as root and no `postgres` user to run initdb as (initdb refuses root)")
+        if shutil.which("runuser") is None:
+            pytest.skip("running as root and no `runuser` to drop to the postgres user")
+        run_as = "postgres"
+    root = Path(tempfile.mkdtemp(prefix="opreid-pg-"))
+    if run_as:
+        entry = pwd.getpwnam(run_as)
+        os.chown(root, entry.pw_uid, entry.pw_gid)
+    root.chmod(0o700)
+    server = lb.PostgresServer(bindir, root, run_as)
+    try:
+        server.start()
+    except (RuntimeError, OSError, subprocess.TimeoutExpired) as exc:
+        shutil.rmtree(root, ignore_errors=True)
+        pytest.skip(f"could not start a throwaway PostgreSQL server: {exc}")
+    yield server
+    server.stop()
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def chromium_path() -> str:
+    path = os.environ.get("OPREID_TEST_CHROMIUM", "/usr/bin/chromium")
+    if not Path(path).exists():
+        pytest.skip(
+            f"no Chromium at {path}: install Debian's `chromium` package (or set OPREID_TEST_CHROMIUM)"
+        )
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        pytest.skip("playwright (python) is not installed")
+    return path
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.slow)])
+def db_url(request, tmp_path) -> str:
+    """A fresh database: a SQLite file always; a PostgreSQL database too (slow) when a server can start."""
+    if request.param == "sqlite":
+        return str(tmp_path / "leaderboard.db")
+    return request.getfixturevalue("postgres_server").new_database()
+
+
+@pytest.fixture
+def dataset(tmp_path) -> tuple[Path, dict]:
+    """A tiny scored dataset (OUT with manifests and ground truth, and its pids/camids); a module
+    may define its own `dataset`, which then takes precedence."""
+    out = tmp_path / "OUT"
+    return out, lb.make_dataset(out)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
-from curate_fixtures import make_synth
+from support.curation import make_synth
 
 from opreid_builder.calibration import CONFS, RUNS, calibrate, format_table
 from opreid_builder.cli import cli

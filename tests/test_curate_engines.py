@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from curate_fixtures import make_synth
+from support.curation import make_synth
 
 import manifests
 

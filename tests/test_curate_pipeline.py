@@ -11,8 +11,8 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
-from curate_fixtures import CORRUPT_EXPECTED, FakePose, make_corrupt_corpus, make_synth
 from PIL import Image
+from support.curation import CORRUPT_EXPECTED, FakePose, make_corrupt_corpus, make_synth
 
 import manifests
 from opreid_builder import pose as pose_mod
@@ -126,7 +126,7 @@ def test_no_person_excluded_or_counted_occluded(tmp_path, synth):
         (raw / n).write_bytes((synth / n).read_bytes())
     kp = pq.read_table(synth / "keypoints.parquet").to_pylist()
     keep = {r["file"]: r["keypoints"] for r in kp if r["file"] in names[:4]}
-    from curate_fixtures import write_keypoints
+    from support.curation import write_keypoints
 
     kfile = write_keypoints(tmp_path, keep)
     r1 = curate(raw, tmp_path / "o1", CurateConfig(keypoints=str(kfile), workers=0), progress=False)
@@ -207,7 +207,7 @@ KILL_SCRIPT = """
 import sys
 sys.path.insert(0, {tests!r})
 from pathlib import Path
-from curate_fixtures import FakePose
+from support.curation import FakePose
 import opreid_builder.curate as c
 import opreid_builder.curate_stages as st
 import opreid_builder.pose as p

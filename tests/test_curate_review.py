@@ -9,11 +9,11 @@ from datetime import datetime
 from html.parser import HTMLParser
 from pathlib import Path
 
-import leaderboard_fixtures
 import pytest
+import support.leaderboard as lf
 from click.testing import CliRunner
-from curate_fixtures import make_synth
 from PIL import Image
+from support.curation import make_synth
 
 from manifests import BODY_PARTS, IMAGES, read_manifest
 from opreid_builder.cli import cli
@@ -138,7 +138,6 @@ def test_review_without_curation_is_a_clear_error(tmp_path, run_opreid, expect_e
     expect_error(run_opreid("review", tmp_path), "opreid review", 2, "images.parquet")
 
 
-chromium_path = leaderboard_fixtures.chromium_path
 SPLIT = (
     "--preset",
     "opreid",
@@ -167,9 +166,7 @@ def test_review_in_chromium_toggle_download_and_apply(chromium_path, tmp_path, r
     before = {r["image_id"]: r for r in read_manifest(out / "private" / "images.parquet", IMAGES).to_pylist()}
     downloaded = tmp_path / "corrections.csv"
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(
-            executable_path=chromium_path, headless=True, args=leaderboard_fixtures.CHROMIUM_ARGS
-        )
+        browser = pw.chromium.launch(executable_path=chromium_path, headless=True, args=lf.CHROMIUM_ARGS)
         try:
             page = browser.new_page(accept_downloads=True)
             page.set_default_timeout(20_000)

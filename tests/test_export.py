@@ -9,7 +9,7 @@ import shutil
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
-from test_split_release import build_release
+from support.split_pools import build_release
 
 from opreid_builder.build_split_cli import export_cmd
 from opreid_builder.errors import ExportError

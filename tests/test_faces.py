@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from curate_fixtures import person_keypoints
 from PIL import Image
+from support.curation import person_keypoints
 
 from manifests import COCO17, sha256_file
 from opreid_builder.errors import FaceDetectorError, ModelFileError

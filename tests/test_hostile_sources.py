@@ -16,8 +16,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from curate_fixtures import person_keypoints, write_keypoints
 from PIL import Image, ImageFile
+from support.curation import person_keypoints, write_keypoints
 
 from opreid_builder.curate import CurateConfig, curate
 from opreid_builder.errors import SourceError

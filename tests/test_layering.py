@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ast
 import configparser
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -212,3 +213,28 @@ def test_the_checker_catches_each_kind_of_violation(tmp_path, case):
     assert "high/bad_private.py:3: high.bad_private imports low._hidden (X): private to low (_hidden)" in text
     assert "high/bad_root.py:1: high.bad_root imports high (cli): the CLI root high.cli" in text
     assert len(found) == 7, text
+
+
+def test_no_test_module_imports_another():
+    """Shared builders live in tests/support/, shared fixtures in tests/conftest.py."""
+    tests = ROOT / "tests"
+    names = {p.stem for p in tests.glob("test_*.py")} | {"conftest"}
+    offenders = []
+    for path in sorted(tests.rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            targets = []
+            if isinstance(node, ast.Import):
+                targets = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and not node.level:
+                targets = [node.module or ""]
+            offenders += [
+                f"{path.relative_to(ROOT)}:{node.lineno}: imports {t}" for t in targets if t in names
+            ]
+            # a script the tests run in a subprocess is a string: look for imports in it too
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                for match in re.finditer(r"^\s*(?:from|import) (test_\w+|conftest)\b", node.value, re.M):
+                    offenders.append(
+                        f"{path.relative_to(ROOT)}:{node.lineno}: a script imports {match.group(1)}"
+                    )
+    assert not offenders, "\n".join(offenders)

@@ -3,8 +3,8 @@ and an upload through the form appears in the table."""
 
 from __future__ import annotations
 
-import leaderboard_fixtures as lf
 import pytest
+import support.leaderboard as lf
 
 from benchmarks.leaderboard.board import BoardSettings, create_board
 from benchmarks.leaderboard.standings import compute_standings
@@ -13,7 +13,6 @@ from benchmarks.leaderboard.submissions import set_baseline, submit
 from benchmarks.leaderboard.teams import add_team
 from benchmarks.leaderboard.web import WebSettings, create_app
 
-chromium_path, dataset = lf.chromium_path, lf.dataset
 pytestmark = pytest.mark.slow
 
 

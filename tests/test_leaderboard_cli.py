@@ -5,14 +5,12 @@ from __future__ import annotations
 import json
 import logging
 
-import leaderboard_fixtures as lf
 import numpy as np
 import pytest
+import support.leaderboard as lf
 from click.testing import CliRunner
 
 from opreid_builder.cli import cli
-
-dataset = lf.dataset
 
 
 def run(*args: str, env: dict | None = None, code: int = 0):
@@ -152,7 +150,7 @@ def test_registered_in_root_cli():
 
 def test_malformed_npy_header_exit_2_and_no_quota(cli_board):
     """An unbalanced header dict (numpy raises TokenError on it) is an invalid submission, not a crash."""
-    from score_datasets import unbalanced_header_npy
+    from support.submissions import unbalanced_header_npy
 
     b = cli_board
     bad = unbalanced_header_npy(b["tmp"] / "unbalanced.npy", np.zeros((3, 4), np.float32))

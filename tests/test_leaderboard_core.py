@@ -10,9 +10,9 @@ import io
 import json
 from datetime import datetime, timedelta
 
-import leaderboard_fixtures as lf
 import numpy as np
 import pytest
+import support.leaderboard as lf
 from sqlalchemy import select, text
 
 from benchmarks.leaderboard.board import BoardSettings, board_info, create_board, private_mask
@@ -32,8 +32,6 @@ from benchmarks.leaderboard.standings import compute_standings
 from benchmarks.leaderboard.store import Store, Submission
 from benchmarks.leaderboard.submissions import Ticket, set_baseline, submit, team_history, team_quota
 from benchmarks.leaderboard.teams import add_team, list_teams, revoke_team
-
-postgres_server, db_url, dataset = lf.postgres_server, lf.db_url, lf.dataset
 
 
 class Clock:

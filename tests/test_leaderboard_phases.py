@@ -9,9 +9,9 @@ import logging
 import os
 from datetime import datetime, timedelta
 
-import leaderboard_fixtures as lf
 import numpy as np
 import pytest
+import support.leaderboard as lf
 from sqlalchemy import text
 
 from benchmarks.leaderboard.board import BoardSettings, create_board, init_board, open_store, private_mask
@@ -32,7 +32,6 @@ from benchmarks.leaderboard.submissions import submit, team_history
 from benchmarks.leaderboard.teams import add_team
 from manifests import DatasetLayout, ExitCode
 
-postgres_server, db_url, dataset = lf.postgres_server, lf.db_url, lf.dataset
 T0 = datetime(2025, 3, 1, 12, 0, 0)
 
 

@@ -6,8 +6,8 @@ import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-import leaderboard_fixtures as lf
 import pytest
+import support.leaderboard as lf
 from sqlalchemy import func, select
 
 from benchmarks.leaderboard.board import BoardSettings, create_board

@@ -6,9 +6,9 @@ import json
 import time
 from datetime import timedelta
 
-import leaderboard_fixtures as lf
 import numpy as np
 import pytest
+import support.leaderboard as lf
 from click.testing import CliRunner
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
@@ -20,8 +20,6 @@ from benchmarks.leaderboard.store import Board, Store, Submission
 from benchmarks.leaderboard.submissions import submit
 from benchmarks.leaderboard.teams import add_team
 from benchmarks.leaderboard.web import WebSettings, create_app
-
-dataset = lf.dataset
 
 
 @pytest.fixture
@@ -279,7 +277,7 @@ def test_log_redaction_filter(caplog):
 
 
 def test_malformed_npy_header_is_422_and_uses_no_quota(site, caplog):
-    from score_datasets import unbalanced_header_npy
+    from support.submissions import unbalanced_header_npy
 
     c, tok = site["client"](), site["teams"]["alpha"]
     bad = unbalanced_header_npy(site["out"] / "unbalanced.npy", np.zeros((3, 4), np.float32)).read_bytes()

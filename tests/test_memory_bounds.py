@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from score_datasets import many_member_npz
+from support.submissions import many_member_npz
 
 MB = 1024  # ru_maxrss is in KiB on Linux
 

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from test_model_data import build_model_dataset
+from support.model_data import build_model_dataset
 
 torch.set_num_threads(1)
 REPO = Path(__file__).resolve().parent.parent

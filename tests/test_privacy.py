@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pytest
-from curate_fixtures import make_synth, person_keypoints, write_keypoints
 from PIL import Image
+from support.curation import make_synth, person_keypoints, write_keypoints
 
 import manifests
 from opreid_builder.release import RELEASE_MAP

@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import json
 
-import leaderboard_fixtures as lf
 import numpy as np
 import pytest
+import support.leaderboard as lf
 from PIL import Image
 
 from benchmarks.ground_truth import load_ground_truth
 from benchmarks.rank_pictures import COLOURS, QuerySelection, parse_queries, write_rank_pictures
 from benchmarks.scoring import score_submission
 from manifests import GALLERY, GROUND_TRUTH, QUERY, write_manifest
-
-chromium_path = lf.chromium_path
 
 
 def _features(release, noise=1.0, seed=1):

@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from score_datasets import bad_submissions, opreid_like, write_dataset
+from support.submissions import bad_submissions, opreid_like, write_dataset
 
 from benchmarks.errors import DatasetError
 from benchmarks.ground_truth import load_ground_truth

@@ -6,7 +6,7 @@ import resource
 
 import numpy as np
 import pytest
-from score_datasets import bad_submissions
+from support.submissions import bad_submissions
 
 from benchmarks.errors import InvalidSubmissionError
 from benchmarks.submission import load_submission

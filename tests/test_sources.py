@@ -6,8 +6,8 @@ import io
 
 import numpy as np
 import pytest
-from curate_fixtures import CORRUPT_EXPECTED, make_corrupt_corpus
 from PIL import Image
+from support.curation import CORRUPT_EXPECTED, make_corrupt_corpus
 
 from opreid_builder.errors import SourceError
 from opreid_builder.sources import decode_image, detect_layout, read_and_decode, scan_sources

@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
-from test_split_release import curated_pool
+from support.split_pools import curated_pool
 
 from manifests import IMAGES, write_manifest
 from opreid_builder.build_split_cli import build_split

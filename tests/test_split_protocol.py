@@ -5,37 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 import pytest
+from support.split_pools import make_pool, small_targets
 
 from opreid_builder.errors import SplitError, SplitPoolError
 from opreid_builder.split_presets import PRESETS, SplitTargets, resolve_targets, scale_targets
 from opreid_builder.split_protocol import ProtocolRules, SplitConfig, allocate, select_split
-
-
-def make_pool(
-    identities: int = 120, cameras: int = 4, images=(8, 24), occluded=0.3, seed: int = 0
-) -> pa.Table:
-    """A curated-looking table: unique hex image ids, pids, camids, occluded flags (no files)."""
-    rng = np.random.default_rng(seed)
-    counts = rng.integers(images[0], images[1] + 1, identities)
-    pid = np.repeat(np.arange(1, identities + 1), counts)
-    n = len(pid)
-    ids = rng.choice(1 << 62, size=n, replace=False)
-    return pa.table(
-        {
-            "image_id": [f"{v:016x}" for v in ids.tolist()],
-            "pid": pa.array(pid, pa.int64()),
-            "camid": pa.array(rng.integers(1, cameras + 1, n), pa.int32()),
-            "occluded": pa.array(rng.random(n) < occluded),
-        }
-    )
-
-
-def small_targets(**kw) -> SplitTargets:
-    base = dict(
-        train_ids=15, train_images=200, query_ids=30, query_images=36, gallery_ids=55, gallery_images=None
-    )
-    base.update(kw)
-    return SplitTargets(**base)
 
 
 def frame(selection):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import os
 import re
 import stat
@@ -11,57 +10,12 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
-from PIL import Image
-from test_split_protocol import make_pool, small_targets
+from support.split_pools import build_release
 
 from manifests import GROUND_TRUTH, QUERY, TRAIN, read_dataset_json, read_manifest, sha256_file
-from opreid_builder.release import write_release
-from opreid_builder.split_protocol import SplitConfig, select_split
-
-PARAMETERS = {
-    "curation": {"rule": "coco18", "min_run": 3},
-    "split": {"preset": "test", "scale": 1.0, "rules": {}},
-}
-
-
-def write_masked(out: Path, image_ids: list[str]) -> None:
-    """Tiny JPEGs at OUT/masked/{image_id}.jpg, distinct bytes per id (the JFIF density encodes it)."""
-    masked = out / "masked"
-    masked.mkdir(parents=True, exist_ok=True)
-    template = io.BytesIO()
-    Image.new("RGB", (8, 16), (90, 120, 150)).save(template, format="JPEG", quality=90)
-    jpeg = bytearray(template.getvalue())
-    assert jpeg[6:11] == b"JFIF\0"
-    for image_id in image_ids:
-        jpeg[14:18] = bytes.fromhex(image_id[:8])
-        (masked / f"{image_id}.jpg").write_bytes(bytes(jpeg))
-
-
-def curated_pool(out: Path, seed: int = 0, write_images: bool = True, **kw) -> pa.Table:
-    """make_pool rows plus the curate columns the release uses (and their masked JPEGs)."""
-    pool = make_pool(seed=seed, **kw)
-    ids = pool.column("image_id").to_pylist()
-    if write_images:
-        write_masked(out, ids)
-    occluded = pool.column("occluded").to_pylist()
-    parts = [["left_leg", "right_leg"] if o else [] for o in occluded]
-    return pool.append_column("masked_path", pa.array([f"masked/{i}.jpg" for i in ids])).append_column(
-        "missing_parts", pa.array(parts, pa.list_(pa.string()))
-    )
-
-
-def build_release(out: Path, seed: int = 0, order_seed: int | None = None) -> Path:
-    pool = curated_pool(out, write_images=False)
-    if order_seed is not None:
-        pool = pool.take(pa.array(np.random.default_rng(order_seed).permutation(pool.num_rows)))
-    selection = select_split(pool, SplitConfig(small_targets(), seed=seed))
-    write_masked(out, selection.rows.column("image_id").to_pylist())  # only what the release copies
-    write_release(out, selection, seed=seed, parameters=PARAMETERS)
-    return out
 
 
 def test_layout_and_public_files(tmp_path):
@@ -142,7 +96,7 @@ KILL_DURING_COPY = """
 import os, signal, shutil, sys
 from pathlib import Path
 sys.path.insert(0, {tests!r})
-from test_split_release import build_release
+from support.split_pools import build_release
 real, count = shutil.copyfile, [0]
 def copyfile(src, dst, **kw):
     count[0] += 1

@@ -10,7 +10,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
-from test_split_release import build_release
+from support.split_pools import build_release
 
 from manifests import GALLERY, GROUND_TRUTH, QUERY, write_manifest
 from opreid_builder.validate import validate

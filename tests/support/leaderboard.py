@@ -1,6 +1,6 @@
-"""Fixtures of the leaderboard tests: a tiny scored dataset, a throwaway PostgreSQL server, Chromium.
+"""Builders of the leaderboard tests: a tiny scored dataset, a throwaway PostgreSQL server, Chromium.
 
-Test modules pull the fixtures in by assignment (`postgres_server = leaderboard_fixtures.postgres_server`).
+The fixtures built on these (postgres_server, db_url, chromium_path, dataset) are in tests/conftest.py.
 
 - The PostgreSQL server is started by the test session itself: `initdb` into a temp folder and
   `pg_ctl start` on a free 127.0.0.1 port (as user `postgres` when running as root, since initdb
@@ -15,17 +15,14 @@ from __future__ import annotations
 import glob
 import itertools
 import os
-import pwd
 import shutil
 import socket
 import subprocess
-import tempfile
 import threading
 import time
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from manifests import GALLERY, GROUND_TRUTH, QUERY, write_dataset_json, write_manifest
 
@@ -97,7 +94,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _pg_bin() -> Path | None:
+def pg_bin() -> Path | None:
     candidates = [os.environ.get("OPREID_TEST_PG_BIN", "")]
     candidates += sorted(
         glob.glob("/usr/lib/postgresql/*/bin"), key=lambda p: int(Path(p).parent.name), reverse=True
@@ -157,56 +154,7 @@ class PostgresServer:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{name}"
 
 
-@pytest.fixture(scope="session")
-def postgres_server():
-    bindir = _pg_bin()
-    if bindir is None:
-        pytest.skip("PostgreSQL binaries (initdb, pg_ctl) not found: install Debian's `postgresql` package "
-                    "or set OPREID_TEST_PG_BIN")  # fmt: skip
-    try:
-        import psycopg  # noqa: F401
-    except ImportError:
-        pytest.skip("psycopg (3) is not installed")
-    run_as = None
-    if os.geteuid() == 0:
-        try:
-            pwd.getpwnam("postgres")
-        except KeyError:
-            pytest.skip("running as root and no `postgres` user to run initdb as (initdb refuses root)")
-        if shutil.which("runuser") is None:
-            pytest.skip("running as root and no `runuser` to drop to the postgres user")
-        run_as = "postgres"
-    root = Path(tempfile.mkdtemp(prefix="opreid-pg-"))
-    if run_as:
-        entry = pwd.getpwnam(run_as)
-        os.chown(root, entry.pw_uid, entry.pw_gid)
-    root.chmod(0o700)
-    server = PostgresServer(bindir, root, run_as)
-    try:
-        server.start()
-    except (RuntimeError, OSError, subprocess.TimeoutExpired) as exc:
-        shutil.rmtree(root, ignore_errors=True)
-        pytest.skip(f"could not start a throwaway PostgreSQL server: {exc}")
-    yield server
-    server.stop()
-    shutil.rmtree(root, ignore_errors=True)
-
-
 # ---- Chromium and a live server -------------------------------------------------------------------
-@pytest.fixture(scope="session")
-def chromium_path() -> str:
-    path = os.environ.get("OPREID_TEST_CHROMIUM", "/usr/bin/chromium")
-    if not Path(path).exists():
-        pytest.skip(
-            f"no Chromium at {path}: install Debian's `chromium` package (or set OPREID_TEST_CHROMIUM)"
-        )
-    try:
-        import playwright.sync_api  # noqa: F401
-    except ImportError:
-        pytest.skip("playwright (python) is not installed")
-    return path
-
-
 class LiveServer:
     """uvicorn serving an ASGI app on 127.0.0.1:<free port> in a background thread."""
 
@@ -238,15 +186,3 @@ class LiveServer:
 
 
 # ---- a leaderboard on each store ------------------------------------------------------------------
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.slow)])
-def db_url(request, tmp_path) -> str:
-    """A fresh database: a SQLite file always; a PostgreSQL database too (slow) when a server can start."""
-    if request.param == "sqlite":
-        return str(tmp_path / "leaderboard.db")
-    return request.getfixturevalue("postgres_server").new_database()
-
-
-@pytest.fixture
-def dataset(tmp_path) -> tuple[Path, dict]:
-    out = tmp_path / "OUT"
-    return out, make_dataset(out)
