@@ -16,7 +16,6 @@ from benchmarks.leaderboard.store import Store, Submission, Team
 from benchmarks.leaderboard.submissions import submit, team_quota
 from benchmarks.leaderboard.teams import add_team
 
-postgres_server, dataset = lf.postgres_server, lf.dataset
 pytestmark = pytest.mark.slow
 WORKERS = 8
 
