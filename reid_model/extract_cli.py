@@ -48,7 +48,8 @@ from manifests import progress_enabled, progress_option
 def extract(
     checkpoint, data, output, features, flip, metric, batch_size, num_workers, device, progress, as_json
 ):
-    """Features are normalise(pooled) minus the ME mean; rows follow query.parquet, columns gallery.parquet."""
+    """Features are normalize(GeM output) minus the ME mean (SBS: the BNNeck output); rows follow query.parquet,
+    columns gallery.parquet."""
     from reid_model.predictions import write_submission
 
     summary = write_submission(

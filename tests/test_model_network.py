@@ -154,6 +154,10 @@ def test_config_overrides_and_errors(tmp_path):
         load_config("tiny", ["loss.bed_reduction=median"])
     with pytest.raises(ConfigError, match="key=value"):
         parse_overrides(["cbe"])
+    with pytest.raises(ConfigError, match="me: true subtracts its mean from the pooled feature"):
+        load_config("tiny", ["test.feature=bnneck"])
+    with pytest.raises(ConfigError, match="not one of auto, causal, circle"):
+        load_config("tiny", ["model.classifier=arcface"])
     bad = tmp_path / "bad.yaml"
     bad.write_text("model:\n  widht: [1]\n")
     with pytest.raises(ConfigError, match="did you mean 'model.width"):
