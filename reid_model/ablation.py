@@ -29,7 +29,7 @@ from reid_model.errors import ConfigError, DataError
 from reid_model.paper_results import paper_results
 from reid_model.result_tables import FORMATS, render_table, signed
 from reid_model.run_report import METRIC_LABELS
-from reid_model.run_results import CONFIG_FILE, RESULT_METRICS, read_run, read_run_config, release_identity
+from reid_model.run_results import CONFIG_FILE, RESULT_METRICS, read_run, read_run_config
 
 log = logging.getLogger(__name__)
 
@@ -153,27 +153,20 @@ def _check_overrides(overrides: Sequence[str]) -> None:
 
 
 def _check_releases(settings: AblationSettings) -> None:
-    from reid_model.release_evaluation import check_evaluable
+    """Fail before the first run: every release exists, and the variants are scored on at least one."""
+    from reid_model.evaluation import has_ground_truth  # imports torch: only once the options are sound
 
-    if not Path(settings.data).is_dir():
-        raise DataError(f"dataset folder not found: {settings.data}")
-    if not settings.eval_data:
-        try:
-            check_evaluable(settings.data)
-        except DataError as exc:
-            raise DataError(f"{exc}; give --eval-data RELEASE to evaluate the variants on") from None
-    names = {release_identity(settings.data).name: Path(settings.data)}
+    for rel in (settings.data, *settings.eval_data):
+        if not Path(rel).is_dir():
+            raise DataError(f"dataset folder not found: {rel}")
     for rel in settings.eval_data:
-        check_evaluable(rel)
-        if Path(rel).resolve() == Path(settings.data).resolve():
-            continue
-        name = release_identity(rel).name
-        if name in names and names[name].resolve() != Path(rel).resolve():
-            raise ConfigError(
-                f"--eval-data {rel} and {names[name]} are both named {name!r} (dataset.json); "
-                "their results could not be told apart"
-            )
-        names[name] = Path(rel)
+        if not has_ground_truth(rel):
+            raise DataError(f"--eval-data {rel}: no private/ground_truth.parquet, nothing to evaluate")
+    if not settings.eval_data and not has_ground_truth(settings.data):
+        raise DataError(
+            f"{settings.data}: no private/ground_truth.parquet, so it cannot be evaluated on; "
+            "give --eval-data RELEASE to evaluate the variants on"
+        )
 
 
 def _switch_overrides(variant: Variant, seed: int) -> tuple[str, ...]:
@@ -203,22 +196,6 @@ def _read_marker(run_dir: Path) -> dict[str, Any] | None:
 
 
 # -- running -------------------------------------------------------------------------------------------
-def _evaluate_elsewhere(settings: AblationSettings, run_dir: Path, iteration: int) -> None:
-    """Evaluate the run's last checkpoint on each --eval-data release it has no record of yet."""
-    from reid_model.engine import RunPaths
-    from reid_model.release_evaluation import append_eval_record, evaluate_checkpoint, has_eval_record
-
-    for rel in settings.eval_data:
-        if Path(rel).resolve() == Path(settings.data).resolve():
-            continue  # training evaluates its own release
-        if has_eval_record(run_dir, release_identity(rel).name, iteration):
-            continue
-        record = evaluate_checkpoint(
-            RunPaths(run_dir).last, rel, device=settings.device, progress=settings.progress
-        )
-        append_eval_record(run_dir, record)
-
-
 def _train_one(settings: AblationSettings, variant: Variant, seed: int, run_dir: Path) -> RunStatus:
     from reid_model.config import flatten_dict
     from reid_model.engine import RunPaths
@@ -245,19 +222,18 @@ def _train_one(settings: AblationSettings, variant: Variant, seed: int, run_dir:
         action = "resumed"
         summary = train_model(
             None, settings.data, run_dir, resume="auto", device=settings.device, progress=settings.progress,
-            overrides=resumable,
+            overrides=resumable, eval_data=settings.eval_data,
         )  # fmt: skip
     else:
         action = "trained"
         summary = train_model(
             settings.config, settings.data, run_dir, resume="auto", pretrained=settings.pretrained,
-            device=settings.device, progress=settings.progress, overrides=overrides,
+            device=settings.device, progress=settings.progress, overrides=overrides, eval_data=settings.eval_data,
         )  # fmt: skip
     if summary is None:  # a DDP rank other than 0
         raise ConfigError("opreid ablate runs in one process; run it without torchrun")
     iteration = int(summary["iteration"])
     if summary["finished"]:
-        _evaluate_elsewhere(settings, run_dir, iteration)
         body = {"variant": variant.name, "seed": seed, "components": sorted(variant.components),
                 "finished": True, "iteration": iteration, "overrides": list(overrides)}  # fmt: skip
         atomic_write_text(run_dir / MARKER, json.dumps(body, indent=2, sort_keys=True) + "\n")

@@ -22,7 +22,7 @@ from reid_model.errors import CheckpointError, ConfigError
 log = logging.getLogger(__name__)
 
 FORMAT = "opreid-reid-model"
-VERSION = 1
+VERSION = 2  # 2: ME and retrieval on the GeM output, SBS classifier and non-local block
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:

@@ -44,8 +44,11 @@ class ModelConfig:
     )
     rp_id_loss: bool = False  # Fig. 2 caption reading: also classify the RP feature
     me_beta: float = 0.9
-    me_feature: str = "bnneck"  # momentum_mean.ME_FEATURES: which L2-normalised feature the ME mean tracks
+    classifier: str = "auto"  # model.CLASSIFIERS: auto (causal with bed, circle without) | causal | circle
+    circle_scale: float = 64.0  # SBS's CircleSoftmax s
+    circle_margin: float = 0.35  # SBS's CircleSoftmax m
     pretrained: str = ""  # "" (random init) | imagenet | path to a state dict
+    allow_download: bool = False  # let `pretrained: imagenet` download into the torch hub cache
 
 
 @dataclass
@@ -72,6 +75,8 @@ class DataConfig:
     num_instance: int = 4  # K images per identity; SBS-faithful alternative 16
     cbe_batch_is_forward_batch: bool = False  # true: ims_per_batch counts the forward batch (sample half)
     num_workers: int = 4
+    val_ids: int = 0  # hold out this many training identities as a validation query/gallery (best.pt)
+    val_seed: int = 0  # which identities are held out (independent of the training seed)
 
 
 @dataclass
@@ -80,8 +85,9 @@ class LossConfig:
 
     bed_alpha: float = 0.3
     bed_reduction: str = "separate"  # one of bed_loss.REDUCTIONS
-    bed_normalize: bool = False
+    bed_normalize: bool = True  # L2-normalise the features BED sees (the paper's text; a measured choice)
     triplet_margin: float = 0.0  # 0 = soft margin (SBS); only used when bed is off
+    triplet_feature: str = "bnneck"  # model.FEATURES: bnneck (SBS's NECK_FEAT: after) | pooled
     label_smoothing: float = 0.1
     cls_head_loss: str = "sum_logits"  # causal_classifier.HEAD_LOSSES: sum_logits (Tang) | per_head (paper)
 
@@ -114,6 +120,8 @@ class TrainConfig:
     log_period: int = 20  # iterations between metrics.jsonl records
     stop_after_iters: int = 0  # stop (with a checkpoint) after this many iterations; 0 = run to the end
     num_threads: int = 0  # torch CPU threads; 0 = torch default
+    sync_bn: bool = False  # SyncBatchNorm across DDP processes (CUDA only)
+    tensorboard: bool = False  # also write the metrics.jsonl scalars to RUN/tensorboard (extra: tensorboard)
 
 
 @dataclass
@@ -123,6 +131,7 @@ class TestConfig:
     batch_size: int = 128
     metric: str = "cosine"  # feature_distances.METRICS: cosine | euclidean (squared, ME-subtracted)
     flip: bool = False
+    feature: str = "auto"  # model.RETRIEVAL_FEATURES: auto (pooled with me, bnneck without) | pooled | bnneck
 
 
 @dataclass
@@ -154,14 +163,16 @@ def _choices() -> dict[str, tuple[str, ...]]:
     from reid_model.batch_erasing import FILLS
     from reid_model.bed_loss import REDUCTIONS
     from reid_model.causal_classifier import HEAD_LOSSES
-    from reid_model.momentum_mean import ME_FEATURES
+    from reid_model.model import CLASSIFIERS, FEATURES, RETRIEVAL_FEATURES
     from reid_model.reconstructive_pooling import INITS
     from reid_model.resnet import BLOCKS
 
     return {
         "model.block": tuple(BLOCKS),
         "model.rp_init": INITS,
-        "model.me_feature": ME_FEATURES,
+        "model.classifier": CLASSIFIERS,
+        "loss.triplet_feature": FEATURES,
+        "test.feature": RETRIEVAL_FEATURES,
         "input.re_fill": FILLS,
         "loss.bed_reduction": REDUCTIONS,
         "loss.cls_head_loss": HEAD_LOSSES,
@@ -283,9 +294,31 @@ def validate(cfg: Config) -> Config:
         raise ConfigError("input.re_area must be [low, high] with 0 < low <= high < 1")
     if not 0 < cfg.model.me_beta < 1:
         raise ConfigError("model.me_beta must be in (0, 1)")
+    if cfg.me and retrieval_feature(cfg) != "pooled":
+        raise ConfigError(
+            "me: true subtracts its mean from the pooled feature; set test.feature=pooled or auto"
+        )
+    if d.val_ids < 0:
+        raise ConfigError("data.val_ids must be 0 (no validation split) or a number of identities")
     if cfg.solver.max_epochs < 1:
         raise ConfigError("solver.max_epochs must be at least 1")
     return cfg
+
+
+def classifier_kind(cfg: Config) -> str:
+    """The classifier a config builds: Eq. 5's causal-norm multi-head classifier goes with BED (the
+    paper's loss), SBS's CircleSoftmax with the triplet loss, unless `model.classifier` names one."""
+    if cfg.model.classifier != "auto":
+        return cfg.model.classifier
+    return "causal" if cfg.bed else "circle"
+
+
+def retrieval_feature(cfg: Config) -> str:
+    """The feature retrieval uses: the L2-normalised GeM output (minus the ME mean) with ME, as the
+    paper retrieves; SBS's eval-mode BNNeck output without it, unless `test.feature` names one."""
+    if cfg.test.feature != "auto":
+        return cfg.test.feature
+    return "pooled" if cfg.me else "bnneck"
 
 
 def flatten_dict(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -28,6 +28,7 @@ class TrainRecords:
     paths: list[Path]
     pids: np.ndarray
     camids: np.ndarray
+    occluded: np.ndarray
 
     @property
     def num_classes(self) -> int:
@@ -63,7 +64,68 @@ def read_train(root: str | Path) -> TrainRecords:
         )
     paths = [layout.resolve(p) for p in table.column("path").to_pylist()]
     camids = np.asarray(table.column("camid").to_numpy(), dtype=np.int64)
-    return TrainRecords(paths, pids, camids)
+    occluded = np.asarray(table.column("occluded").to_numpy(zero_copy_only=False), dtype=bool)
+    return TrainRecords(paths, pids, camids, occluded)
+
+
+@dataclass(frozen=True)
+class ValidationSplit:
+    """Training identities held out as a query/gallery split, for choosing checkpoints (never test labels)."""
+
+    query: SplitRecords
+    gallery: SplitRecords
+    ids: int
+
+
+def hold_out_identities(records: TrainRecords, count: int, seed: int) -> tuple[TrainRecords, ValidationSplit]:
+    """Take `count` identities (drawn with `seed`) out of training and make them a validation split.
+
+    Each held-out identity seen by two or more cameras gives one query image (an occluded one when
+    it has any, as the OPReID protocol queries with occluded images; otherwise any), drawn at
+    random; all its other images go to the gallery. Identities seen by one camera only could never
+    match across cameras: they join the gallery as distractors. The remaining training identities
+    are renumbered 0..N-1 in their original order.
+    """
+    ids = np.unique(records.pids)
+    if not 0 < count <= len(ids) - 2:
+        raise DataError(
+            f"--val-ids {count}: the release has {len(ids)} training identities; hold out between 1 and "
+            f"{len(ids) - 2}"
+        )
+    rng = np.random.default_rng([seed, 0x7A1])
+    held = np.sort(rng.choice(ids, size=count, replace=False))
+    is_held = np.isin(records.pids, held)
+    query_rows, gallery_rows = [], []
+    for pid in held:
+        rows = np.flatnonzero(records.pids == pid)
+        if len(np.unique(records.camids[rows])) < 2:
+            gallery_rows.extend(rows.tolist())
+            continue
+        pool = rows[records.occluded[rows]] if records.occluded[rows].any() else rows
+        q = int(rng.choice(pool))
+        query_rows.append(q)
+        gallery_rows.extend(int(r) for r in rows if r != q)
+    if not query_rows:
+        raise DataError(f"--val-ids {count}: no held-out identity was seen by two cameras; hold out more")
+
+    def split(rows: list[int]) -> SplitRecords:
+        rows = sorted(rows)
+        return SplitRecords(
+            [records.paths[r].name for r in rows], [records.paths[r] for r in rows],
+            records.camids[rows], records.pids[rows],
+        )  # fmt: skip
+
+    keep = np.flatnonzero(~is_held)
+    remaining = np.unique(records.pids[keep])
+    remap = np.full(int(records.pids.max()) + 1, -1, dtype=np.int64)
+    remap[remaining] = np.arange(len(remaining))
+    train = TrainRecords(
+        [records.paths[r] for r in keep],
+        remap[records.pids[keep]],
+        records.camids[keep],
+        records.occluded[keep],
+    )
+    return train, ValidationSplit(split(query_rows), split(gallery_rows), count)
 
 
 def read_split(root: str | Path, split: str, with_truth: bool = True) -> SplitRecords:

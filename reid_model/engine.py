@@ -4,12 +4,17 @@ Determinism: batches, per-image augmentation and erasing are pure functions of (
 the LR is a pure function of the step, and the model has no other randomness; a checkpoint
 therefore needs only the weights, optimiser/scheduler/scaler states and the step count to resume
 to bitwise-identical weights (CPU, same thread count). Only rank 0 writes files.
+
+Checkpoints: `last.pt` always; `best.pt` only with a validation split (`data.val_ids`), chosen by
+(mAP + Rank-1) / 2 on it. Test splits are evaluated and logged but never choose a checkpoint.
+Every `log_period` the train record also holds BED's operating range (docs/model.md §3).
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,12 +27,12 @@ from manifests import progress_bar
 from reid_model.batch_erasing import ErasingParams, compound_batch_erasing, random_erasing
 from reid_model.checkpoint import load_checkpoint, save_checkpoint
 from reid_model.config import Config, dump_config
-from reid_model.data import SeededBatches, TrainDataset, read_train, train_loader
+from reid_model.data import SeededBatches, TrainDataset, hold_out_identities, read_train, train_loader
 from reid_model.distributed import DistContext, barrier, mean_across
-from reid_model.errors import CheckpointError, DataError
-from reid_model.evaluation import evaluate, has_ground_truth
+from reid_model.errors import CheckpointError, DataError, DistributedError
+from reid_model.evaluation import evaluate, evaluation_sets
 from reid_model.lr_schedule import lr_factor_fn
-from reid_model.model import ReidModel, total_loss
+from reid_model.model import BRANCHES, ReidModel, total_loss
 from reid_model.pretrained import load_pretrained
 from reid_model.run_records import MetricsLog, environment, plot_curves, write_json
 from reid_model.sampler import PKSampler
@@ -64,6 +69,10 @@ class RunPaths:
     def best(self) -> Path:
         return self.root / "checkpoints" / "best.pt"
 
+    @property
+    def tensorboard(self) -> Path:
+        return self.root / "tensorboard"
+
 
 def erasing_params(cfg: Config) -> ErasingParams:
     i = cfg.input
@@ -96,6 +105,7 @@ class Trainer:
         ctx: DistContext,
         resume: str | Path | dict[str, Any] | None = None,
         progress: bool = True,
+        eval_data: Sequence[str | Path] = (),
     ):
         self.cfg, self.ctx = cfg, ctx
         self.data_root = Path(data_root)
@@ -103,10 +113,24 @@ class Trainer:
         self.progress = progress and ctx.is_main
         if cfg.train.num_threads > 0:
             torch.set_num_threads(cfg.train.num_threads)
+        if cfg.train.tensorboard and ctx.is_main:
+            from reid_model.tensorboard_log import require_tensorboard
+
+            require_tensorboard()
         self.records = read_train(self.data_root)
+        validation = None
+        if cfg.data.val_ids > 0:
+            self.records, validation = hold_out_identities(self.records, cfg.data.val_ids, cfg.data.val_seed)
+        self.eval_sets = evaluation_sets(self.data_root, eval_data, validation)
         self.batch = sampled_batch_size(cfg)
         if self.batch % ctx.world_size:
             raise DataError(f"sampled batch {self.batch} cannot be split over {ctx.world_size} processes")
+        per_batch = self.batch // cfg.data.num_instance
+        if self.records.num_classes < per_batch:
+            raise DataError(
+                f"{self.records.num_classes} training identities, fewer than the {per_batch} a batch draws "
+                "(lower data.ims_per_batch or --val-ids)"
+            )
         self.iters_per_epoch = cfg.solver.iters_per_epoch or max(1, len(self.records.paths) // self.batch)
         self.total_iters = cfg.solver.max_epochs * self.iters_per_epoch
 
@@ -114,7 +138,8 @@ class Trainer:
         self.model = ReidModel(cfg, self.records.num_classes)
         state = resume if isinstance(resume, dict) else (load_checkpoint(resume) if resume else None)
         if state is None:
-            load_pretrained(self.model.backbone, cfg.model.pretrained)
+            load_pretrained(self.model.backbone, cfg.model.pretrained, cfg.model.allow_download)
+        self.model = self._convert_sync_bn(self.model, cfg, ctx)
         self.model.to(ctx.device)
         self.use_amp = cfg.solver.amp and ctx.device.type == "cuda"
         self.optimizer = make_optimizer(self.model, cfg)
@@ -133,7 +158,16 @@ class Trainer:
             if ctx.distributed
             else None
         )
-        self.evaluate_enabled = has_ground_truth(self.data_root)
+        self.evaluate_enabled = bool(self.eval_sets)
+
+    @staticmethod
+    def _convert_sync_bn(model: torch.nn.Module, cfg: Config, ctx: DistContext) -> torch.nn.Module:
+        """`train.sync_bn`: BN statistics over the global batch under DDP (CUDA only; no-op in one process)."""
+        if not (cfg.train.sync_bn and ctx.distributed):
+            return model
+        if ctx.device.type != "cuda":
+            raise DistributedError("train.sync_bn needs CUDA devices (SyncBatchNorm does not run on CPU)")
+        return torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
 
     # -- state -------------------------------------------------------------------------------------------
     def _restore(self, state: dict[str, Any]) -> None:
@@ -180,7 +214,11 @@ class Trainer:
     def _forward_model(self) -> torch.nn.Module:
         return self.ddp if self.ddp is not None else self.model
 
-    def train_step(self, images: torch.Tensor, pids: torch.Tensor, camids: torch.Tensor) -> dict[str, float]:
+    def train_step(
+        self, images: torch.Tensor, pids: torch.Tensor, camids: torch.Tensor, measure: bool = False
+    ) -> dict[str, float]:
+        """One optimisation step; returns the loss terms and BED's operating range as floats. With
+        `measure`, also the gradient norm each part of BED sends to the features (`range_*_grad_*`)."""
         cfg = self.cfg
         gen = step_generator(cfg.seed, self.iteration, self.ctx.rank)
         params = erasing_params(cfg)
@@ -200,6 +238,7 @@ class Trainer:
         loss = total_loss(out)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"non-finite loss at iteration {self.iteration}: {loss.item()}")
+        grads = self._term_gradients(out) if measure else {}
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         if frozen:
@@ -211,13 +250,35 @@ class Trainer:
         if cfg.me:
             self.model.me.update(mean_across(self.ctx, out["me_batch_mean"].detach()))
         self.iteration += 1
-        values = {k: float(v.detach()) for k, v in out.items() if k.startswith("loss_")}
+        values = {k: float(v.detach()) for k, v in out.items() if k.startswith(("loss_", "range_"))}
         values["loss"] = float(loss.detach())
+        values.update(grads)
         return values
+
+    @staticmethod
+    def _term_gradients(out: dict[str, torch.Tensor]) -> dict[str, float]:
+        """|dL_part / dZ| for the positive and negative parts of BED on each branch's feature batch Z."""
+        grads = {}
+        for branch in BRANCHES:
+            feats = out.get(f"features_{branch}")
+            if feats is None or not feats.requires_grad:
+                continue
+            for part in ("pos", "neg"):
+                term = out[f"range_{branch}_bed_{part}"]
+                g = None
+                if term.requires_grad:
+                    (g,) = torch.autograd.grad(term, feats, retain_graph=True, allow_unused=True)
+                grads[f"range_{branch}_grad_{part}"] = 0.0 if g is None else float(g.float().norm())
+        return grads
 
     # -- the loop ----------------------------------------------------------------------------------------
     def _prepare_run_dir(self, resumed: bool) -> MetricsLog:
-        metrics = MetricsLog(self.paths.metrics, self.iteration if resumed else None)
+        sink = None
+        if self.cfg.train.tensorboard and self.ctx.is_main:
+            from reid_model.tensorboard_log import TensorBoardLog
+
+            sink = TensorBoardLog(self.paths.tensorboard, self.iteration if resumed else None)
+        metrics = MetricsLog(self.paths.metrics, self.iteration if resumed else None, sink)
         if self.ctx.is_main:
             self.paths.root.mkdir(parents=True, exist_ok=True)
             from manifests import atomic_write_text
@@ -230,31 +291,33 @@ class Trainer:
         return metrics
 
     def _evaluate(self, metrics: MetricsLog) -> None:
+        """Evaluate every set; the validation split (if any) alone decides best.pt."""
         if self.ctx.is_main:
-            res = evaluate(self.model, self.data_root, self.cfg, self.ctx.device, progress=self.progress)
-            valid = res["mAP"] is not None and res["rank1"] is not None
-            score = (res["mAP"] + res["rank1"]) / 2 if valid else None
-            record = {
-                "kind": "eval",
-                "iteration": self.iteration,
-                "epoch": self.iteration / self.iters_per_epoch,
-            }
-            record.update(res)
-            record["score"] = score
-            metrics.add(record)
-            log.info("iteration %d: mAP %s rank-1 %s", self.iteration, res["mAP"], res["rank1"])
-            if score is not None and score > self.best_score:
-                self.best_score = score
-                self.save(self.paths.best)
+            for eval_set in self.eval_sets:
+                res = evaluate(self.model, eval_set, self.cfg, self.ctx.device, progress=self.progress)
+                valid = res["mAP"] is not None and res["rank1"] is not None
+                score = (res["mAP"] + res["rank1"]) / 2 if valid else None
+                record = {
+                    "kind": "val" if eval_set.split == "val" else "eval",
+                    "iteration": self.iteration,
+                    "epoch": self.iteration / self.iters_per_epoch,
+                    **eval_set.labels(),
+                    **res,
+                    "score": score,
+                }
+                metrics.add(record)
+                log.info(
+                    "iteration %d, %s %s: mAP %s rank-1 %s",
+                    self.iteration, eval_set.split, eval_set.dataset, res["mAP"], res["rank1"],
+                )  # fmt: skip
+                if eval_set.split == "val" and score is not None and score > self.best_score:
+                    self.best_score = score
+                    self.save(self.paths.best)
         barrier(self.ctx)
 
-    def fit(self) -> dict[str, Any]:
-        resumed = self.iteration > 0
-        metrics = self._prepare_run_dir(resumed)
+    def train_batches(self):
+        """The iterator of (images, pids, camids) batches from the current iteration on (never ending)."""
         cfg = self.cfg
-        stop_at = self.total_iters
-        if cfg.train.stop_after_iters > 0:
-            stop_at = min(stop_at, cfg.train.stop_after_iters)
         sampler = PKSampler(
             self.records.pids,
             self.batch,
@@ -264,9 +327,17 @@ class Trainer:
             world_size=self.ctx.world_size,
         )
         dataset = TrainDataset(self.records, train_transform(cfg.input))
-        loader = iter(
-            train_loader(dataset, SeededBatches(sampler, self.iteration, cfg.seed), cfg.data.num_workers)
-        )
+        batches = SeededBatches(sampler, self.iteration, cfg.seed)
+        return iter(train_loader(dataset, batches, cfg.data.num_workers))
+
+    def fit(self) -> dict[str, Any]:
+        resumed = self.iteration > 0
+        metrics = self._prepare_run_dir(resumed)
+        cfg = self.cfg
+        stop_at = self.total_iters
+        if cfg.train.stop_after_iters > 0:
+            stop_at = min(stop_at, cfg.train.stop_after_iters)
+        loader = self.train_batches()
         sums: dict[str, float] = {}
         count, t_last = 0, time.perf_counter()
         if self.evaluate_enabled and cfg.train.eval_at_start and self.iteration == 0:
@@ -276,19 +347,25 @@ class Trainer:
         try:
             while self.iteration < stop_at:
                 images, pids, camids = next(loader)
-                values = self.train_step(images, pids, camids)
+                nxt = self.iteration + 1
+                log_now = nxt % cfg.train.log_period == 0 or nxt == self.total_iters or nxt == stop_at
+                values = self.train_step(images, pids, camids, measure=log_now)
+                snapshot = {k: values.pop(k) for k in [k for k in values if "_grad_" in k]}
                 bar.update(1)
-                bar.set_postfix(loss=f"{values['loss']:.3f}")
+                bar.set_postfix(
+                    loss=f"{values['loss']:.3f}", refresh=False
+                )  # refresh() would defeat the throttle
                 for k, v in values.items():
                     sums[k] = sums.get(k, 0.0) + v
                 count += 1
                 it = self.iteration
                 end_of_epoch = it % self.iters_per_epoch == 0
                 last = it == self.total_iters
-                if it % cfg.train.log_period == 0 or last or it == stop_at:
+                if log_now:
                     now = time.perf_counter()
                     rec = {"kind": "train", "iteration": it, "epoch": it / self.iters_per_epoch}
-                    rec.update({k: v / count for k, v in sums.items()})
+                    rec.update({k: v / count for k, v in sums.items()})  # means over the log period
+                    rec.update(snapshot)  # gradient norms: measured on this step
                     rec["lr"] = self.optimizer.param_groups[0]["lr"]
                     rec["sec_per_iter"] = (now - t_last) / count
                     metrics.add(rec)
@@ -311,16 +388,32 @@ class Trainer:
                     plot_curves(metrics.records, self.paths.curves)
         finally:
             bar.close()
+            if metrics.sink is not None:
+                metrics.sink.close()
+                metrics.sink = None
         if self.ctx.is_main:
             metrics.flush()
             plot_curves(metrics.records, self.paths.curves)
         barrier(self.ctx)
-        evals = [r for r in metrics.records if r.get("kind") == "eval"]
+        return self._summary(metrics.records)
+
+    def _summary(self, records: list[dict[str, Any]]) -> dict[str, Any]:
+        """The run in one object: the latest record of every evaluated set, and the checkpoints."""
+        latest: dict[tuple[str, str], dict[str, Any]] = {}
+        for r in records:
+            if r.get("kind") in ("eval", "val"):
+                latest[(r["kind"], r.get("dataset", ""))] = r
+        evals = [r for (kind, _), r in latest.items() if kind == "eval"]
+        vals = [r for (kind, _), r in latest.items() if kind == "val"]
+        has_best = bool(vals) and self.paths.best.is_file()
         return {
             "iteration": self.iteration,
             "total_iters": self.total_iters,
             "finished": self.iteration >= self.total_iters,
             "last_checkpoint": str(self.paths.last),
-            "best_score": self.best_score if evals else None,
-            "final_eval": evals[-1] if evals else None,
+            "best_checkpoint": str(self.paths.best) if has_best else None,
+            "best_score": self.best_score if has_best else None,
+            "final_eval": evals[0] if evals else None,
+            "final_evals": evals,
+            "final_val": vals[0] if vals else None,
         }

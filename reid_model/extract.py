@@ -1,7 +1,7 @@
 """Retrieval features and the query x gallery distance matrix (docs/model.md §5.2, §6.3).
 
-Features are the eval-mode BNNeck outputs (optionally averaged with the flipped image), then
-L2-normalised with the ME mean subtracted. Distances are the scorer's (`benchmarks.feature_distances`,
+Features are what the eval-mode model returns (the GeM output with ME, SBS's BNNeck output
+without; optionally averaged with the flipped image), then L2-normalised with the ME mean subtracted. Distances are the scorer's (`benchmarks.feature_distances`,
 numpy backend so the bytes do not depend on whether faiss is installed): cosine (1 - cos,
 re-normalising the ME-subtracted features, FastReID's default) or squared Euclidean.
 """
@@ -36,10 +36,10 @@ def extract_features(
         for images in progress_bar(loader, desc=desc, unit="batch", enabled=progress):
             images = images.to(device, non_blocking=True)
             with torch.autocast(device_type=device.type, enabled=device.type == "cuda"):
-                neck = model(images).float()
+                base = model(images).float()
                 if flip:
-                    neck = (neck + model(torch.flip(images, dims=[3])).float()) / 2
-            chunks.append(model.retrieval_features(neck).cpu())
+                    base = (base + model(torch.flip(images, dims=[3])).float()) / 2
+            chunks.append(model.retrieval_features(base).cpu())
     finally:
         model.train(was_training)
     if not chunks:

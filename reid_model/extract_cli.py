@@ -51,7 +51,8 @@ def extract(
     checkpoint, data, output, features, flip, metric, batch_size, num_workers, device, progress, as_json,
     **rerank,
 ):  # fmt: skip
-    """Features are normalise(pooled) minus the ME mean; rows follow query.parquet, columns gallery.parquet."""
+    """Features are normalize(GeM output) minus the ME mean (SBS: the BNNeck output); rows follow query.parquet,
+    columns gallery.parquet."""
     from reid_model.predictions import write_submission
 
     summary = write_submission(

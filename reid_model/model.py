@@ -1,9 +1,17 @@
 """The reference model assembled from its parts (docs/model.md §0).
 
-Train mode: `model(images, pids)` returns a dict of loss terms (keys `loss_*`) and the batch term of
-the ME update (`me_batch_mean`, detached); the engine sums the losses and updates ME, so that the
-update can be averaged across DDP ranks. Eval mode: `model(images)` returns the N x D BNNeck
-features; reconstructive pooling and the classifier are not run.
+Train mode: `model(images, pids)` returns a dict of loss terms (keys `loss_*`), the batch term of the
+ME update (`me_batch_mean`, detached) and BED's operating range (`range_*`: mean positive and
+negative distances, the two parts of BED, and the feature batch those parts were computed on, kept
+in the graph so that the engine can measure the gradient each part sends). The engine sums the
+losses and updates ME, so that the update can be averaged across DDP ranks. Under DDP the pairwise
+losses see the global batch (`distributed.gather_batch`). Eval mode: `model(images)` returns the
+N x D features retrieval starts from (the GeM output, or the BNNeck output for SBS); reconstructive
+pooling and the classifier are not run.
+
+With every Table 5 switch off (`cbe bed dnl rp me` false) this is FastReID's strong baseline:
+FastReID's non-local blocks, CircleSoftmax with label smoothing, soft-margin batch-hard triplet on
+the BNNeck output, retrieval on the BNNeck output.
 """
 
 from __future__ import annotations
@@ -12,16 +20,28 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from reid_model.bed_loss import bed_loss
+from reid_model.bed_loss import bed_terms, euclidean_distances, mean_pair_distances
 from reid_model.bnneck import BNNeck
-from reid_model.causal_classifier import CausalNormClassifier, classification_loss
-from reid_model.config import Config
+from reid_model.causal_classifier import CausalNormClassifier, classification_loss, smoothed_cross_entropy
+from reid_model.circle_softmax import CircleSoftmax
+from reid_model.config import Config, classifier_kind, retrieval_feature
+from reid_model.distributed import gather_batch
 from reid_model.dnl import DisentangledNonLocal
 from reid_model.gem import GeneralizedMeanPooling
 from reid_model.momentum_mean import MomentumMean
+from reid_model.nonlocal_block import NonLocal
 from reid_model.reconstructive_pooling import ReconstructivePooling
 from reid_model.resnet import ResNet
 from reid_model.triplet_loss import batch_hard_triplet_loss
+
+#: Classification layers (`model.classifier`); `auto` follows the `bed` switch (config.classifier_kind).
+CLASSIFIERS = ("auto", "causal", "circle")
+#: The two global features: the GeM output and the BNNeck output (`loss.triplet_feature`).
+FEATURES = ("pooled", "bnneck")
+#: Retrieval features (`test.feature`); `auto` follows the `me` switch (config.retrieval_feature).
+RETRIEVAL_FEATURES = ("auto", *FEATURES)
+#: The branches a metric loss is applied to, in the names of the logged keys.
+BRANCHES = ("global", "rp")
 
 
 class ReidModel(nn.Module):
@@ -30,63 +50,89 @@ class ReidModel(nn.Module):
         m = cfg.model
         self.cfg = cfg
         self.num_classes = num_classes
+        self.classifier_kind = classifier_kind(cfg)
+        self.retrieval_feature = retrieval_feature(cfg)
 
         def nonlocal_block(channels: int) -> nn.Module:
-            # `dnl: false` keeps the SBS baseline's plain (embedded-Gaussian) non-local blocks
-            return DisentangledNonLocal(
-                channels, m.dnl_reduction, m.dnl_temperature, m.dnl_scale, whiten=cfg.dnl, unary=cfg.dnl
-            )
+            if cfg.dnl:
+                return DisentangledNonLocal(channels, m.dnl_reduction, m.dnl_temperature, m.dnl_scale)
+            return NonLocal(channels, m.dnl_reduction)  # `dnl: false`: the SBS baseline's block
 
         self.backbone = ResNet(m.block, m.layers, m.widths, m.last_stride, m.nl_layers, nonlocal_block)
         dim = self.backbone.out_channels
         self.dim = dim
         self.pool = GeneralizedMeanPooling(m.gem_p, m.gem_learnable, m.gem_eps)
         self.bnneck = BNNeck(dim)
-        self.classifier = CausalNormClassifier(dim, num_classes, m.cls_heads, m.cls_tau, m.cls_gamma)
+        self.classifier = self._classifier(dim, num_classes)
         self.rp = ReconstructivePooling(dim, m.rp_init) if cfg.rp else None
         if cfg.rp and m.rp_id_loss:
             self.rp_bnneck = BNNeck(dim)
-            self.rp_classifier = CausalNormClassifier(dim, num_classes, m.cls_heads, m.cls_tau, m.cls_gamma)
+            self.rp_classifier = self._classifier(dim, num_classes)
         else:
             self.rp_bnneck = self.rp_classifier = None
         self.me = MomentumMean(dim, m.me_beta)
 
-    def metric_loss(self, features: torch.Tensor, pids: torch.Tensor) -> torch.Tensor:
-        loss = self.cfg.loss
+    def _classifier(self, dim: int, num_classes: int) -> nn.Module:
+        m = self.cfg.model
+        if self.classifier_kind == "circle":
+            return CircleSoftmax(dim, num_classes, m.circle_scale, m.circle_margin)
+        return CausalNormClassifier(dim, num_classes, m.cls_heads, m.cls_tau, m.cls_gamma)
+
+    def _classification_loss(self, classifier: nn.Module, neck: torch.Tensor, pids: torch.Tensor):
+        lc = self.cfg.loss
+        if isinstance(classifier, CircleSoftmax):
+            return smoothed_cross_entropy(classifier(neck, pids), pids, lc.label_smoothing)
+        return classification_loss(classifier(neck), pids, lc.cls_head_loss, lc.label_smoothing)
+
+    def metric_loss(self, features: torch.Tensor, pids: torch.Tensor, branch: str) -> dict[str, torch.Tensor]:
+        """The branch's metric loss on the (DDP-gathered) batch, with its operating range."""
+        lc = self.cfg.loss
+        features, pids = gather_batch(features, pids)
+        key = f"range_{branch}"
+        out = {f"{key}_feat_norm": features.detach().float().norm(dim=1).mean()}
         if self.cfg.bed:
-            return bed_loss(features, pids, loss.bed_alpha, loss.bed_reduction, loss.bed_normalize)
-        return batch_hard_triplet_loss(features, pids, loss.triplet_margin)
+            terms = bed_terms(features, pids, lc.bed_alpha, lc.bed_reduction, lc.bed_normalize)
+            out.update({
+                f"loss_metric_{branch}": terms.loss, f"{key}_d_pos": terms.d_pos, f"{key}_d_neg": terms.d_neg,
+                f"{key}_bed_pos": terms.pos, f"{key}_bed_neg": terms.neg, f"features_{branch}": features,
+            })  # fmt: skip
+            return out
+        with torch.no_grad():
+            z = features.detach().float()
+            d_pos, d_neg = mean_pair_distances(euclidean_distances(z, z), pids)
+        out.update({
+            f"loss_metric_{branch}": batch_hard_triplet_loss(features, pids, lc.triplet_margin),
+            f"{key}_d_pos": d_pos, f"{key}_d_neg": d_neg,
+        })  # fmt: skip
+        return out
 
     def forward(self, images: torch.Tensor, pids: torch.Tensor | None = None):
         fmap = self.backbone(images)
         pooled = self.pool(fmap)
-        neck = self.bnneck(pooled)
         if not self.training:
-            return neck
+            return pooled if self.retrieval_feature == "pooled" else self.bnneck(pooled)
         if pids is None:
             raise ValueError("train-mode forward needs the identity labels")
-        lc = self.cfg.loss
-        out = {
-            "loss_cls": classification_loss(
-                self.classifier(neck), pids, lc.cls_head_loss, lc.label_smoothing
-            ),
-            "loss_metric_global": self.metric_loss(pooled, pids),
-        }
+        neck = self.bnneck(pooled)
+        out = {"loss_cls": self._classification_loss(self.classifier, neck, pids)}
+        # BED reads "the feature representation after the pooling layer" (Eq. 3); SBS's triplet the BNNeck output
+        metric_global = pooled if self.cfg.bed or self.cfg.loss.triplet_feature == "pooled" else neck
+        out.update(self.metric_loss(metric_global, pids, "global"))
         if self.rp is not None:
             pooled_rp = self.rp(fmap)
-            out["loss_metric_rp"] = self.metric_loss(pooled_rp, pids)
+            out.update(self.metric_loss(pooled_rp, pids, "rp"))
             if self.rp_classifier is not None:
-                logits = self.rp_classifier(self.rp_bnneck(pooled_rp))
-                out["loss_cls_rp"] = classification_loss(logits, pids, lc.cls_head_loss, lc.label_smoothing)
-        tracked = neck if self.cfg.model.me_feature == "bnneck" else pooled
-        out["me_batch_mean"] = MomentumMean.batch_mean(tracked)
+                out["loss_cls_rp"] = self._classification_loss(
+                    self.rp_classifier, self.rp_bnneck(pooled_rp), pids
+                )
+        out["me_batch_mean"] = MomentumMean.batch_mean(pooled)  # Eq. 6 on normalize(GeM output)
         return out
 
-    def retrieval_features(self, neck: torch.Tensor) -> torch.Tensor:
-        """normalize(b) - mu with ME on, normalize(b) with it off (the `me: false` ablation)."""
+    def retrieval_features(self, base: torch.Tensor) -> torch.Tensor:
+        """From what eval-mode forward returns: normalize(z) - mu with ME on, normalize(.) with it off."""
         if self.cfg.me:
-            return self.me.subtract(neck)
-        return F.normalize(neck.float(), dim=1)
+            return self.me.subtract(base)
+        return F.normalize(base.float(), dim=1)
 
     def frozen_parameters(self) -> list[nn.Parameter]:
         """What the freeze phase keeps fixed: the backbone, (D)NL blocks included (docs/model.md §6.2)."""

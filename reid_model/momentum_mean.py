@@ -1,8 +1,10 @@
 """bad-Momentum-effect Elimination (ME), Eq. 6 of the paper (docs/model.md §5.2).
 
-A running mean mu <- beta mu + (1 - beta) mean_batch(f) of the L2-normalised training features,
-kept as a buffer (so it travels in checkpoints) and subtracted from every query and gallery
-feature at inference.
+A running mean mu <- beta mu + (1 - beta) mean_batch(normalize(z)) of the L2-normalised
+global-pooled training features (the GeM output, before the BNNeck), kept as a buffer so it
+travels in checkpoints, and subtracted from the same normalised feature of every query and gallery
+image at inference: one feature space throughout. (Tracking the train-mode BNNeck output instead
+gives mu ~ 0, since that output has zero batch mean by construction, and ME does nothing.)
 """
 
 from __future__ import annotations
@@ -10,9 +12,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
-
-#: Which L2-normalised feature the mean tracks (`model.me_feature`): the BNNeck output or the pooled one.
-ME_FEATURES = ("bnneck", "pooled")
 
 
 class MomentumMean(nn.Module):
@@ -31,5 +30,5 @@ class MomentumMean(nn.Module):
         self.mean.mul_(self.beta).add_(batch_mean.to(self.mean), alpha=1.0 - self.beta)
 
     def subtract(self, features: torch.Tensor) -> torch.Tensor:
-        """normalize(f) - mu: the retrieval feature."""
+        """normalize(z) - mu: the retrieval feature."""
         return F.normalize(features.float(), dim=1) - self.mean

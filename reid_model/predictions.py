@@ -1,7 +1,8 @@
 """`write_submission`: a checkpoint and a release -> predictions.npy and/or features.npz.
 
 The Python API under `opreid extract`. Rows follow query.parquet and columns gallery.parquet, the
-order every submission must have. Features are normalize(pooled) minus the ME mean (docs/model.md).
+order every submission must have. Features are normalize(GeM output) minus the ME mean, or for SBS
+(`me: false`) the normalised BNNeck output (docs/model.md §5.2, §6.3).
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """Backbone initialisation from ImageNet weights (torchvision's weights API) or a local state dict.
 
-`imagenet` first looks in the torch hub cache; if the file is not there it asks torchvision to
-fetch it, which works online and fails offline with a one-line PretrainedWeightsError naming
-`--pretrained PATH` as the way out. A local file is read with weights_only=True.
+`imagenet` reads torchvision's ResNet-50 weights from the torch hub cache. Nothing is downloaded
+unless the user says so (`--allow-download`, `model.allow_download: true`): then torchvision fetches
+the file into the cache. Without that permission, or offline, a missing file is a one-line
+PretrainedWeightsError naming the ways out. A local file is read with weights_only=True.
 """
 
 from __future__ import annotations
@@ -27,21 +28,24 @@ def imagenet_cache_path() -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / filename
 
 
-def imagenet_state_dict() -> dict[str, torch.Tensor]:
+def imagenet_state_dict(allow_download: bool = False) -> dict[str, torch.Tensor]:
     from torchvision.models import ResNet50_Weights
 
     cached = imagenet_cache_path()
     if cached.is_file():
         return _read_state(cached)
-    log.warning(
-        "ImageNet ResNet-50 weights not in the torch hub cache (%s); asking torchvision to fetch them", cached
-    )
+    if not allow_download:
+        raise PretrainedWeightsError(
+            f"ImageNet weights not found at {cached}; put {cached.name} there, pass --pretrained PATH to a "
+            "local state dict, or allow the download with --allow-download (model.allow_download=true)"
+        )
+    log.warning("ImageNet ResNet-50 weights not in the torch hub cache; downloading them to %s", cached)
     try:
         return ResNet50_Weights.IMAGENET1K_V1.get_state_dict(progress=False)
     except Exception as exc:  # noqa: BLE001 - any network/IO failure becomes one clear message
         raise PretrainedWeightsError(
-            f"ImageNet weights unavailable ({exc.__class__.__name__}): not in {cached} and no download "
-            "possible; put resnet50-0676ba61.pth there or pass --pretrained PATH to a local state dict"
+            f"ImageNet weights could not be downloaded ({exc.__class__.__name__}) and are not in {cached}; "
+            f"put {cached.name} there or pass --pretrained PATH to a local state dict"
         ) from None
 
 
@@ -61,11 +65,11 @@ def _read_state(path: Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def load_pretrained(backbone: ResNet, spec: str) -> None:
+def load_pretrained(backbone: ResNet, spec: str, allow_download: bool = False) -> None:
     """Initialise `backbone` from `spec` ("imagenet" or a file path); "" leaves the random init."""
     if not spec:
         return
-    state = imagenet_state_dict() if spec == "imagenet" else _read_state(Path(spec))
+    state = imagenet_state_dict(allow_download) if spec == "imagenet" else _read_state(Path(spec))
     state = {k.removeprefix("module.").removeprefix("backbone."): v for k, v in state.items()}
     try:
         missing = backbone.load_torchvision_state(state)

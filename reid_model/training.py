@@ -52,14 +52,34 @@ def train_model(
     device: str = "auto",
     progress: bool = False,
     overrides: tuple[str, ...] = (),
+    eval_data: tuple[str | Path, ...] = (),
+    val_ids: int | None = None,
+    allow_download: bool | None = None,
+    tensorboard: bool | None = None,
 ) -> dict[str, Any] | None:
     """Train on DATA into the run folder OUTPUT; `resume` is a checkpoint or "auto" (OUTPUT's last.pt).
 
+    `eval_data` are further releases evaluated during training (cross-dataset evaluation);
+    `val_ids`, `allow_download` and `tensorboard` are the config keys `data.val_ids`,
+    `model.allow_download` and `train.tensorboard` (None: the config's value).
     Returns the run summary on the main process (None on the other DDP ranks).
     """
     # user mistakes are caught before torch is imported, so they fail fast
     if not Path(data).is_dir():
         raise DataError(f"dataset folder not found: {data}")
+    for extra in eval_data:
+        if not Path(extra).is_dir():
+            raise DataError(f"--eval-data: dataset folder not found: {extra}")
+    flags = {
+        "data.val_ids": val_ids,
+        "model.allow_download": allow_download,
+        "train.tensorboard": tensorboard,
+    }
+    overrides = tuple(overrides) + tuple(
+        f"{key}={str(value).lower() if isinstance(value, bool) else value}"
+        for key, value in flags.items()
+        if value is not None
+    )
     resume_path = None
     if resume == "auto":
         candidate = Path(output) / "checkpoints" / "last.pt"
@@ -84,7 +104,7 @@ def train_model(
         cfg.model.pretrained = pretrained
     ctx = init_distributed(device)
     try:
-        trainer = Trainer(cfg, data, output, ctx, resume=state, progress=progress)
+        trainer = Trainer(cfg, data, output, ctx, resume=state, progress=progress, eval_data=eval_data)
         summary = trainer.fit()
     finally:
         shutdown_distributed()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from reid_model.bed_loss import euclidean_distances
+from reid_model.bed_loss import euclidean_distances, pair_masks
 
 
 def batch_hard_triplet_loss(features: torch.Tensor, pids: torch.Tensor, margin: float = 0.0) -> torch.Tensor:
@@ -13,9 +13,7 @@ def batch_hard_triplet_loss(features: torch.Tensor, pids: torch.Tensor, margin: 
     with torch.autocast(device_type=features.device.type, enabled=False):
         z = features.float()
         d = euclidean_distances(z, z)
-        same = pids.view(-1, 1) == pids.view(1, -1)
-        eye = torch.eye(len(pids), dtype=torch.bool, device=pids.device)
-        pos, neg = same & ~eye, ~same
+        pos, neg = pair_masks(pids)
         valid = pos.any(1) & neg.any(1)
         if not valid.any():
             return z.new_zeros(())

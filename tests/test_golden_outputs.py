@@ -27,6 +27,9 @@ pytestmark = pytest.mark.slow
 #: images, hence the weights, predictions and score, change; images.parquet gains `face_detectors`,
 #: `reviewer` and `reviewed_at` (schema 1.1); dataset.json and the card record the detectors. With
 #: `--face-model none` the released images are byte-identical to those of the previous digests.
+#: Weights, predictions and score re-recorded when ME moved to the L2-normalised GeM output (issue
+#: 11): the trained weights differ only in the ME buffer `me.mean`, and retrieval now uses
+#: normalize(GeM output) - mu instead of the BNNeck output.
 DIGESTS = {
     "release_files": 1565,
     "release": "5e324702f9ca9e4eb5ba9b36f0a1087e852b2284c7141662282a024159302d5c",

@@ -168,6 +168,43 @@ def test_bed_matches_hand_computation(reduction):
     assert got.item() == pytest.approx(expected, rel=1e-5)
 
 
+@pytest.mark.parametrize("reduction", ["separate", "all_pairs_mean", "per_anchor", "batch_hard"])
+@pytest.mark.parametrize("normalize", [False, True])
+def test_bed_parts_add_up_to_the_loss_and_report_the_distances(reduction, normalize):
+    from reid_model.bed_loss import bed_loss, bed_terms
+
+    feats, pids = _toy()
+    terms = bed_terms(feats, pids, 0.3, reduction, normalize)
+    torch.testing.assert_close(terms.loss, bed_loss(feats, pids, 0.3, reduction, normalize))
+    pos, neg = _hand_pairs(0.3)
+    z = torch.nn.functional.normalize(feats, dim=1) if normalize else feats
+    d = torch.cdist(z, z)
+    mean = lambda pairs: sum(float(d[i, j]) for i, j in pairs) / len(pairs)  # noqa: E731
+    assert terms.d_pos.item() == pytest.approx(mean(pos), rel=1e-4)
+    assert terms.d_neg.item() == pytest.approx(mean(neg), rel=1e-4)
+    assert 0 <= terms.pos.item() <= 1 and 0 <= terms.neg.item() <= 1
+    if normalize:  # unit vectors: BED never sees a distance above 2
+        assert terms.d_pos.item() <= 2 and terms.d_neg.item() <= 2
+
+
+def test_bed_on_raw_resnet_scale_features_passes_almost_no_gradient():
+    """The saturation the operating-range log exists to show: at distances of 20-40 exp(-0.3 d) ~ 0."""
+    from reid_model.bed_loss import bed_terms
+
+    torch.manual_seed(0)
+    base = torch.randn(8, 64)
+    pids = torch.arange(4).repeat_interleave(2)
+    grads = {}
+    for normalize in (False, True):
+        f = (base * 4).requires_grad_()  # norms ~32, pairwise distances ~45
+        terms = bed_terms(f, pids, 0.3, "separate", normalize)
+        (g,) = torch.autograd.grad(terms.neg, f)
+        grads[normalize] = g.norm().item()
+        if not normalize:
+            assert terms.d_neg.item() > 20 and terms.neg.item() < 1e-4
+    assert grads[False] < 1e-4 < grads[True]
+
+
 def test_bed_tends_to_its_bounds():
     from reid_model.bed_loss import bed_loss
 
@@ -296,6 +333,48 @@ def test_classification_loss_modes_and_label_smoothing():
     torch.testing.assert_close(classification_loss(heads, y, "per_head", 0.0), per)
 
 
+def test_circle_softmax_matches_its_formula():
+    from reid_model.circle_softmax import CircleSoftmax
+
+    torch.manual_seed(0)
+    layer = CircleSoftmax(6, 4, scale=64.0, margin=0.35)
+    assert layer.weight.std().item() == pytest.approx(0.01, rel=0.5)  # FastReID's N(0, 0.01) init
+    x, y = torch.randn(3, 6), torch.tensor([2, 0, 3])
+    logits = layer(x, y)
+    cos = torch.nn.functional.normalize(x, dim=1) @ torch.nn.functional.normalize(layer.weight, dim=1).t()
+    for i in range(3):
+        for c in range(4):
+            s = cos[i, c].item()
+            if c == y[i]:
+                expected = max(1 + 0.35 - s, 0) * (s - 0.65)
+            else:
+                expected = max(s + 0.35, 0) * (s - 0.35)
+            assert logits[i, c].item() == pytest.approx(64 * expected, rel=1e-4, abs=1e-4)
+    logits.sum().backward()  # the re-weighting factors are constants (detached); the cosines learn
+    assert layer.weight.grad is not None
+
+
+def test_fastreid_nonlocal_block_is_identity_at_init_and_matches_its_formula():
+    from reid_model.nonlocal_block import NonLocal
+
+    torch.manual_seed(0)
+    block = NonLocal(8, reduction=2)
+    assert block.inner == 4  # C / 2: FastReID's inner width of 1 is a bug we do not copy
+    x = torch.randn(2, 8, 3, 2)
+    assert torch.equal(block.train()(x), x) and torch.equal(block.eval()(x), x)
+    torch.nn.init.ones_(block.out_bn.weight)
+    f = x[0].flatten(1)  # C x L
+    conv = lambda m, t: m.weight.flatten(1) @ t + m.bias[:, None]  # noqa: E731
+    q, k, v = conv(block.query, f), conv(block.key, f), conv(block.value, f)
+    y = v @ (q.t() @ k / f.shape[1]).t()  # dot product over L, no softmax
+    z = conv(block.out, y).view(1, 8, 3, 2)
+    bn = block.out_bn
+    expected = x[:1] + (z - bn.running_mean.view(1, -1, 1, 1)) / torch.sqrt(
+        bn.running_var.view(1, -1, 1, 1) + bn.eps
+    )
+    torch.testing.assert_close(block.eval()(x)[:1], expected, rtol=1e-4, atol=1e-5)
+
+
 def test_momentum_mean_update_is_eq6():
     from reid_model.momentum_mean import MomentumMean
 
@@ -311,6 +390,71 @@ def test_momentum_mean_update_is_eq6():
     q = torch.randn(3, 4)
     torch.testing.assert_close(me.subtract(q), torch.nn.functional.normalize(q, dim=1) - me.mean)
     assert "mean" in me.state_dict()
+
+
+def _ranks(query: torch.Tensor, gallery: torch.Tensor) -> torch.Tensor:
+    from reid_model.extract import distance_matrix
+
+    return torch.from_numpy(distance_matrix(query, gallery, "cosine").numpy().argsort(1, kind="stable"))
+
+
+def test_me_moves_rankings_when_training_identities_are_imbalanced():
+    """A head identity dominates training, so every feature leans towards its direction h. A query
+    of a tail identity (direction a) then ranks a head-leaning image of another person above its own
+    match; subtracting the momentum mean, which the imbalanced stream has pulled towards h, restores it."""
+    from reid_model.momentum_mean import MomentumMean
+
+    e = torch.eye(6)
+    h, a, b = e[0], e[1], e[2]
+    me = MomentumMean(6, beta=0.9)
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(60):  # 30 head images per batch, 2 of each of two tail identities
+        head = h + 0.1 * torch.randn(30, 6, generator=gen)
+        tails = torch.stack([a, a, b, b]) + 0.1 * torch.randn(4, 6, generator=gen)
+        me.update(me.batch_mean(torch.cat([head, tails])))
+    assert torch.nn.functional.cosine_similarity(me.mean, h, dim=0) > 0.95
+    query = (a + 2 * h).unsqueeze(0)
+    gallery = torch.stack(
+        [a + 0.3 * h, b + 2 * h]
+    )  # 0: the query's identity, 1: another person, head-leaning
+    plain = torch.nn.functional.normalize
+    assert _ranks(plain(query, dim=1), plain(gallery, dim=1))[0].tolist() == [1, 0]  # wrong without ME
+    assert _ranks(me.subtract(query), me.subtract(gallery))[0].tolist() == [0, 1]  # right with it
+    balanced = MomentumMean(6, beta=0.9)
+    balanced.update(balanced.batch_mean(torch.cat([e, -e])))  # a stream with zero mean: mu = 0
+    assert torch.equal(balanced.mean, torch.zeros(6))
+
+
+def test_me_is_one_feature_space_and_leaves_rankings_alone_when_mu_is_zero():
+    """ME tracks normalize(GeM output) in training and subtracts it from that same feature at
+    inference; with mu = 0 the retrieval features are exactly normalize(GeM output)."""
+    from reid_model.config import load_config
+    from reid_model.model import ReidModel
+
+    torch.manual_seed(0)
+    model = ReidModel(load_config("tiny", ["input.height=64", "input.width=32"]), num_classes=4)
+    x = torch.randn(8, 3, 64, 32)
+    pids = torch.tensor([0, 0, 1, 1, 2, 2, 3, 3])
+    model.train()
+    with torch.no_grad():
+        pooled_train = model.pool(model.backbone(x))
+        out = model(x, pids)
+    expected = torch.nn.functional.normalize(pooled_train, dim=1).mean(0)
+    torch.testing.assert_close(out["me_batch_mean"], expected)
+    assert out["me_batch_mean"].norm() > 0.5  # the GeM output is not centred: mu is far from 0
+    model.eval()
+    with torch.no_grad():
+        base = model(x)
+        torch.testing.assert_close(base, model.pool(model.backbone(x)))  # eval returns the GeM output
+        assert torch.equal(model.me.mean, torch.zeros(model.dim))
+        zero_mu = model.retrieval_features(base)
+        assert torch.equal(zero_mu, torch.nn.functional.normalize(base, dim=1))
+        q, g = zero_mu[:3], zero_mu[3:]
+        assert torch.equal(_ranks(q, g), _ranks(torch.nn.functional.normalize(base[:3], dim=1),
+                                                torch.nn.functional.normalize(base[3:], dim=1)))  # fmt: skip
+        model.me.update(out["me_batch_mean"])
+        moved = model.retrieval_features(base)
+        torch.testing.assert_close(moved, zero_mu - model.me.mean)
 
 
 def test_lr_schedule_warmup_delay_cosine():

@@ -24,7 +24,14 @@ def test_train_mode_returns_loss_terms_and_eval_mode_features(monkeypatch):
     x = torch.randn(8, 3, 64, 32)
     pids = torch.tensor([0, 0, 1, 1, 2, 2, 3, 3])
     out = model.train()(x, pids)
-    assert set(out) == {"loss_cls", "loss_metric_global", "loss_metric_rp", "me_batch_mean"}
+    losses = {k for k in out if k.startswith("loss_")}
+    assert losses == {"loss_cls", "loss_metric_global", "loss_metric_rp"} and "me_batch_mean" in out
+    for branch in ("global", "rp"):  # BED's operating range, per branch
+        for key in ("feat_norm", "d_pos", "d_neg", "bed_pos", "bed_neg"):
+            assert torch.isfinite(out[f"range_{branch}_{key}"]), (branch, key)
+        torch.testing.assert_close(
+            out[f"range_{branch}_bed_pos"] + out[f"range_{branch}_bed_neg"], out[f"loss_metric_{branch}"]
+        )
     loss = total_loss(out)
     assert loss.ndim == 0 and torch.isfinite(loss)
     loss.backward()
@@ -44,16 +51,26 @@ def test_train_mode_returns_loss_terms_and_eval_mode_features(monkeypatch):
 
 
 def test_ablation_switches_change_the_graph():
+    from reid_model.causal_classifier import CausalNormClassifier
+    from reid_model.circle_softmax import CircleSoftmax
+    from reid_model.dnl import DisentangledNonLocal
     from reid_model.model import ReidModel
+    from reid_model.nonlocal_block import NonLocal
 
     x = torch.randn(8, 3, 64, 32)
     pids = torch.tensor([0, 0, 1, 1, 2, 2, 3, 3])
-    off = ReidModel(_tiny("rp=false", "dnl=false", "bed=false"), num_classes=4)
-    assert off.rp is None
-    nl = off.backbone.nonlocal_blocks[1][0]
-    assert nl.mask is None and not nl.whiten
+    on = ReidModel(_tiny(), num_classes=4)
+    assert isinstance(on.backbone.nonlocal_blocks[1][0], DisentangledNonLocal)
+    assert isinstance(on.classifier, CausalNormClassifier) and on.retrieval_feature == "pooled"
+    off = ReidModel(_tiny("rp=false", "dnl=false", "bed=false", "me=false"), num_classes=4)
+    assert off.rp is None and isinstance(off.backbone.nonlocal_blocks[1][0], NonLocal)
+    assert isinstance(off.classifier, CircleSoftmax) and off.retrieval_feature == "bnneck"
     out = off.train()(x, pids)
-    assert "loss_metric_rp" not in out
+    assert "loss_metric_rp" not in out and "range_global_bed_pos" not in out  # triplet: no BED parts
+    assert torch.isfinite(out["range_global_d_pos"]) and torch.isfinite(out["range_global_d_neg"])
+    # the explicit keys override what the switches imply
+    assert isinstance(ReidModel(_tiny("model.classifier=circle"), 4).classifier, CircleSoftmax)
+    assert ReidModel(_tiny("me=false", "test.feature=pooled"), 4).retrieval_feature == "pooled"
     both = ReidModel(_tiny("model.rp_id_loss=true"), num_classes=4).train()(x, pids)
     assert "loss_cls_rp" in both
     me_off = ReidModel(_tiny("me=false"), num_classes=4)
@@ -63,6 +80,61 @@ def test_ablation_switches_change_the_graph():
     me_on = ReidModel(_tiny(), num_classes=4)
     me_on.me.mean.fill_(0.5)
     torch.testing.assert_close(me_on.retrieval_features(f), torch.nn.functional.normalize(f, dim=1) - 0.5)
+
+
+def test_triplet_reads_the_bnneck_output_as_sbs_does():
+    from reid_model.model import ReidModel
+    from reid_model.triplet_loss import batch_hard_triplet_loss
+
+    torch.manual_seed(0)
+    model = ReidModel(_tiny("bed=false", "rp=false"), num_classes=4).train()
+    x = torch.randn(8, 3, 64, 32)
+    pids = torch.tensor([0, 0, 1, 1, 2, 2, 3, 3])
+    out = model(x, pids)
+    neck = model.bnneck.bn  # recompute with the batch statistics the forward used
+    with torch.no_grad():
+        pooled = model.pool(model.backbone(x))
+        b = (pooled - pooled.mean(0)) / torch.sqrt(pooled.var(0, unbiased=False) + neck.eps) * neck.weight
+    torch.testing.assert_close(
+        out["loss_metric_global"], batch_hard_triplet_loss(b, pids), rtol=1e-4, atol=1e-5
+    )
+    pooled_cfg = ReidModel(_tiny("bed=false", "rp=false", "loss.triplet_feature=pooled"), 4).train()
+    pooled_cfg.load_state_dict(model.state_dict())
+    out = pooled_cfg(x, pids)
+    torch.testing.assert_close(out["loss_metric_global"], batch_hard_triplet_loss(pooled, pids))
+
+
+def test_sbs_preset_is_the_all_switches_off_model():
+    """configs/sbs_r50.yaml and the paper preset with every Table 5 switch off build the same network
+    (modules, parameter shapes) and, given the same weights and batch, the same losses."""
+    from reid_model.config import classifier_kind, retrieval_feature
+    from reid_model.model import ReidModel
+
+    switches_off = ["cbe=false", "bed=false", "dnl=false", "rp=false", "me=false", "model.pretrained="]
+    sbs = load_config("sbs_r50", ["model.pretrained="])
+    off = load_config("opreid_r50", switches_off)
+    assert (sbs.cbe, sbs.bed, sbs.dnl, sbs.rp, sbs.me) == (False,) * 5
+    assert classifier_kind(sbs) == classifier_kind(off) == "circle"
+    assert retrieval_feature(sbs) == retrieval_feature(off) == "bnneck"
+    assert sbs.model == off.model and sbs.loss.label_smoothing == off.loss.label_smoothing
+    assert (
+        (sbs.loss.triplet_margin, sbs.loss.triplet_feature)
+        == (off.loss.triplet_margin, "bnneck")
+        == (0.0, "bnneck")
+    )
+    assert (sbs.input.height, sbs.input.width, sbs.data.num_instance) == (384, 128, 16)  # FastReID's Base-SBS
+    torch.manual_seed(0)
+    a = ReidModel(sbs, num_classes=6).train()
+    b = ReidModel(off, num_classes=6).train()
+    assert str(a) == str(b)
+    b.load_state_dict(a.state_dict())
+    x = torch.randn(12, 3, 64, 32)
+    pids = torch.arange(6).repeat_interleave(2)
+    out_a, out_b = a(x, pids), b(x, pids)
+    assert {k for k in out_a if k.startswith("loss_")} == {"loss_cls", "loss_metric_global"}
+    for key in out_a:
+        if key.startswith("loss_"):
+            torch.testing.assert_close(out_a[key], out_b[key])
 
 
 def test_config_overrides_and_errors(tmp_path):
@@ -82,6 +154,10 @@ def test_config_overrides_and_errors(tmp_path):
         load_config("tiny", ["loss.bed_reduction=median"])
     with pytest.raises(ConfigError, match="key=value"):
         parse_overrides(["cbe"])
+    with pytest.raises(ConfigError, match="me: true subtracts its mean from the pooled feature"):
+        load_config("tiny", ["test.feature=bnneck"])
+    with pytest.raises(ConfigError, match="not one of auto, causal, circle"):
+        load_config("tiny", ["model.classifier=arcface"])
     bad = tmp_path / "bad.yaml"
     bad.write_text("model:\n  widht: [1]\n")
     with pytest.raises(ConfigError, match="did you mean 'model.width"):
@@ -92,12 +168,28 @@ def test_config_overrides_and_errors(tmp_path):
     assert load_config(path) == cfg
 
 
+#: The presets of the paper's experiments: the paper's recipe, identical to opreid_r50 (only their
+#: comments differ: which benchmark, and where the data comes from).
+BENCHMARK_PRESETS = ("occluded_duke", "occluded_reid_via_market", "market1501", "dukemtmc")
+
+
 def test_presets_keep_every_component_on():
-    for name in ("tiny", "opreid_r50"):
+    for name in ("tiny", "small", "opreid_r50", *BENCHMARK_PRESETS):
         cfg = load_config(name)
         assert cfg.cbe and cfg.bed and cfg.dnl and cfg.rp and cfg.me, name
         assert cfg.model.nl_layers == [0, 2, 3, 0] and cfg.model.last_stride == 1
-    assert load_config("tiny").input.height == 128 and load_config("tiny").input.width == 64
+    for name in ("tiny", "small"):
+        cfg = load_config(name)
+        assert (cfg.input.height, cfg.input.width, cfg.model.block, cfg.model.pretrained) == (
+            128,
+            64,
+            "basic",
+            "",
+        )
+    paper = load_config("opreid_r50")
+    assert paper.loss.bed_normalize and paper.loss.bed_alpha == 0.3 and paper.model.me_beta == 0.9
+    for name in BENCHMARK_PRESETS:
+        assert load_config(name) == paper, f"{name} drifted from opreid_r50"
 
 
 def test_pretrained_local_state_dict(tmp_path):
@@ -123,7 +215,7 @@ def test_pretrained_local_state_dict(tmp_path):
         load_pretrained(other, str(path))
 
 
-def test_imagenet_offline_fails_with_one_clear_message(tmp_path, monkeypatch):
+def test_imagenet_is_never_downloaded_unless_allowed(tmp_path, monkeypatch):
     import torchvision.models
 
     from reid_model.errors import PretrainedWeightsError
@@ -131,15 +223,24 @@ def test_imagenet_offline_fails_with_one_clear_message(tmp_path, monkeypatch):
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     assert str(imagenet_cache_path()).startswith(str(tmp_path))
+    asked = []
 
     def offline(self, *args, **kwargs):  # stands in for the network: no download is ever attempted here
+        asked.append(self)
         raise OSError("network unreachable")
 
     monkeypatch.setattr(torchvision.models.WeightsEnum, "get_state_dict", offline)
     with pytest.raises(PretrainedWeightsError) as info:
         imagenet_state_dict()
     msg = str(info.value)
+    assert not asked, "a download was attempted without --allow-download"
     assert "\n" not in msg and "--pretrained PATH" in msg and "resnet50-0676ba61.pth" in msg
+    assert "--allow-download" in msg
+    with pytest.raises(PretrainedWeightsError) as info:  # allowed, but offline: still one clear line
+        imagenet_state_dict(allow_download=True)
+    msg = str(info.value)
+    assert len(asked) == 1 and "\n" not in msg and "could not be downloaded (OSError)" in msg
+    assert "--pretrained PATH" in msg
 
 
 @pytest.mark.slow

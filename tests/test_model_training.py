@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -53,22 +54,26 @@ def test_train_writes_the_run_folder_and_extract_the_submission(dataset, tmp_pat
     assert res.exit_code == 0, res.output
     summary = json.loads(res.stdout.strip().splitlines()[-1])
     assert summary["finished"] and summary["iteration"] == 4
-    for name in (
-        "config.yaml",
-        "environment.json",
-        "metrics.jsonl",
-        "curves.png",
-        "checkpoints/last.pt",
-        "checkpoints/best.pt",
-    ):
+    for name in ("config.yaml", "environment.json", "metrics.jsonl", "curves.png", "checkpoints/last.pt"):
         assert (run / name).is_file(), name
+    # without --val-ids nothing may choose a checkpoint: test labels never pick best.pt
+    assert not (run / "checkpoints/best.pt").exists() and summary["best_checkpoint"] is None
     env = json.loads((run / "environment.json").read_text())
     assert env["torch"] == torch.__version__ and "commit" in env["git"]
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    assert [r["iteration"] for r in records if r["kind"] == "train"] == [1, 2, 3, 4]
+    train_records = [r for r in records if r["kind"] == "train"]
+    assert [r["iteration"] for r in train_records] == [1, 2, 3, 4]
+    for r in train_records:  # BED's operating range, every log_period
+        for branch in ("global", "rp"):
+            for key in ("d_pos", "d_neg", "bed_pos", "bed_neg", "grad_pos", "grad_neg", "feat_norm"):
+                assert r[f"range_{branch}_{key}"] >= 0, (branch, key)
+            assert r[f"range_{branch}_bed_pos"] + r[f"range_{branch}_bed_neg"] == pytest.approx(
+                r[f"loss_metric_{branch}"], rel=1e-5
+            )
     evals = [r for r in records if r["kind"] == "eval"]
     assert [r["iteration"] for r in evals] == [0, 2, 4]  # eval_at_start (tiny) + every epoch
     assert all(0 <= r["mAP"] <= 1 for r in evals)
+    assert all(r["dataset"] == dataset.name and r["split"] == "test" and "protocol" not in r for r in evals)
     state = torch.load(run / "checkpoints/last.pt", weights_only=True)
     assert state["iteration"] == 4 and state["model"]["me.mean"].abs().sum() > 0  # the ME buffer travels
 
@@ -98,6 +103,151 @@ def test_train_writes_the_run_folder_and_extract_the_submission(dataset, tmp_pat
     np.testing.assert_allclose(dist, cos, atol=1e-5)
     # features are normalize(b) - mu: not unit length once mu is non-zero
     assert not np.allclose(np.linalg.norm(qf, axis=1), 1.0)
+
+
+def test_val_ids_hold_out_training_identities_and_choose_best_pt(dataset, tmp_path):
+    from reid_model.data import hold_out_identities, read_train
+
+    records = read_train(dataset)
+    train, val = hold_out_identities(records, 2, seed=0)
+    assert val.ids == 2 and train.num_classes == records.num_classes - 2
+    assert sorted(set(train.pids.tolist())) == list(range(train.num_classes))  # renumbered 0..N-1
+    held = {str(p) for p in val.query.paths + val.gallery.paths}
+    assert held.isdisjoint(str(p) for p in train.paths)
+    assert len(held) + len(train.paths) == len(records.paths)
+    for pid, cam in zip(
+        val.query.pids, val.query.camids, strict=True
+    ):  # every query can match across cameras
+        assert ((val.gallery.pids == pid) & (val.gallery.camids != cam)).any()
+    again, _ = hold_out_identities(records, 2, seed=0)
+    assert again.paths == train.paths  # a pure function of the seed: a resumed run sees the same split
+
+    run = tmp_path / "run"
+    res = _train(["--config", "tiny", "--data", dataset, "-o", run, "--no-progress", "--json", "--val-ids", "2",
+                  "solver.max_epochs=2", "train.eval_period=1", *FAST])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    summary = json.loads(res.stdout.strip().splitlines()[-1])
+    assert (
+        summary["best_checkpoint"] == str(run / "checkpoints/best.pt")
+        and (run / "checkpoints/best.pt").is_file()
+    )
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    vals = [r for r in records if r["kind"] == "val"]
+    assert [r["iteration"] for r in vals] == [0, 2, 4] and all(r["split"] == "val" for r in vals)
+    best = torch.load(run / "checkpoints/best.pt", weights_only=True)
+    scores = {r["iteration"]: r["score"] for r in vals}
+    assert best["best_score"] == max(scores.values()) and scores[best["iteration"]] == best["best_score"]
+    assert best["num_classes"] == 4 and best["config"]["data"]["val_ids"] == 2
+    from reid_model.errors import DataError
+
+    with pytest.raises(DataError, match="6 training identities; hold out between 1 and 4"):
+        _train(["--config", "tiny", "--data", dataset, "-o", tmp_path / "too_many", "--val-ids", "5", *FAST])
+
+
+@pytest.fixture(scope="module")
+def other_release(tmp_path_factory, dataset) -> Path:
+    """A second release (other identities) whose dataset.json names it and its protocol."""
+    out = build_model_dataset(tmp_path_factory.mktemp("other"), seed=1)
+    (out / "dataset.json").write_text(json.dumps({"schema_version": "1.0", "name": "Other-REID",
+                                                  "protocol": "occluded_reid"}))  # fmt: skip
+    return out
+
+
+def test_eval_data_records_name_each_release(dataset, other_release, tmp_path):
+    run = tmp_path / "run"
+    res = _train(["--config", "tiny", "--data", dataset, "-o", run, "--no-progress", "--json", "--eval-data",
+                  other_release, "solver.max_epochs=1", *FAST])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    evals = [r for r in records if r["kind"] == "eval"]
+    by_name = {}
+    for r in evals:
+        by_name.setdefault(r["dataset"], []).append(r)
+    assert set(by_name) == {dataset.name, "Other-REID"}  # no dataset.json -> the folder name
+    assert all(r["protocol"] == "occluded_reid" for r in by_name["Other-REID"])
+    assert all("protocol" not in r for r in by_name[dataset.name])
+    assert [r["iteration"] for r in by_name["Other-REID"]] == [0, 2]
+    summary = json.loads(res.stdout.strip().splitlines()[-1])
+    assert [e["dataset"] for e in summary["final_evals"]] == [dataset.name, "Other-REID"]
+    from reid_model.errors import DataError
+
+    with pytest.raises(DataError, match="--eval-data: dataset folder not found"):
+        _train(
+            ["--config", "tiny", "--data", dataset, "-o", tmp_path / "r2", "--eval-data", tmp_path / "nope"]
+        )
+
+
+def test_releases_sharing_a_name_are_told_apart_by_folder(dataset, other_release, tmp_path):
+    from reid_model.evaluation import evaluation_sets
+
+    twin = tmp_path / "twin"
+    shutil.copytree(other_release, twin)
+    sets = evaluation_sets(dataset, [other_release, twin])
+    assert [(s.dataset, s.protocol) for s in sets] == [
+        (dataset.name, None),
+        (f"Other-REID [{other_release.name}]", "occluded_reid"),
+        ("Other-REID [twin]", "occluded_reid"),
+    ]
+
+
+def test_tensorboard_writes_the_metrics_scalars(dataset, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run = tmp_path / "run"
+    res = _train(["--config", "tiny", "--data", dataset, "-o", run, "--no-progress", "--tensorboard",
+                  "solver.max_epochs=1", *FAST])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    events = list((run / "tensorboard").glob("events.out.tfevents.*"))
+    assert events
+    acc = EventAccumulator(str(run / "tensorboard"))
+    acc.Reload()
+    tags = set(acc.Tags()["scalars"])
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    last_train = [r for r in records if r["kind"] == "train"][-1]
+    for key in ("loss", "loss_cls", "lr", "range_global_d_pos", "range_rp_grad_neg"):
+        scalars = {e.step: e.value for e in acc.Scalars(f"train/{key}")}
+        assert scalars[last_train["iteration"]] == pytest.approx(last_train[key], rel=1e-6), key
+    last_eval = [r for r in records if r["kind"] == "eval"][-1]
+    mAP = {e.step: e.value for e in acc.Scalars(f"eval/{dataset.name}/mAP")}
+    assert mAP[last_eval["iteration"]] == pytest.approx(last_eval["mAP"], rel=1e-6)
+    assert f"eval/{dataset.name}/rank1" in tags and not any("num_valid" in t for t in tags)
+
+
+def test_tensorboard_without_the_extra_is_one_line(monkeypatch):
+    import builtins
+
+    from reid_model.errors import ConfigError
+    from reid_model.tensorboard_log import require_tensorboard
+
+    real_import = builtins.__import__
+
+    def no_tensorboard(name, *args, **kwargs):
+        if name == "tensorboard" or name.startswith("tensorboard."):
+            raise ImportError("No module named 'tensorboard'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_tensorboard)
+    with pytest.raises(ConfigError) as info:
+        require_tensorboard()
+    assert "\n" not in str(info.value) and "pip install 'opreid[tensorboard]'" in str(info.value)
+
+
+@pytest.mark.slow
+def test_progress_in_a_log_file_stays_quiet(dataset, tmp_path):
+    """stderr that is not a terminal: no bar by default, and a forced bar is throttled (a line per
+    update would be thousands of lines in a training log)."""
+    common = ["train", "--config", "tiny", "--data", str(dataset), "solver.max_epochs=6", "train.eval_period=0",
+              "train.eval_at_start=false", *FAST]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    quiet = subprocess.run([sys.executable, "-m", "opreid", *common, "-o", str(tmp_path / "a")], cwd=REPO, env=env,
+                           capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert quiet.returncode == 0, quiet.stderr[-2000:]
+    assert "train:" not in quiet.stderr
+    forced = subprocess.run([sys.executable, "-m", "opreid", *common, "-o", str(tmp_path / "b"), "--progress"],
+                            cwd=REPO, env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert forced.returncode == 0, forced.stderr[-2000:]
+    updates = [u for u in forced.stderr.replace("\r", "\n").splitlines() if u.startswith("train:")]
+    assert 1 <= len(updates) <= 4, updates  # 12 steps: the first draw and at most a few throttled ones
 
 
 def test_resume_in_process_is_bitwise_identical(dataset, tmp_path):
@@ -195,7 +345,8 @@ def test_torchrun_ddp_two_cpu_processes(dataset, tmp_path):
         ),
         (
             ["train", "--config", "nope", "--data", "DATA", "-o", "RUN"],
-            "(presets: opreid_r50, tiny; or a YAML file)",
+            "(presets: dukemtmc, market1501, occluded_duke, occluded_reid_via_market, opreid_r50, sbs_r50, small, "
+            "tiny; or a YAML file)",
         ),
         (
             ["extract", "--checkpoint", "/nonexistent.pt", "--data", "DATA", "-o", "x.npy"],

@@ -215,11 +215,15 @@ def test_ablate_evaluates_on_another_release(built_release, tiny_steps, tmp_path
         ("Occluded-REID", "+ME", "Table 3, row 13"),
     ]
     records = [json.loads(line) for line in (out / "me/seed0/metrics.jsonl").read_text().splitlines()]
-    (extra,) = [r for r in records if r.get("dataset") == "Occluded-REID"]
-    assert extra["kind"] == "eval" and extra["iteration"] == 2 and extra["checkpoint"] == "last.pt"
-    # the same images under another name: the same metrics as the training release's last evaluation
-    last = [r for r in records if r["kind"] == "eval" and "dataset" not in r][-1]
-    assert extra["mAP"] == pytest.approx(last["mAP"]) and extra["rank1"] == pytest.approx(last["rank1"])
+    # evaluated by the trainer beside its own release, at the same iterations (as `opreid train --eval-data`)
+    evals = [r for r in records if r["kind"] == "eval"]
+    extra = [r for r in evals if r["dataset"] == "Occluded-REID"]
+    own = [r for r in evals if r["dataset"] == "OPReID-protocol benchmark"]
+    assert [r["iteration"] for r in extra] == [r["iteration"] for r in own] and extra[-1]["iteration"] == 2
+    # the same images under another name: the same metrics as the training release's evaluation
+    assert extra[-1]["mAP"] == pytest.approx(own[-1]["mAP"]) and extra[-1]["rank1"] == pytest.approx(
+        own[-1]["rank1"]
+    )
     # the paper's O-ReID numbers come from training on Market1501: the report says this run did not
     report = run_opreid("report", out / "me/seed0")
     assert "trained on 'OPReID-protocol benchmark'" in report.stdout
@@ -236,9 +240,6 @@ def test_ablate_bad_requests(built_release, tmp_path, run_opreid, expect_error):
     expect_error(
         ablate("--eval-data", tmp_path), "opreid ablate", ExitCode.USER, "no private/ground_truth.parquet"
     )
-    twin = tmp_path / "twin"
-    shutil.copytree(built_release, twin)
-    expect_error(ablate("--eval-data", twin), "opreid ablate", ExitCode.USER, "both named")
     assert not (tmp_path / "o").exists()
 
 
