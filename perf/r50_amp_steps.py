@@ -43,7 +43,7 @@ def build_release(work: Path, identities: int, train_ids: int, scale: float, see
     opreid("synth", raw, "--identities", identities, "--cameras", 6, "--size", "256x128", "--seed", seed,
            "--workers", 4, "--no-progress")  # fmt: skip
     opreid("build-split", raw, "-o", rel, "--keypoints", raw / "keypoints.parquet", "--preset", "opreid",
-           "--scale", scale, "--train-ids", train_ids, "--train-images", "none", "--seed", seed, "--no-progress")  # fmt: skip
+           "--scale", scale, "--train-ids", train_ids, "--train-images", "none", "--seed", seed, "--workers", 4, "--no-progress")  # fmt: skip
     return rel
 
 
