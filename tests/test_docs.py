@@ -133,3 +133,64 @@ def test_preset_comments_cite_model_sections():
             comment = line.partition("#")[2]
             for ref in re.findall(r"\[(\d+(?:\.\d+)*)\]", comment):
                 assert ref in sections, f"{preset.name}: [{ref}] is no section of docs/model.md"
+
+
+# ---- README: every `opreid ...` line of its shell blocks names a real command, options and presets
+FENCE = re.compile(r"```bash\n(.*?)```", re.S)
+
+
+def _readme_commands(text: str) -> list[list[str]]:
+    """`opreid ...` command lines of the README's bash blocks, continuations joined, comments and
+    `[optional]` / `<placeholder>` parts dropped, each split into tokens after 'opreid'."""
+    found = []
+    for block in FENCE.findall(text):
+        for line in block.replace("\\\n", " ").splitlines():
+            line = re.sub(r"\s#.*$", "", line).strip()
+            line = re.sub(r"\[[^\]]*\]|<[^>]*>", " ", line)
+            for part in re.split(r"\s*(?:&&|\|\||;|\|)\s*", line):
+                tokens = part.split()
+                if tokens and tokens[0] == "do":
+                    tokens = tokens[1:]
+                if tokens and tokens[0] == "opreid":
+                    found.append(tokens[1:])
+    return found
+
+
+def _resolve(tokens: list[str]):
+    """The click command the tokens name, and the options they give it."""
+    import click
+
+    from opreid_builder.cli import cli
+
+    command, i = cli, 0
+    ctx = click.Context(cli)
+    while isinstance(command, click.Group) and i < len(tokens) and not tokens[i].startswith("-"):
+        sub = command.get_command(ctx, tokens[i])
+        assert sub is not None, f"opreid {' '.join(tokens[: i + 1])}: no such command"
+        command, i = sub, i + 1
+    options = [t.split("=", 1)[0] for t in tokens[i:] if t.startswith("-") and t != "-"]
+    values = {t: tokens[i + k + 1] for k, t in enumerate(tokens[i:-1]) if t == "--config"}
+    return command, options, values
+
+
+def test_readme_commands_name_real_commands_options_and_presets():
+    from reid_model.config import preset_names
+
+    commands = _readme_commands((ROOT / "README.md").read_text(encoding="utf-8"))
+    assert len(commands) > 40
+    presets = set(preset_names())
+    for tokens in commands:
+        command, options, values = _resolve(tokens)
+        known = {opt for p in command.params for opt in (*p.opts, *p.secondary_opts)} | {"-h", "--help"}
+        line = "opreid " + " ".join(tokens)
+        assert not set(options) - known, f"{line}: unknown option(s) {sorted(set(options) - known)}"
+        if "--config" in values and not values["--config"].endswith((".yaml", ".yml")):
+            assert values["--config"] in presets, f"{line}: no preset {values['--config']!r}"
+
+
+def test_readme_command_check_sees_a_wrong_preset_and_option():
+    (tokens,) = _readme_commands("```bash\nopreid train --config nope --data x \\\n  --bogus 1  # c\n```")
+    command, options, values = _resolve(tokens)
+    assert command.name == "train" and values == {"--config": "nope"} and "--bogus" in options
+    with pytest.raises(AssertionError, match="no such command"):
+        _resolve(["trian"])
