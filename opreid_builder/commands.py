@@ -6,7 +6,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "opreid_builder.curate_cli:curate",
         "Curate raw crops: pose, occlusion flags, face masking (no split).",
     ),
-    "review": ("opreid_builder.curate_cli:review", "Write an HTML contact sheet to review occlusion flags."),
+    "review": (
+        "opreid_builder.curate_cli:review",
+        "Write a paginated review site to check occlusion flags and download corrections.",
+    ),
     "occlusion": (
         "opreid_builder.curate_cli:occlusion",
         "Occlusion rule tools (calibrate a rule on labelled crops).",
