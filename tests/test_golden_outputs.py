@@ -28,16 +28,16 @@ pytestmark = pytest.mark.slow
 #: `reviewer` and `reviewed_at` (schema 1.1); dataset.json and the card record the detectors. With
 #: `--face-model none` the released images are byte-identical to those of the previous digests.
 #: Weights, predictions and score re-recorded when ME moved to the L2-normalised GeM output (issue
-#: 11): the trained weights differ only in the ME buffer `me.mean`, and retrieval now uses
-#: normalize(GeM output) - mu instead of the BNNeck output.
+#: 11): the trained weights differ only in the ME buffer `me.mean` (checked against the code before
+#: the merge on this very run), and retrieval uses normalize(GeM output) - mu, not the BNNeck output.
 DIGESTS = {
     "release_files": 1565,
     "release": "5e324702f9ca9e4eb5ba9b36f0a1087e852b2284c7141662282a024159302d5c",
     "dataset.json": "256c3af72df39454ea2cc8182ec67823bfaaf578b3b9c64f975cef95528f683f",
     "images.parquet": "b466decdd617c4d4f22564d3f83da52e6901456ccf401c940adb33214298db18",
-    "weights": "d436c4710a8ad80bf91f3aff79892c8b74414be6df1e9d4e195ab5dd1b1b2897",
-    "predictions": "cb285b560d8482ed79f2fe1bf33ca3971d4af8edeefd65f6290b34c2d93e75b9",
-    "score": "db2a33a2c74b55015f23322750ea45776a90a6d6a3e5009d1908bde98a60518c",
+    "weights": "2d0d1f911264bba4f6a3f846286defa6e416f62c41163e921231e49969c5e830",
+    "predictions": "0d18bfa11a68c9b11264c1c16c8c80a1651ed337819cc85c46b98a2af97a564f",
+    "score": "4034da020b2cda9ba93d0377a862c16505cfe47a658906c8c8dc9adb78a19cba",
 }
 
 
