@@ -387,6 +387,9 @@ class Trainer:
                     self.save(self.paths.last)
                     plot_curves(metrics.records, self.paths.curves)
         finally:
+            # end the loader's worker processes now, not at some later garbage collection (a frame of
+            # this call can outlive it in a reference cycle; `opreid ablate` trains many runs in one process)
+            loader = None
             bar.close()
             if metrics.sink is not None:
                 metrics.sink.close()
