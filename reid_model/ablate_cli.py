@@ -21,7 +21,7 @@ from reid_model.result_tables import FORMATS
 )
 @click.option(
     "--eval-data", "eval_data", multiple=True, type=click.Path(path_type=Path),
-    help="Also evaluate each final model on this release (repeatable), e.g. O-ReID after Market1501.",
+    help="Also evaluate every run on this release whenever it evaluates (repeatable), e.g. O-ReID after Market1501.",
 )  # fmt: skip
 @click.option("--seeds", type=click.IntRange(min=1), default=DEFAULT_SEEDS, show_default=True,
               help="Seeds per variant: the config's seed, +1, +2, ...")  # fmt: skip
