@@ -18,7 +18,7 @@ SCRIPT = Path(__file__).resolve().parent.parent / "perf" / "r50_amp_steps.py"
 def test_r50_amp_steps_smoke_on_cpu(tmp_path):
     res = subprocess.run(
         [sys.executable, str(SCRIPT), "--device", "cpu", "--steps", "2", "--baseline-steps", "2", "--batch", "8",
-         "--workers", "0", "--identities", "100", "--train-ids", "30", "--scale", "0.01", "--work", str(tmp_path),
+         "--workers", "0", "--identities", "60", "--train-ids", "20", "--scale", "0.005", "--work", str(tmp_path),
          "--json", "input.height=128", "input.width=64", "data.num_instance=2"],
         capture_output=True, text=True, timeout=1200, env={"OMP_NUM_THREADS": "2", "PATH": "/usr/bin:/bin"},
     )  # fmt: skip
