@@ -12,8 +12,7 @@ from pathlib import Path
 import click
 
 from benchmarks.errors import InvalidSubmissionError
-from benchmarks.feature_distances import METRICS
-from benchmarks.submission import DEFAULT_MAX_NPZ_BYTES
+from benchmarks.submission_options import max_npz_bytes_option, metric_option, similarity_option
 
 
 @click.command("check")
@@ -23,18 +22,9 @@ from benchmarks.submission import DEFAULT_MAX_NPZ_BYTES
     help="The participants' package (from `opreid release pack`) or a release: query.parquet and "
          "gallery.parquet fix the shape and order.",
 )  # fmt: skip
-@click.option("--similarity", is_flag=True, help="The matrix holds similarities (higher is closer).")
-@click.option(
-    "--metric",
-    type=click.Choice(METRICS),
-    default=METRICS[0],
-    show_default=True,
-    help="Distance for .npz features.",
-)
-@click.option(
-    "--max-npz-bytes", type=click.IntRange(min=1), default=DEFAULT_MAX_NPZ_BYTES, show_default=True,
-    help="Refuse .npz files whose members inflate beyond this many bytes.",
-)  # fmt: skip
+@similarity_option
+@metric_option
+@max_npz_bytes_option
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
 def check(submission: Path, data_dir: Path, similarity: bool, metric: str, max_npz_bytes: int,
           as_json: bool) -> None:  # fmt: skip

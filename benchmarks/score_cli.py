@@ -11,7 +11,6 @@ from pathlib import Path
 
 import click
 
-from benchmarks.feature_distances import METRICS
 from benchmarks.market_metrics import DEFAULT_RANKS
 from benchmarks.positive_ranks import TIES
 from benchmarks.rank_pictures import (
@@ -22,7 +21,7 @@ from benchmarks.rank_pictures import (
     parse_queries,
 )
 from benchmarks.rerank_options import rerank_options, rerank_settings
-from benchmarks.submission import DEFAULT_MAX_NPZ_BYTES
+from benchmarks.submission_options import max_npz_bytes_option, metric_option, similarity_option
 from manifests import progress_enabled, progress_option
 
 
@@ -58,14 +57,8 @@ def _parse_queries(ctx: click.Context, param: click.Parameter, value: str) -> Qu
     default=None,
     help="Ground-truth Parquet [default: OUT/private/ground_truth.parquet].",
 )
-@click.option("--similarity", is_flag=True, help="The matrix holds similarities (higher is closer).")
-@click.option(
-    "--metric",
-    type=click.Choice(METRICS),
-    default=METRICS[0],
-    show_default=True,
-    help="Distance for .npz features.",
-)
+@similarity_option
+@metric_option
 @click.option(
     "--ranks",
     default=",".join(map(str, DEFAULT_RANKS)),
@@ -93,13 +86,7 @@ def _parse_queries(ctx: click.Context, param: click.Parameter, value: str) -> Qu
     default=None,
     help="Write the CMC curve to this PNG.",
 )
-@click.option(
-    "--max-npz-bytes",
-    type=click.IntRange(min=1),
-    default=DEFAULT_MAX_NPZ_BYTES,
-    show_default=True,
-    help="Refuse .npz files whose members inflate beyond this many bytes.",
-)
+@max_npz_bytes_option
 @rerank_options
 @click.option(
     "--visualize",

@@ -18,10 +18,10 @@ from typing import Any
 
 import click
 
-from benchmarks.feature_distances import METRICS
 from benchmarks.leaderboard.export import FORMATS as EXPORT_FORMATS
 from benchmarks.leaderboard.settings import BoardSettings, WebSettings
 from benchmarks.leaderboard.store import PHASES, Store
+from benchmarks.submission_options import metric_option, similarity_option
 
 _BOARD = BoardSettings()
 _WEB = WebSettings()
@@ -288,11 +288,8 @@ def reveal_cmd(db, data, as_json, token) -> None:
 @click.option("--method", required=True, help="Method name shown in the standings.")
 @click.option("--url", help="Paper or code URL (http/https).")
 @click.option("--description", help="Free text.")
-@click.option("--similarity", is_flag=True, help="The matrix holds similarities (higher is closer).")
-@click.option(
-    "--metric", type=click.Choice(METRICS), default=METRICS[0], show_default=True,
-    help="Distance for .npz features.",
-)  # fmt: skip
+@similarity_option
+@metric_option
 @_store_options
 @_token_option("Team token.")
 def submit_cmd(submission, method, url, description, similarity, metric, db, data, as_json, token) -> None:
