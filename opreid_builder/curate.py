@@ -274,13 +274,8 @@ def _read_pass(
              "detail": [NOT_UTF8] * len(undecodable), "width": [None] * len(undecodable),
              "height": [None] * len(undecodable)}, schema=_READ_SCHEMA,
         ))  # fmt: skip
-    todo: list[Shard] = []
-    for shard in shards:
-        table = store.load(shard)
-        if table is None:
-            todo.append(shard)
-        else:
-            tables.append(table)
+    done, todo = store.split_done(shards)
+    tables += done
     if todo:
         index = pa.table(
             {
@@ -468,14 +463,7 @@ def _pose_pass(
     pose_key = _digest({"source": source.describe(), "v": STAGE_VERSION["pose"]})
     store = ShardStore(layout.cache / "shards" / "pose" / pose_key, _POSE_SCHEMA)
     store.clean_temporary()
-    done: list[pa.Table] = []
-    todo: list[Shard] = []
-    for shard in shards:
-        table = store.load(shard)
-        if table is None:
-            todo.append(shard)
-        else:
-            done.append(table)
+    done, todo = store.split_done(shards)
     if todo:
         index = cand.take(pa.array([row_of[k] for s in todo for k in s.keys], type=pa.int64()))
         index = index.add_column(0, "shard", pa.array([s.id for s in todo for _ in s.keys]))

@@ -109,6 +109,18 @@ class ShardStore:
             return None
         return table
 
+    def split_done(self, shards: list[Shard]) -> tuple[list[pa.Table], list[Shard]]:
+        """The tables of the shards already finished, and the shards still to compute, in order."""
+        done: list[pa.Table] = []
+        todo: list[Shard] = []
+        for shard in shards:
+            table = self.load(shard)
+            if table is None:
+                todo.append(shard)
+            else:
+                done.append(table)
+        return done, todo
+
     def save(self, shard: Shard, table: pa.Table) -> pa.Table:
         """Write the shard's rows (the store's columns, at its types) and return them as written."""
         if self.spec is not None and not (self.folder / "spec.json").is_file():
