@@ -40,8 +40,9 @@ out["loss_metric_global"].backward()
 result = {k: float(v.detach()) for k, v in out.items() if k.startswith(("loss_", "range_"))}
 result["grad"] = layer.weight.grad.flatten().tolist()
 if rank == 0:
-    print(json.dumps(result))
-dist.destroy_process_group()
+    print(json.dumps(result), flush=True)
+dist.barrier()  # both ranks done with gloo before teardown (as the trainer does): a rank torn down
+dist.destroy_process_group()  # while the other still talks can abort ("terminate called ...")
 """
 
 
