@@ -13,7 +13,7 @@ import pytest
 import support.leaderboard as lf
 from click.testing import CliRunner
 from PIL import Image
-from support.curation import make_synth
+from support.curation import SMALL_SPLIT, make_synth
 
 from manifests import BODY_PARTS, IMAGES, read_manifest
 from opreid_builder.cli import cli
@@ -138,67 +138,54 @@ def test_review_without_curation_is_a_clear_error(tmp_path, run_opreid, expect_e
     expect_error(run_opreid("review", tmp_path), "opreid review", 2, "images.parquet")
 
 
-SPLIT = (
-    "--preset",
-    "opreid",
-    "--scale",
-    "0.005",
-    "--train-ids",
-    "20",
-    "--train-images",
-    "none",
-    "--seed",
-    "2",
-)
-
-
 @pytest.mark.slow
 def test_review_in_chromium_toggle_download_and_apply(chromium_path, tmp_path, run_opreid):
     """Toggle two crops in the browser, download corrections.csv, build with it: the flags, the reviewer
     and the time of each edit land in images.parquet."""
-    from playwright.sync_api import sync_playwright
-
     raw = make_synth(tmp_path / "raw", identities=60, cameras=4, seed=3)
     out = tmp_path / "rel"
-    build = ("build-split", raw, "-o", out, "--keypoints", raw / "keypoints.parquet", *SPLIT, "--no-progress")
+    build = (
+        "build-split",
+        raw,
+        "-o",
+        out,
+        "--keypoints",
+        raw / "keypoints.parquet",
+        *SMALL_SPLIT,
+        "--no-progress",
+    )
     assert run_opreid(*build).exit_code == 0
     assert run_opreid("review", out, "--page-size", "40").exit_code == 0
     before = {r["image_id"]: r for r in read_manifest(out / "private" / "images.parquet", IMAGES).to_pylist()}
     downloaded = tmp_path / "corrections.csv"
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=chromium_path, headless=True, args=lf.CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(accept_downloads=True)
-            page.set_default_timeout(20_000)
-            errors: list[str] = []
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            page.goto((out / "review" / "index.html").as_uri())
-            assert page.locator(".card").count() == 40
-            assert "page 1 /" in page.locator("#page").inner_text()
-            page.fill("#reviewer", "Ada Lovelace")
-            cards = page.locator(".card")
-            picked = [cards.nth(i).get_attribute("data-id") for i in (0, 5)]
-            for i in (0, 5):
-                cards.nth(i).click()
-            assert page.locator("#count").inner_text() == "2 corrections"
-            page.select_option("#f-reviewed", "yes")  # the filter sees every page, not just this one
-            assert sorted(page.locator(".card").evaluate_all("els => els.map(e => e.dataset.id)")) == sorted(
-                picked
-            )
-            assert "reviewed=yes" in page.url
-            page.select_option("#f-reviewed", "")
-            page.locator("#next").click()
-            page.wait_for_function("document.body.dataset.page === '2'")
-            assert "page=2" in page.url and page.locator(".card").first.get_attribute("data-id") not in picked
-            page.reload()  # edits survive a reload
-            assert page.locator("#count").inner_text() == "2 corrections"
-            with page.expect_download() as info:
-                page.locator("#download").click()
-            assert info.value.suggested_filename == "corrections.csv"
-            info.value.save_as(downloaded)
-            assert not errors, errors
-        finally:
-            browser.close()
+    with lf.chromium_page(chromium_path, accept_downloads=True) as page:
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto((out / "review" / "index.html").as_uri())
+        assert page.locator(".card").count() == 40
+        assert "page 1 /" in page.locator("#page").inner_text()
+        page.fill("#reviewer", "Ada Lovelace")
+        cards = page.locator(".card")
+        picked = [cards.nth(i).get_attribute("data-id") for i in (0, 5)]
+        for i in (0, 5):
+            cards.nth(i).click()
+        assert page.locator("#count").inner_text() == "2 corrections"
+        page.select_option("#f-reviewed", "yes")  # the filter sees every page, not just this one
+        assert sorted(page.locator(".card").evaluate_all("els => els.map(e => e.dataset.id)")) == sorted(
+            picked
+        )
+        assert "reviewed=yes" in page.url
+        page.select_option("#f-reviewed", "")
+        page.locator("#next").click()
+        page.wait_for_function("document.body.dataset.page === '2'")
+        assert "page=2" in page.url and page.locator(".card").first.get_attribute("data-id") not in picked
+        page.reload()  # edits survive a reload
+        assert page.locator("#count").inner_text() == "2 corrections"
+        with page.expect_download() as info:
+            page.locator("#download").click()
+        assert info.value.suggested_filename == "corrections.csv"
+        info.value.save_as(downloaded)
+        assert not errors, errors
     with downloaded.open() as fh:
         rows = list(csv.DictReader(fh))
     assert [r["image_id"] for r in rows] == sorted(picked)

@@ -17,8 +17,6 @@ pytestmark = pytest.mark.slow
 
 
 def test_standings_page_and_upload_form(chromium_path, dataset, tmp_path):
-    from playwright.sync_api import sync_playwright
-
     out, data = dataset
     store = Store(tmp_path / "lb.db")
     host = create_board(store, out, BoardSettings(name="BrowserBoard", seed=7))  # a fixed public subset
@@ -38,44 +36,36 @@ def test_standings_page_and_upload_form(chromium_path, dataset, tmp_path):
         lf.LiveServer(
             create_app(store, WebSettings(max_upload_bytes=1 << 20, request_timeout_s=60))
         ) as server,
-        sync_playwright() as pw,
+        lf.chromium_page(chromium_path) as page,
     ):
-        browser = pw.chromium.launch(executable_path=chromium_path, headless=True, args=lf.CHROMIUM_ARGS)
-        try:
-            page = browser.new_page()
-            page.set_default_timeout(20_000)
-            page.goto(server.url + "/")
-            assert page.locator("h1").inner_text() == "BrowserBoard leaderboard"
-            teams = page.locator("#standings tbody tr td:nth-child(2)").all_inner_texts()
-            assert teams == expected and set(teams) == {"alpha", "beta", "reference"}
-            assert page.locator("#standings tbody tr.baseline td:nth-child(2)").inner_text() == "reference"
-            for order, rows in (("desc", by_map[::-1]), ("asc", by_map)):  # each click toggles
-                page.locator('th a[data-sort="mAP"]').click()
-                page.wait_for_url(f"**/?phase=development&sort=mAP&order={order}")
-                assert page.locator("#standings tbody tr td:nth-child(2)").all_inner_texts() == [
-                    r.team for r in rows
-                ]
+        page.goto(server.url + "/")
+        assert page.locator("h1").inner_text() == "BrowserBoard leaderboard"
+        teams = page.locator("#standings tbody tr td:nth-child(2)").all_inner_texts()
+        assert teams == expected and set(teams) == {"alpha", "beta", "reference"}
+        assert page.locator("#standings tbody tr.baseline td:nth-child(2)").inner_text() == "reference"
+        for order, rows in (("desc", by_map[::-1]), ("asc", by_map)):  # each click toggles
+            page.locator('th a[data-sort="mAP"]').click()
+            page.wait_for_url(f"**/?phase=development&sort=mAP&order={order}")
+            assert page.locator("#standings tbody tr td:nth-child(2)").all_inner_texts() == [
+                r.team for r in rows
+            ]
 
-            page.locator("nav a", has_text="Submit").click()
-            page.fill('input[name="token"]', tokens["alpha"])
-            page.fill('input[name="method"]', "BrowserNet")
-            page.fill('input[name="url"]', "https://example.org/browsernet")
-            page.set_input_files('input[name="file"]', str(upload))
-            page.locator('#submit-form button[type="submit"]').click()
-            page.wait_for_selector("#result")
-            assert "recorded for team alpha" in page.locator("#result").inner_text()
-            assert "quota left" in page.locator("#quota").inner_text()
-            page.locator("#back").click()
-            page.wait_for_selector("#standings")
-            first = page.locator("#standings tbody tr").first
-            assert first.locator("td:nth-child(2)").inner_text() == "alpha"
-            assert first.locator("td:nth-child(3)").inner_text() == "BrowserNet"
-            assert (
-                first.locator("td:nth-child(3) a").get_attribute("href") == "https://example.org/browsernet"
-            )
-            assert tokens["alpha"] not in page.content()
-        finally:
-            browser.close()
+        page.locator("nav a", has_text="Submit").click()
+        page.fill('input[name="token"]', tokens["alpha"])
+        page.fill('input[name="method"]', "BrowserNet")
+        page.fill('input[name="url"]', "https://example.org/browsernet")
+        page.set_input_files('input[name="file"]', str(upload))
+        page.locator('#submit-form button[type="submit"]').click()
+        page.wait_for_selector("#result")
+        assert "recorded for team alpha" in page.locator("#result").inner_text()
+        assert "quota left" in page.locator("#quota").inner_text()
+        page.locator("#back").click()
+        page.wait_for_selector("#standings")
+        first = page.locator("#standings tbody tr").first
+        assert first.locator("td:nth-child(2)").inner_text() == "alpha"
+        assert first.locator("td:nth-child(3)").inner_text() == "BrowserNet"
+        assert first.locator("td:nth-child(3) a").get_attribute("href") == "https://example.org/browsernet"
+        assert tokens["alpha"] not in page.content()
     store.dispose()
 
 
@@ -83,8 +73,6 @@ def test_team_selects_and_host_reveals(chromium_path, dataset, tmp_path):
     """A team signs in, uploads through the form and sees its quota drop, selects the upload for the
     private board; the host closes the final phase and reveals the private standings."""
     from datetime import timedelta
-
-    from playwright.sync_api import sync_playwright
 
     from benchmarks.leaderboard.store import utcnow
 
@@ -104,76 +92,66 @@ def test_team_selects_and_host_reveals(chromium_path, dataset, tmp_path):
         lf.LiveServer(
             create_app(store, WebSettings(max_upload_bytes=1 << 20, request_timeout_s=60))
         ) as server,
-        sync_playwright() as pw,
+        lf.chromium_page(chromium_path) as page,
     ):
-        browser = pw.chromium.launch(executable_path=chromium_path, headless=True, args=lf.CHROMIUM_ARGS)
-        try:
-            page = browser.new_page()
-            page.set_default_timeout(20_000)
-            page.goto(server.url + "/team")
-            page.fill('#signin-form input[name="token"]', tokens["alpha"])
-            page.locator('#signin-form button[type="submit"]').click()
-            page.wait_for_selector("#history")
-            assert "quota left: 4/5 today" in page.locator("#quota").inner_text()
-            assert page.locator("#history tbody tr").count() == 1
+        page.goto(server.url + "/team")
+        page.fill('#signin-form input[name="token"]', tokens["alpha"])
+        page.locator('#signin-form button[type="submit"]').click()
+        page.wait_for_selector("#history")
+        assert "quota left: 4/5 today" in page.locator("#quota").inner_text()
+        assert page.locator("#history tbody tr").count() == 1
 
-            page.locator("nav a", has_text="Submit").click()
-            page.fill('input[name="method"]', "BrowserNet")  # no token typed: the session's is used
-            page.set_input_files('input[name="file"]', str(upload))
-            page.locator('#submit-form button[type="submit"]').click()
-            page.wait_for_selector("#result")
-            assert "recorded for team alpha" in page.locator("#result").inner_text()
-            assert "final phase" in page.locator("#result").inner_text()
-            page.locator("#my-team").click()
-            page.wait_for_selector("#history")
-            assert "quota left: 3/5 today" in page.locator("#quota").inner_text()  # dropped by one
-            rows = page.locator("#history tbody tr")
-            assert rows.count() == 2
-            new_row = page.locator("#history tbody tr", has_text="BrowserNet")
-            assert "counts (best public)" in new_row.locator(".counts-cell").inner_text()
-            new_id = new_row.get_attribute("data-submission")
-            page.locator("#history tbody tr", has_text="alpha-first").locator(
-                'input[type="checkbox"]'
-            ).check()
-            new_row.locator('input[type="checkbox"]').uncheck()
-            page.locator("#save-selection").click()
-            page.wait_for_selector("#message")
-            old_row = page.locator("#history tbody tr", has_text="alpha-first")
-            assert "counts (selected)" in old_row.locator(".counts-cell").inner_text()
-            assert (
-                page.locator("#history tbody tr", has_text="BrowserNet").locator(".counts-cell").inner_text()
-                == ""
-            )
-            page.locator("#history tbody tr", has_text="BrowserNet").locator('input[type="checkbox"]').check()
-            page.locator("#history tbody tr", has_text="alpha-first").locator(
-                'input[type="checkbox"]'
-            ).uncheck()
-            page.locator("#save-selection").click()
-            page.wait_for_selector("#message")
-            assert f"selection saved: {new_id}" in page.locator("#message").inner_text()
-            assert (
-                "counts (selected)"
-                in page.locator(f'#history tr[data-submission="{new_id}"] .counts-cell').inner_text()
-            )
-            assert tokens["alpha"] not in page.content()
+        page.locator("nav a", has_text="Submit").click()
+        page.fill('input[name="method"]', "BrowserNet")  # no token typed: the session's is used
+        page.set_input_files('input[name="file"]', str(upload))
+        page.locator('#submit-form button[type="submit"]').click()
+        page.wait_for_selector("#result")
+        assert "recorded for team alpha" in page.locator("#result").inner_text()
+        assert "final phase" in page.locator("#result").inner_text()
+        page.locator("#my-team").click()
+        page.wait_for_selector("#history")
+        assert "quota left: 3/5 today" in page.locator("#quota").inner_text()  # dropped by one
+        rows = page.locator("#history tbody tr")
+        assert rows.count() == 2
+        new_row = page.locator("#history tbody tr", has_text="BrowserNet")
+        assert "counts (best public)" in new_row.locator(".counts-cell").inner_text()
+        new_id = new_row.get_attribute("data-submission")
+        page.locator("#history tbody tr", has_text="alpha-first").locator('input[type="checkbox"]').check()
+        new_row.locator('input[type="checkbox"]').uncheck()
+        page.locator("#save-selection").click()
+        page.wait_for_selector("#message")
+        old_row = page.locator("#history tbody tr", has_text="alpha-first")
+        assert "counts (selected)" in old_row.locator(".counts-cell").inner_text()
+        assert (
+            page.locator("#history tbody tr", has_text="BrowserNet").locator(".counts-cell").inner_text()
+            == ""
+        )
+        page.locator("#history tbody tr", has_text="BrowserNet").locator('input[type="checkbox"]').check()
+        page.locator("#history tbody tr", has_text="alpha-first").locator('input[type="checkbox"]').uncheck()
+        page.locator("#save-selection").click()
+        page.wait_for_selector("#message")
+        assert f"selection saved: {new_id}" in page.locator("#message").inner_text()
+        assert (
+            "counts (selected)"
+            in page.locator(f'#history tr[data-submission="{new_id}"] .counts-cell').inner_text()
+        )
+        assert tokens["alpha"] not in page.content()
 
-            page.locator("#signout").click()
-            page.wait_for_selector("#standings")
-            assert page.locator("#final-standings").count() == 0  # nothing private before the reveal
-            page.goto(server.url + "/host")
-            page.fill('input[name="token"]', host)
-            page.locator('button[type="submit"]', has_text="Show private standings").click()
-            page.wait_for_selector("#private-standings")
-            assert page.locator("#reveal").count() == 0  # the final phase is still open
-            page.locator("#close-final").click()
-            page.wait_for_selector('#phases tr[data-phase="final"] .phase-closed')
-            page.locator("#reveal").click()
-            page.wait_for_selector("#final-standings")
-            first = page.locator("#final-standings tbody tr").first
-            assert first.locator("td:nth-child(2)").inner_text() == "alpha"
-            assert first.locator("td:nth-child(3)").inner_text() == "BrowserNet"
-            assert "closed" in page.locator('#phases tr[data-phase="final"]').inner_text()
-            assert host not in page.content()
-        finally:
-            browser.close()
+        page.locator("#signout").click()
+        page.wait_for_selector("#standings")
+        assert page.locator("#final-standings").count() == 0  # nothing private before the reveal
+        page.goto(server.url + "/host")
+        page.fill('input[name="token"]', host)
+        page.locator('button[type="submit"]', has_text="Show private standings").click()
+        page.wait_for_selector("#private-standings")
+        assert page.locator("#reveal").count() == 0  # the final phase is still open
+        page.locator("#close-final").click()
+        page.wait_for_selector('#phases tr[data-phase="final"] .phase-closed')
+        page.locator("#reveal").click()
+        page.wait_for_selector("#final-standings")
+        first = page.locator("#final-standings tbody tr").first
+        assert first.locator("td:nth-child(2)").inner_text() == "alpha"
+        assert first.locator("td:nth-child(3)").inner_text() == "BrowserNet"
+        assert "closed" in page.locator('#phases tr[data-phase="final"]').inner_text()
+        assert host not in page.content()
     store.dispose()

@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 from PIL import Image
-from support.curation import make_synth, person_keypoints, write_keypoints
+from support.curation import SMALL_SPLIT, make_synth, person_keypoints, write_keypoints
 
 import manifests
 from opreid_builder.release import RELEASE_MAP
@@ -66,20 +66,6 @@ def raw(tmp_path_factory) -> Path:
     return raw
 
 
-SPLIT = (
-    "--preset",
-    "opreid",
-    "--scale",
-    "0.005",
-    "--train-ids",
-    "20",
-    "--train-images",
-    "none",
-    "--seed",
-    "2",
-)
-
-
 def _build(run_opreid, raw: Path, out: Path, *extra):
     result = run_opreid(
         "build-split",
@@ -88,7 +74,7 @@ def _build(run_opreid, raw: Path, out: Path, *extra):
         out,
         "--keypoints",
         raw / "keypoints.parquet",
-        *SPLIT,
+        *SMALL_SPLIT,
         "--no-progress",
         *extra,
     )

@@ -82,8 +82,6 @@ def test_junk_is_greyed_and_not_counted(tmp_path):
 
 @pytest.mark.slow
 def test_page_borders_match_the_ground_truth_in_chromium(chromium_path, built_release, tmp_path, run_opreid):
-    from playwright.sync_api import sync_playwright
-
     gt, q, g = _features(built_release)
     np.savez(tmp_path / "f.npz", query=q, gallery=g)
     dest = tmp_path / "pictures"
@@ -96,47 +94,40 @@ def test_page_borders_match_the_ground_truth_in_chromium(chromium_path, built_re
     per_query_ap = score_submission(tmp_path / "f.npz", built_release).metrics.ap
     assert report["mAP"] < 1.0
 
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=chromium_path, headless=True, args=lf.CHROMIUM_ARGS)
-        try:
-            page = browser.new_page()
-            page.goto((dest / "index.html").as_uri())
-            assert "Host only" in page.locator("#host-only").inner_text()
-            sections = page.locator("section.query")
-            assert sections.count() == 6
-            shown = [int(sections.nth(i).get_attribute("data-query-index")) for i in range(6)]
-            aps = [per_query_ap[i] for i in shown]
-            assert aps == sorted(aps) and max(aps) < 1.0  # worst first
-            colours = {k: f"rgb({r}, {g_}, {b})" for k, (r, g_, b) in COLOURS.items()}
-            checked = {"positive": 0, "negative": 0}
-            for i, qi in enumerate(shown):
-                figures = sections.nth(i).locator("figure")
-                query_fig = figures.nth(0)
-                assert query_fig.get_attribute("class") == "query"
-                assert (
-                    query_fig.locator("img").evaluate("e => getComputedStyle(e).borderTopColor")
-                    == colours["query"]
-                )
-                assert query_fig.locator(".flag").inner_text() == (
-                    "occluded" if gt.q_occluded[qi] else "holistic"
-                )
-                assert sections.nth(i).locator("figure[data-group=top]").count() == 5
-                shown_gallery = sections.nth(i).locator(
-                    "figure[data-gallery-index]"
-                )  # top 5, then missed positives
-                for j in range(shown_gallery.count()):
-                    fig = shown_gallery.nth(j)
-                    gi = int(fig.get_attribute("data-gallery-index"))
-                    kind = _expected_kind(gt, qi, gi)
-                    assert fig.get_attribute("class") == kind
-                    assert fig.get_attribute("data-image-id") == gt.gallery_ids[gi]
-                    colour = fig.locator("img").evaluate("e => getComputedStyle(e).borderTopColor")
-                    assert colour == colours[kind], (qi, gi, kind, colour)
-                    assert fig.locator(".flag").inner_text() == (
-                        "occluded" if gt.g_occluded[gi] else "holistic"
-                    )
-                    assert fig.locator("img").evaluate("e => e.complete && e.naturalHeight") == 128
-                    checked[kind] += 1
-            assert checked["positive"] and checked["negative"]  # both kinds were seen and checked
-        finally:
-            browser.close()
+    with lf.chromium_page(chromium_path) as page:
+        page.goto((dest / "index.html").as_uri())
+        assert "Host only" in page.locator("#host-only").inner_text()
+        sections = page.locator("section.query")
+        assert sections.count() == 6
+        shown = [int(sections.nth(i).get_attribute("data-query-index")) for i in range(6)]
+        aps = [per_query_ap[i] for i in shown]
+        assert aps == sorted(aps) and max(aps) < 1.0  # worst first
+        colours = {k: f"rgb({r}, {g_}, {b})" for k, (r, g_, b) in COLOURS.items()}
+        checked = {"positive": 0, "negative": 0}
+        for i, qi in enumerate(shown):
+            figures = sections.nth(i).locator("figure")
+            query_fig = figures.nth(0)
+            assert query_fig.get_attribute("class") == "query"
+            assert (
+                query_fig.locator("img").evaluate("e => getComputedStyle(e).borderTopColor")
+                == colours["query"]
+            )
+            assert query_fig.locator(".flag").inner_text() == (
+                "occluded" if gt.q_occluded[qi] else "holistic"
+            )
+            assert sections.nth(i).locator("figure[data-group=top]").count() == 5
+            shown_gallery = sections.nth(i).locator(
+                "figure[data-gallery-index]"
+            )  # top 5, then missed positives
+            for j in range(shown_gallery.count()):
+                fig = shown_gallery.nth(j)
+                gi = int(fig.get_attribute("data-gallery-index"))
+                kind = _expected_kind(gt, qi, gi)
+                assert fig.get_attribute("class") == kind
+                assert fig.get_attribute("data-image-id") == gt.gallery_ids[gi]
+                colour = fig.locator("img").evaluate("e => getComputedStyle(e).borderTopColor")
+                assert colour == colours[kind], (qi, gi, kind, colour)
+                assert fig.locator(".flag").inner_text() == ("occluded" if gt.g_occluded[gi] else "holistic")
+                assert fig.locator("img").evaluate("e => e.complete && e.naturalHeight") == 128
+                checked[kind] += 1
+        assert checked["positive"] and checked["negative"]  # both kinds were seen and checked

@@ -10,6 +10,20 @@ from PIL import Image
 
 import manifests
 
+#: build-split options for a small synth pool (12-60 identities): the OPReID preset at 0.5% of its size.
+SMALL_SPLIT = (
+    "--preset",
+    "opreid",
+    "--scale",
+    "0.005",
+    "--train-ids",
+    "20",
+    "--train-images",
+    "none",
+    "--seed",
+    "2",
+)
+
 
 def make_synth(out: Path, identities: int = 12, cameras: int = 3, seed: int = 7) -> Path:
     from opreid_builder.synth import SynthConfig, generate
