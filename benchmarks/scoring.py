@@ -20,24 +20,24 @@ from typing import Any
 import numpy as np
 
 from benchmarks.errors import DatasetError, InvalidSubmissionError
-from benchmarks.feature_distances import feature_distances
 from benchmarks.ground_truth import GroundTruth, load_ground_truth
-from benchmarks.market_metrics import (
+from benchmarks.metrics.distances import feature_distances
+from benchmarks.metrics.market import (
     DEFAULT_RANKS,
     MarketMetrics,
     check_ranks,
     finite_rows,
     metrics_from_positive_ranks,
 )
-from benchmarks.positive_ranks import (
+from benchmarks.metrics.positive_ranks import (
     TIES,
     PositiveRanks,
     identity_pairs,
     rank_positives_in_lists,
     rank_positives_in_rows,
 )
-from benchmarks.rerank import RerankError, RerankSettings, rerank_distances
-from benchmarks.submission import DEFAULT_MAX_NPZ_BYTES, Submission, load_submission
+from benchmarks.rerank.kreciprocal import RerankError, RerankSettings, rerank_distances
+from benchmarks.submission.formats import DEFAULT_MAX_NPZ_BYTES, Submission, load_submission
 from manifests import atomic_write_text, sha256_file
 
 log = logging.getLogger(__name__)
@@ -238,7 +238,7 @@ def score_submission(
     Raises DatasetError (bad dataset directory / ground truth) or InvalidSubmissionError (every
     problem of the submission). `ties="pessimistic"` adds the worst-case variant next to the
     stable one. `query_subsets` maps a name to a bool mask over queries (public order).
-    `rerank` re-ranks a feature submission (k-reciprocal, benchmarks.rerank) before scoring;
+    `rerank` re-ranks a feature submission (k-reciprocal, benchmarks.rerank.kreciprocal) before scoring;
     RerankError for any other format.
     """
     try:

@@ -3,7 +3,7 @@
 Every `keypoints` column holds COCO-17 keypoints in `COCO17` order, three values each (x, y and a
 confidence or visibility). The paper's occlusion rule walks OpenPose's COCO-18 order instead, which
 runs along the limbs and has a neck: the midpoint of the shoulders, so present only when both
-shoulders are. The rule itself is in opreid_builder/occlusion.py; the facts it rests on are here,
+shoulders are. The rule itself is in opreid_builder/curation/occlusion.py; the facts it rests on are here,
 once, for the schema, the generator, curation, face masking and the review sheet alike.
 """
 

@@ -1,5 +1,8 @@
-"""Curation: raw crops -> pose -> occlusion -> face masking -> review -> OPReID splits."""
+"""Curation and releases: raw crops -> pose -> occlusion -> face masking -> review -> splits -> release.
 
-from opreid_builder.version import __version__
-
-__all__ = ["__version__"]
+Subpackages, bottom up: `curation` (sources, pose, occlusion, faces, masking, stages and engines,
+review), `split` (the OPReID protocol and presets, the public datasets' official formats),
+`release` (writer, card, Croissant, validation, the participants' package), then `public_datasets`
+(import), `synth` and `export`; `build.py` composes curation, split and release; `cli` holds the
+commands. docs/architecture.md §2 draws the tree.
+"""

@@ -18,12 +18,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from manifests import IMAGES, DatasetLayout, ManifestError, read_manifest
-from opreid_builder.curate import CurateConfig
+from opreid_builder.curation.pipeline import CurateConfig
 from opreid_builder.errors import LeaderboardReleaseError, SplitError, SplitPoolError
-from opreid_builder.release import ReleaseSummary, write_release
-from opreid_builder.split_presets import PRESET_NOTES, SplitTargets, resolve_targets
-from opreid_builder.split_protocol import ProtocolRules, SplitConfig, SplitSelection, select_split
-from opreid_builder.validate import ValidationReport, validate
+from opreid_builder.release.validate import ValidationReport, validate
+from opreid_builder.release.writer import ReleaseSummary, write_release
+from opreid_builder.split.presets import PRESET_NOTES, SplitTargets, resolve_targets
+from opreid_builder.split.protocol import ProtocolRules, SplitConfig, SplitSelection, select_split
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +126,7 @@ def build_release(
     else:
         if raw is None:
             raise SplitError("RAW is required unless the curated table in OUT is split as it stands")
-        from opreid_builder.curate import curate
+        from opreid_builder.curation.pipeline import curate
 
         result = curate(Path(raw), out, curate_config, progress=progress)
         curation = dict(result.curation)

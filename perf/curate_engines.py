@@ -34,9 +34,11 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from opreid_builder.curate import CurateConfig, curate
-from opreid_builder.curate_engines import RayEngine
-from opreid_builder.curate_stages import (
+from opreid_builder.curation.engines import RayEngine
+from opreid_builder.curation.faces import FaceConfig, FaceDetectors
+from opreid_builder.curation.occlusion import PAPER_RULE
+from opreid_builder.curation.pipeline import CurateConfig, curate
+from opreid_builder.curation.stages import (
     ChecksumStage,
     FaceStage,
     LoadStage,
@@ -47,9 +49,7 @@ from opreid_builder.curate_stages import (
     PoseStage,
     WriteMaskedStage,
 )
-from opreid_builder.faces import FaceConfig, FaceDetectors
-from opreid_builder.occlusion import PAPER_RULE
-from opreid_builder.synth import SynthConfig, generate
+from opreid_builder.synth.generator import SynthConfig, generate
 
 DEFAULT_MODEL = Path(__file__).resolve().parents[2] / "shared" / "models" / "yolo26n-pose-int8-256.onnx"
 POOL = 1_380_000  # the paper's source pool

@@ -24,10 +24,10 @@ def _rss_mib() -> float:
 
 
 def measure(preset: str, batch: int | None, overrides: list[str], device: torch.device, steps: int) -> dict:
-    from reid_model.batch_erasing import compound_batch_erasing, random_erasing
     from reid_model.config import load_config
-    from reid_model.engine import erasing_params, make_optimizer
-    from reid_model.model import ReidModel, total_loss
+    from reid_model.engine.trainer import erasing_params, make_optimizer
+    from reid_model.modeling.batch_erasing import compound_batch_erasing, random_erasing
+    from reid_model.modeling.model import ReidModel, total_loss
 
     extra = ["model.pretrained="] + ([f"data.ims_per_batch={batch}"] if batch else []) + overrides
     cfg = load_config(preset, extra)

@@ -27,9 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
-from opreid_builder.pose import PoseEstimator
-from opreid_builder.sources import prefetch, read_and_decode
-from opreid_builder.synth import SynthConfig, generate
+from opreid_builder.curation.pose import PoseEstimator
+from opreid_builder.curation.sources import prefetch, read_and_decode
+from opreid_builder.synth.generator import SynthConfig, generate
 
 DEFAULT_MODEL = Path(__file__).resolve().parents[2] / "shared" / "models" / "yolo26n-pose-int8-256.onnx"
 

@@ -2,7 +2,7 @@
 peak GPU memory, and BED's operating range (feature norms, pair distances, each part of BED and the
 gradient norm it sends to the features) at the first step, the middle step and the last one.
 
-The steps are the trainer's own (`reid_model.engine.Trainer.train_step`: PK batches from the release's
+The steps are the trainer's own (`reid_model.engine.trainer.Trainer.train_step`: PK batches from the release's
 images, per-image transforms, CBE, forward, backward, Adam, ME), so the figures are what `opreid train`
 gets. The baseline, measured in the same run on the same data, is the SBS network and losses at the
 preset's input size and K (every Table 5 switch off); the ratio of images per second is printed. Without --data the script builds its
@@ -51,7 +51,7 @@ def run_steps(preset: str, overrides: list[str], data: Path, run_dir: Path, devi
               measure_at: set[int]) -> dict:  # fmt: skip
     from reid_model.config import load_config
     from reid_model.distributed import DistContext
-    from reid_model.engine import Trainer
+    from reid_model.engine.trainer import Trainer
 
     cfg = load_config(preset, overrides)
     trainer = Trainer(cfg, data, run_dir, DistContext(device=device), progress=False)

@@ -116,7 +116,7 @@ def child(kind: str, nq: int, ng: int, dim: int, seed: int, noise: float, budget
         np.save(out, result)
         prepare = None
     else:
-        from benchmarks.rerank import RerankSettings, rerank_distances
+        from benchmarks.rerank.kreciprocal import RerankSettings, rerank_distances
 
         source = rerank_distances(q, g, "cosine", RerankSettings(memory_mb=budget))
         prepare = time.perf_counter() - start
@@ -170,7 +170,7 @@ def main() -> None:
         child(kind, int(nq), int(ng), int(dim), int(seed), float(noise), int(budget), out)
         return
 
-    from benchmarks.market_metrics import evaluate_distances, evaluate_features
+    from benchmarks.metrics.market import evaluate_distances, evaluate_features
 
     budgets = [int(b) for b in args.memory_mb.split(",")]
     rows = []

@@ -29,9 +29,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from opreid_builder.curate import CurateConfig, curate
-from opreid_builder.review import write_review
-from opreid_builder.synth import SynthConfig, generate
+from opreid_builder.curation.pipeline import CurateConfig, curate
+from opreid_builder.curation.review import write_review
+from opreid_builder.synth.generator import SynthConfig, generate
 
 #: Bytes per crop of the previous single-file page (every crop's row, 51 keypoints included, embedded in
 #: index.html): 100,164 bytes for 221 synth crops with review.py of commit db5c25a, about 10 KB of it the page.

@@ -25,8 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.market_metrics import evaluate_distances
-from benchmarks.reference_metrics import reference_distances
+from benchmarks.metrics.market import evaluate_distances
+from benchmarks.metrics.reference import reference_distances
 
 CHILD = """
 import json, sys, time

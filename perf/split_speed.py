@@ -28,8 +28,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from opreid_builder.split_presets import resolve_targets
-from opreid_builder.split_protocol import SplitConfig, select_split
+from opreid_builder.split.presets import resolve_targets
+from opreid_builder.split.protocol import SplitConfig, select_split
 
 CHILD = """
 import json, os, resource, sys, time
@@ -37,8 +37,8 @@ if hasattr(os, "sched_setaffinity") and len(os.sched_getaffinity(0)) > 2:
     os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:2])
 import pyarrow as pa, pyarrow.parquet as pq
 pa.set_cpu_count(2)
-from opreid_builder.split_presets import resolve_targets
-from opreid_builder.split_protocol import SplitConfig, select_split
+from opreid_builder.split.presets import resolve_targets
+from opreid_builder.split.protocol import SplitConfig, select_split
 table = pq.read_table(sys.argv[1])
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 t = time.perf_counter()

@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from opreid_builder.synth import SynthConfig, generate
+from opreid_builder.synth.generator import SynthConfig, generate
 
 IMAGES_PER_IDENTITY = (6, 16)  # mean 11
 

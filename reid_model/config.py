@@ -18,6 +18,17 @@ from typing import Any
 
 import yaml
 
+from benchmarks.metrics.distances import METRICS
+from reid_model.choices import (
+    BED_REDUCTIONS,
+    BLOCK_EXPANSION,
+    CLASSIFIERS,
+    ERASE_FILLS,
+    FEATURES,
+    HEAD_LOSSES,
+    RETRIEVAL_FEATURES,
+    RP_INITS,
+)
 from reid_model.errors import ConfigError
 
 
@@ -156,28 +167,18 @@ class Config:
         return dataclasses.asdict(self)
 
 
-def _choices() -> dict[str, tuple[str, ...]]:
-    """Each choice-valued key and its choices, from the modules that own them (imported late: they
-    import torch, and a config mistake should be reported before torch loads)."""
-    from benchmarks.feature_distances import METRICS
-    from reid_model.batch_erasing import FILLS
-    from reid_model.bed_loss import REDUCTIONS
-    from reid_model.causal_classifier import HEAD_LOSSES
-    from reid_model.model import CLASSIFIERS, FEATURES, RETRIEVAL_FEATURES
-    from reid_model.reconstructive_pooling import INITS
-    from reid_model.resnet import BLOCKS
-
-    return {
-        "model.block": tuple(BLOCKS),
-        "model.rp_init": INITS,
-        "model.classifier": CLASSIFIERS,
-        "loss.triplet_feature": FEATURES,
-        "test.feature": RETRIEVAL_FEATURES,
-        "input.re_fill": FILLS,
-        "loss.bed_reduction": REDUCTIONS,
-        "loss.cls_head_loss": HEAD_LOSSES,
-        "test.metric": METRICS,
-    }
+#: Each choice-valued key and its choices (reid_model/choices.py; the distance metrics are the scorer's).
+CHOICES: dict[str, tuple[str, ...]] = {
+    "model.block": tuple(BLOCK_EXPANSION),
+    "model.rp_init": RP_INITS,
+    "model.classifier": CLASSIFIERS,
+    "loss.triplet_feature": FEATURES,
+    "test.feature": RETRIEVAL_FEATURES,
+    "input.re_fill": ERASE_FILLS,
+    "loss.bed_reduction": BED_REDUCTIONS,
+    "loss.cls_head_loss": HEAD_LOSSES,
+    "test.metric": METRICS,
+}
 
 
 def _suggest(key: str, known: list[str]) -> str:
@@ -262,7 +263,7 @@ def _all_keys(cls: type = Config, prefix: str = "") -> list[str]:
 def validate(cfg: Config) -> Config:
     """Cross-field checks that a single field's type cannot express."""
     flat = flatten_dict(cfg.to_dict())
-    for key, choices in _choices().items():
+    for key, choices in CHOICES.items():
         if flat[key] not in choices:
             raise ConfigError(f"{key}: {flat[key]!r} is not one of {', '.join(choices)}")
     m = cfg.model
@@ -273,9 +274,7 @@ def validate(cfg: Config) -> Config:
             raise ConfigError(f"model.nl_layers: {k} blocks asked for a stage of {n} blocks")
     if m.last_stride not in (1, 2):
         raise ConfigError("model.last_stride must be 1 or 2")
-    from reid_model.resnet import BLOCKS
-
-    dim = m.widths[3] * BLOCKS[m.block].expansion
+    dim = m.widths[3] * BLOCK_EXPANSION[m.block]
     if dim % m.cls_heads:
         raise ConfigError(f"embedding dim {dim} is not divisible by model.cls_heads={m.cls_heads}")
     if any(w % m.dnl_reduction for w in m.widths):

@@ -22,7 +22,7 @@ def run_opreid() -> Callable[..., Result]:
     The result has `exit_code`, `stdout` and `stderr` apart; the last stderr line of a failure is
     `opreid <command>: error: ...`.
     """
-    from opreid_builder.cli import cli
+    from opreid.cli import cli
 
     def run(*args, input: str | None = None, env: dict[str, str] | None = None) -> Result:
         return CliRunner().invoke(cli, [str(a) for a in args], input=input, env=env, catch_exceptions=False)
@@ -57,8 +57,8 @@ def synth_layout(tmp_path_factory) -> Callable:
 
     def get(fmt: str):
         if fmt not in made:
-            from opreid_builder.synth import SynthConfig
-            from opreid_builder.synth_layouts import generate_layout
+            from opreid_builder.synth.generator import SynthConfig
+            from opreid_builder.synth.layouts import generate_layout
 
             out = tmp_path_factory.mktemp(f"layout-{fmt}")
             config = SynthConfig(identities=12, cameras=4, images_per_identity=(4, 8), seed=5)
@@ -75,7 +75,7 @@ def built_release(tmp_path_factory):
     --keypoints`, through the CLI): real JPEGs, 20 train identities, 21 occluded queries, a private ground
     truth, and everything a host keeps (private/, masked/, cache/). Shared by the session: read-only
     (copy it before changing it)."""
-    from opreid_builder.cli import cli
+    from opreid.cli import cli
 
     root = tmp_path_factory.mktemp("built_release")
     steps = (

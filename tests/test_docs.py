@@ -160,7 +160,7 @@ def _resolve(tokens: list[str]):
     """The click command the tokens name, and the options they give it."""
     import click
 
-    from opreid_builder.cli import cli
+    from opreid.cli import cli
 
     command, i = cli, 0
     ctx = click.Context(cli)
@@ -194,3 +194,38 @@ def test_readme_command_check_sees_a_wrong_preset_and_option():
     assert command.name == "train" and values == {"--config": "nope"} and "--bogus" in options
     with pytest.raises(AssertionError, match="no such command"):
         _resolve(["trian"])
+
+
+#: Dotted names in the docs that are not Python paths: Parquet key-value metadata keys.
+NOT_PYTHON = {"opreid.kind", "opreid.schema_version"}
+_DOTTED = re.compile(r"`((?:opreid|opreid_builder|benchmarks|reid_model|manifests)(?:\.\w+)+)`")
+
+
+def _python_path_exists(dotted: str) -> bool:
+    """Import the longest module prefix of `dotted`, then follow the rest as attributes."""
+    parts = dotted.split(".")
+    for cut in range(len(parts), 0, -1):
+        try:
+            obj = importlib.import_module(".".join(parts[:cut]))
+        except ModuleNotFoundError:
+            continue
+        try:
+            for name in parts[cut:]:
+                obj = getattr(obj, name)
+        except AttributeError:
+            return False
+        return True
+    return False
+
+
+def test_python_entry_points_in_the_docs_exist_at_their_documented_paths():
+    """`opreid_builder.build.build_release` and every other dotted name the README and docs give."""
+    named = {
+        (path.name, m.group(1))
+        for path in [ROOT / "README.md", *sorted(DOCS.glob("*.md"))]
+        for m in _DOTTED.finditer(path.read_text(encoding="utf-8"))
+        if m.group(1) not in NOT_PYTHON
+    }
+    assert len(named) >= 8
+    assert [f"{doc}: {name}" for doc, name in sorted(named) if not _python_path_exists(name)] == []
+    assert not _python_path_exists("opreid_builder.curate.curate")  # the check sees a stale path

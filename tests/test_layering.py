@@ -27,12 +27,56 @@ LAYERS: dict[str, frozenset[str]] = {
     "opreid_builder": frozenset({"manifests"}),
     "benchmarks": frozenset({"manifests"}),
     "reid_model": frozenset({"manifests", "benchmarks"}),
-    "opreid": frozenset({"opreid_builder"}),  # `python -m opreid`: runs the CLI root, nothing else
+    "opreid": frozenset({"opreid_builder", "benchmarks", "reid_model", "manifests"}),
 }
+#: Modules that import nothing of ours and that every package may read: the product's version.
+LEAVES = frozenset({"opreid.version"})
 #: The `opreid` click group: registers every package's commands, so it may import any package's
 #: public modules; nothing may import it but the entry point `python -m opreid`.
-COMPOSITION_ROOT = "opreid_builder.cli"
+COMPOSITION_ROOT = "opreid.cli"
 ENTRY_POINT = "opreid.__main__"
+
+_ALL = "*"
+#: Inside each package, its rooms (a subpackage, or a module at the package's top) and the rooms
+#: each may import, bottom up. A room imports itself freely; a new room must be placed here.
+ROOMS: dict[str, dict[str, frozenset[str] | str]] = {
+    "manifests": {},  # one flat room: the data contract
+    "opreid": {"version": frozenset(), "cli": _ALL, "__main__": frozenset({"cli"})},
+    "opreid_builder": {
+        "errors": frozenset(),
+        "curation": frozenset({"errors"}),
+        "split": frozenset({"errors"}),
+        "release": frozenset({"errors", "split"}),
+        "public_datasets": frozenset({"errors", "curation", "split", "release"}),
+        "synth": frozenset({"errors", "curation", "split"}),
+        "export": frozenset({"errors", "release"}),
+        "build": frozenset({"errors", "curation", "split", "release"}),
+        "cli": _ALL,
+    },
+    "benchmarks": {
+        "errors": frozenset(),
+        "metrics": frozenset({"errors"}),
+        "submission": frozenset({"errors", "metrics"}),
+        "rerank": frozenset({"errors", "metrics"}),
+        "ground_truth": frozenset({"errors"}),
+        "scoring": frozenset({"errors", "metrics", "submission", "rerank", "ground_truth"}),
+        "rank_pictures": frozenset({"errors", "scoring"}),
+        "leaderboard": frozenset({"errors", "metrics", "submission", "scoring"}),
+        "cli": _ALL,
+    },
+    "reid_model": {
+        "errors": frozenset(),
+        "choices": frozenset(),
+        "config": frozenset({"errors", "choices"}),
+        "distributed": frozenset({"errors"}),
+        "losses": frozenset({"errors", "choices", "distributed"}),
+        "modeling": frozenset({"errors", "choices", "config", "distributed", "losses"}),
+        "data": frozenset({"errors", "config"}),
+        "engine": frozenset({"errors", "config", "distributed", "modeling", "data"}),
+        "runs": frozenset({"errors", "config", "engine"}),
+        "cli": _ALL,
+    },
+}
 
 
 @dataclass(frozen=True)
@@ -113,8 +157,20 @@ def collect_imports(root: Path, packages: list[str]) -> list[Import]:
     return found
 
 
-def violations(imports: list[Import], layers: dict[str, frozenset[str]], root_module: str) -> list[str]:
-    """One line per broken rule: a forbidden package, a private name of another package, the root."""
+def _room(parts: list[str]) -> str | None:
+    return parts[1] if len(parts) > 1 else None
+
+
+def violations(
+    imports: list[Import],
+    layers: dict[str, frozenset[str]],
+    root_module: str,
+    rooms: dict[str, dict[str, frozenset[str] | str]] | None = None,
+    leaves: frozenset[str] = frozenset(),
+) -> list[str]:
+    """One line per broken rule: a forbidden package, a room importing upward or sideways, a
+    private name of another package, the root."""
+    rooms = rooms or {}
     out = []
     for imp in imports:
         own, other = imp.module.split(".")[0], imp.target.split(".")[0]
@@ -128,7 +184,10 @@ def violations(imports: list[Import], layers: dict[str, frozenset[str]], root_mo
         ):
             out.append(f"{where}: the CLI root {root_module}, which nothing may import")
             continue
+        if any(t in leaves for t in full):
+            continue
         if other == own:
+            out += _room_violations(imp, where, rooms.get(own) or {})
             continue
         if imp.module != root_module and other not in layers[own]:
             out.append(f"{where}: {own} may import {', '.join(sorted(layers[own])) or 'no other package'}")
@@ -136,6 +195,65 @@ def violations(imports: list[Import], layers: dict[str, frozenset[str]], root_mo
         if private:
             out.append(f"{where}: private to {other} ({', '.join(private)})")
     return out
+
+
+def _room_violations(imp: Import, where: str, rooms: dict[str, frozenset[str] | str]) -> list[str]:
+    """Inside one package: the importing room must list the imported room (bottom-up order)."""
+    if not rooms:
+        return []
+    own = _room(imp.module.split("."))
+    if own is None:  # the package's __init__
+        return []
+    if own not in rooms:
+        return [f"{where}: the room {own} has no place in ROOMS"]
+    parts = imp.target.split(".")
+    targets = {_room(parts)} if len(parts) > 1 else {name for name in imp.names if name in rooms}
+    allowed = rooms[own]
+    bad = sorted(t for t in targets if t and t != own and allowed != _ALL and t not in allowed)
+    return [
+        f"{where}: the room {own} may import {', '.join(sorted(allowed)) or 'no other room'}" for _ in bad[:1]
+    ]
+
+
+def import_cycles(imports: list[Import], modules: set[str]) -> list[list[str]]:
+    """Strongly connected groups of modules (imports inside functions included): import loops."""
+    graph: dict[str, set[str]] = {m: set() for m in modules}
+    for imp in imports:
+        for target in [imp.target, *(f"{imp.target}.{n}" for n in imp.names)]:
+            parts = target.split(".")
+            while parts and ".".join(parts) not in modules:
+                parts.pop()
+            name = ".".join(parts)
+            if name and name != imp.module and imp.module in graph:
+                graph[imp.module].add(name)
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    cycles = []
+
+    def visit(v: str) -> None:  # Tarjan's algorithm
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            group = []
+            while True:
+                w = stack.pop()
+                group.append(w)
+                if w == v:
+                    break
+            if len(group) > 1:
+                cycles.append(sorted(group))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return cycles
 
 
 def _packages_on_disk(root: Path) -> list[str]:
@@ -158,8 +276,25 @@ def test_every_package_is_installed_and_has_a_layer():
 def test_packages_import_only_downward_and_only_public_names():
     imports = collect_imports(ROOT, _packages_on_disk(ROOT))
     assert len({i.module for i in imports}) > 50  # the walk really saw the code
-    problems = violations(imports, LAYERS, COMPOSITION_ROOT)
+    problems = violations(imports, LAYERS, COMPOSITION_ROOT, ROOMS, LEAVES)
     assert not problems, "layering broken:\n" + "\n".join(problems)
+
+
+def test_every_room_is_placed():
+    """Each subpackage (or module at a package's top) has its place in ROOMS."""
+    for package, rooms in ROOMS.items():
+        if not rooms:
+            continue
+        found = {p.stem for p in (ROOT / package).glob("*.py") if p.stem != "__init__"}
+        found |= {p.parent.name for p in (ROOT / package).glob("*/__init__.py")}
+        assert found == set(rooms), f"{package}: on disk {sorted(found)}, in ROOMS {sorted(rooms)}"
+
+
+def test_no_import_loops():
+    """No two modules import each other, directly or around a loop, even inside a function."""
+    packages = _packages_on_disk(ROOT)
+    modules = {_module_name(p, ROOT) for pkg in packages for p in (ROOT / pkg).rglob("*.py")}
+    assert import_cycles(collect_imports(ROOT, packages), modules) == []
 
 
 def test_perf_scripts_use_public_names_only():
@@ -215,10 +350,57 @@ def test_the_checker_catches_each_kind_of_violation(tmp_path, case):
     assert len(found) == 7, text
 
 
+#: A package with three rooms, bottom up: base < mid < top; and one deliberate upward import.
+ROOM_FAKE = {
+    "pkg/__init__.py": "",
+    "pkg/base/__init__.py": "",
+    "pkg/base/a.py": "X = 1\n",
+    "pkg/mid/__init__.py": "",
+    "pkg/mid/b.py": "from pkg.base.a import X\n",
+    "pkg/top.py": "from pkg.mid import b\nfrom pkg import base\n",
+    "pkg/base/bad_up.py": "def f():\n    from pkg.mid.b import X\n",
+    "pkg/mid/bad_sideways.py": "import pkg.top\n",
+    "pkg/stray/__init__.py": "",
+    "pkg/stray/c.py": "from pkg.base.a import X\n",
+}
+FAKE_ROOMS = {"pkg": {"base": frozenset(), "mid": frozenset({"base"}), "top": frozenset({"base", "mid"})}}
+
+
+@pytest.mark.parametrize("case", ["clean", "violations"])
+def test_a_lower_room_importing_a_higher_one_fails(tmp_path, case):
+    for name, text in ROOM_FAKE.items():
+        if case == "clean" and ("bad_" in name or "stray" in name):
+            continue
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    found = violations(collect_imports(tmp_path, ["pkg"]), {"pkg": frozenset()}, "pkg.cli", FAKE_ROOMS)
+    if case == "clean":
+        assert found == []
+        return
+    assert found == [
+        "pkg/base/bad_up.py:2: pkg.base.bad_up imports pkg.mid.b (X): the room base may import no other room",
+        "pkg/mid/bad_sideways.py:1: pkg.mid.bad_sideways imports pkg.top: the room mid may import base",
+        "pkg/stray/c.py:1: pkg.stray.c imports pkg.base.a (X): the room stray has no place in ROOMS",
+    ]
+
+
+def test_the_loop_finder_sees_loops_through_function_level_imports(tmp_path):
+    files = {
+        "p/__init__.py": "",
+        "p/a.py": "from p.b import Y\nX = 1\n",
+        "p/b.py": "def g():\n    from p.a import X\n",
+    }
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    modules = {"p", "p.a", "p.b"}
+    assert import_cycles(collect_imports(tmp_path, ["p"]), modules) == [["p.a", "p.b"]]
+
+
 def test_no_test_module_imports_another():
     """Shared builders live in tests/support/, shared fixtures in tests/conftest.py."""
     tests = ROOT / "tests"
-    names = {p.stem for p in tests.glob("test_*.py")} | {"conftest"}
+    names = {p.stem for p in tests.rglob("test_*.py")} | {"conftest"}
     offenders = []
     for path in sorted(tests.rglob("*.py")):
         tree = ast.parse(path.read_text(encoding="utf-8"))

@@ -54,8 +54,12 @@ def test_wheel_ships_templates_and_presets(tmp_path):
         if p.suffix in {".html", ".yaml", ".css", ".js", ".onnx"} or p.name.startswith("LICENSE-")
     ]
     assert runtime_files, "expected templates in the packages"
-    assert "opreid_builder/models/face_detection_yunet.onnx" in runtime_files  # the default face detector
-    assert "opreid_builder/models/LICENSE-face_detection_yunet.txt" in runtime_files  # and its MIT notice
+    assert (
+        "opreid_builder/curation/models/face_detection_yunet.onnx" in runtime_files
+    )  # the default face detector
+    assert (
+        "opreid_builder/curation/models/LICENSE-face_detection_yunet.txt" in runtime_files
+    )  # and its MIT notice
     missing = [f for f in runtime_files if f not in names]
     assert not missing, f"not in the wheel: {missing}"
     presets = {p.name for p in (ROOT / "configs").glob("*.yaml")}

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+from benchmarks.submission.formats import DEFAULT_MAX_UPLOAD_BYTES
+
 
 @dataclass(frozen=True)
 class BoardSettings:
@@ -29,5 +31,5 @@ class BoardSettings:
 class WebSettings:
     """Limits of `leaderboard serve`."""
 
-    max_upload_bytes: int = 512 * 2**20
+    max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES
     request_timeout_s: float = 300.0

@@ -25,7 +25,6 @@ from urllib.parse import urlparse
 import numpy as np
 from sqlalchemy import select
 
-from benchmarks.feature_distances import METRICS
 from benchmarks.leaderboard.board import private_mask
 from benchmarks.leaderboard.errors import (
     AuthError,
@@ -39,6 +38,7 @@ from benchmarks.leaderboard.quotas import QuotaStatus, quota_status, require_quo
 from benchmarks.leaderboard.standings import round_public
 from benchmarks.leaderboard.store import Store, Submission, Team, track_name, utcnow
 from benchmarks.leaderboard.teams import authenticate_team, authorize_team_view, require_host
+from benchmarks.metrics.distances import METRICS
 
 log = logging.getLogger(__name__)
 

@@ -37,7 +37,6 @@ from fastapi.templating import Jinja2Templates
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
-from benchmarks.feature_distances import METRICS
 from benchmarks.leaderboard.board import board_info
 from benchmarks.leaderboard.errors import (
     AuthError,
@@ -60,6 +59,7 @@ from benchmarks.leaderboard.store import PHASES, Store, utcnow
 from benchmarks.leaderboard.submissions import SubmitResult, Ticket, submit, team_history, team_quota
 from benchmarks.leaderboard.teams import is_host
 from benchmarks.leaderboard.tokens import PREFIX, redact
+from benchmarks.metrics.distances import METRICS
 
 log = logging.getLogger(__name__)
 

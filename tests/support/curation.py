@@ -26,7 +26,7 @@ SMALL_SPLIT = (
 
 
 def make_synth(out: Path, identities: int = 12, cameras: int = 3, seed: int = 7) -> Path:
-    from opreid_builder.synth import SynthConfig, generate
+    from opreid_builder.synth.generator import SynthConfig, generate
 
     generate(out, SynthConfig(identities=identities, cameras=cameras, images_per_identity=(6, 10), seed=seed))
     return out
@@ -155,7 +155,7 @@ class FakePose:
     kill_after: int | None = None
 
     def __init__(self, model_path, device=None, imgsz=None, half=False, batch_size=32, person_conf=0.25):
-        from opreid_builder.pose import KeypointsFile
+        from opreid_builder.curation.pose import KeypointsFile
 
         self.batch_size = batch_size
         path = Path(model_path)
@@ -176,7 +176,7 @@ class FakePose:
         import os
         import signal
 
-        from opreid_builder.pose import PoseResult
+        from opreid_builder.curation.pose import PoseResult
 
         for key, _rgb in stream:
             FakePose.calls += 1

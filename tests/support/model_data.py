@@ -1,5 +1,5 @@
 """The small synthetic OUT folder the model tests train on (train/query/gallery manifests + private
-ground truth), built from `opreid_builder.synth` crops with a deliberately simple split: half the
+ground truth), built from `opreid_builder.synth.generator` crops with a deliberately simple split: half the
 identities train, one query per test identity, gallery = its images from other cameras (the real
 protocol is `opreid build-split`'s job)."""
 
@@ -17,8 +17,8 @@ SYNTH_IMAGES = (4, 6)
 def build_model_dataset(
     root: Path, identities: int = 12, cameras: int = 3, per_id=SYNTH_IMAGES, seed: int = 0
 ) -> Path:
-    """Synthetic crops (opreid_builder.synth) -> a built dataset folder honouring the manifests contract."""
-    from opreid_builder.synth import SynthConfig, generate
+    """Synthetic crops (opreid_builder.synth.generator) -> a built dataset folder honouring the manifests contract."""
+    from opreid_builder.synth.generator import SynthConfig, generate
 
     raw = root / "raw"
     generate(raw, SynthConfig(identities=identities, cameras=cameras, images_per_identity=per_id, seed=seed))

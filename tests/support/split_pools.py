@@ -10,9 +10,9 @@ import numpy as np
 import pyarrow as pa
 from PIL import Image
 
-from opreid_builder.release import write_release
-from opreid_builder.split_presets import SplitTargets
-from opreid_builder.split_protocol import SplitConfig, select_split
+from opreid_builder.release.writer import write_release
+from opreid_builder.split.presets import SplitTargets
+from opreid_builder.split.protocol import SplitConfig, select_split
 
 
 def make_pool(

@@ -1,0 +1,291 @@
+"""CLI: `opreid curate`, `opreid review`, `opreid occlusion calibrate`.
+
+`curate_options` and `config_from_options` are shared with `opreid build-split`, which runs the
+same curation before its split, so both commands take exactly the same curation options. Defaults
+and choices come from `CurateConfig` and the library's constants.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+import click
+
+from manifests import DatasetLayout, progress_enabled, progress_option
+from opreid_builder.curation.engines import ENGINES, RAY_EXTRA
+from opreid_builder.curation.faces import DETECTORS, NO_FACE_MODEL, detector_summary
+from opreid_builder.curation.masking import MASK_METHODS
+from opreid_builder.curation.occlusion import RULES
+from opreid_builder.curation.pipeline import NO_PERSON_CHOICES, CurateConfig
+from opreid_builder.curation.review import ONLY_CHOICES
+from opreid_builder.curation.sources import LAYOUTS
+
+_D = CurateConfig()
+show_progress = progress_enabled
+
+
+def _apply(f: Callable, options: list[Callable]) -> Callable:
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def pose_options(f: Callable) -> Callable:
+    """The options that choose and run the keypoint source (curate, calibrate, import)."""
+    return _apply(f, [
+        click.option("--pose-model", type=click.Path(dir_okay=True, path_type=str), default=_D.pose_model,
+                     help="Ultralytics YOLO-pose weights (.pt, .onnx, ...); default $OPREID_POSE_MODEL. Never downloaded."),
+        click.option("--keypoints", type=click.Path(dir_okay=False, path_type=str), default=_D.keypoints,
+                     help="Precomputed keypoints (keypoints.parquet: file, 51 floats) instead of a pose model."),
+        click.option("--device", default=_D.device, help="Inference device for the pose model (cpu, 0, cuda:0, ...)."),
+        click.option("--batch-size", type=click.IntRange(min=1), default=_D.batch_size, show_default=True,
+                     help="Crops per pose batch."),
+        click.option("--imgsz", type=click.IntRange(min=32), default=_D.imgsz,
+                     help="Pose model input size (default: the model's own)."),
+        click.option("--half/--no-half", default=_D.half, show_default=True, help="Half-precision pose inference."),
+        click.option("--person-conf", type=click.FloatRange(0, 1), default=_D.person_conf, show_default=True,
+                     help="Minimum person detection score."),
+        click.option("--workers", type=click.IntRange(min=0), default=_D.workers, show_default=True,
+                     help="Local engine: threads per light stage (decode, mask, write); 0 runs all stages in order on one thread."),
+    ])  # fmt: skip
+
+
+def _no_person_option(help_text: str) -> Callable:
+    return click.option("--no-person", type=click.Choice(NO_PERSON_CHOICES), default=_D.no_person,
+                        show_default=True, help=help_text)  # fmt: skip
+
+
+_RULE_OPTIONS = [
+    click.option("--rule", type=click.Choice(RULES), default=_D.rule, show_default=True,
+                 help="Occlusion rule: keypoint order for the run test (coco18 = the paper's OpenPose order), or count."),
+    click.option("--kpt-conf", type=click.FloatRange(0, 1), default=_D.kpt_conf, show_default=True,
+                 help="A keypoint below this confidence (or outside the crop) is missing."),
+    click.option("--min-run", type=click.IntRange(min=1), default=_D.min_run, show_default=True,
+                 help="Occluded when this many consecutive keypoints are missing (count rule: this many in all)."),
+]  # fmt: skip
+_FACE_OPTIONS = [
+    click.option("--face-detector", "face_detectors", multiple=True, type=click.Choice(DETECTORS),
+                 help="Face detector(s) to use (repeatable; default: every available one, union of boxes)."),
+    click.option("--face-model", "face_models", multiple=True, type=click.Path(dir_okay=False, path_type=str),
+                 help="Face detector model file (repeatable): YuNet if its name contains 'yunet', else an "
+                      "insightface SCRFD .onnx; default $OPREID_FACE_MODEL, else the bundled YuNet (MIT). "
+                      f"'{NO_FACE_MODEL}' switches face detection models off (pose head boxes only; warns)."),
+    click.option("--insightface-root", type=click.Path(file_okay=False, path_type=str),
+                 default=_D.insightface_root,
+                 help="insightface model root searched for an SCRFD model (default ~/.insightface)."),
+    click.option("--face-score", type=click.FloatRange(0, 1), default=_D.face_score, show_default=True,
+                 help="Minimum face detection score."),
+    click.option("--face-upscale", type=click.IntRange(min=32), default=_D.face_upscale, show_default=True,
+                 help="Upscale crops to this long side (px) before face detection."),
+    click.option("--face-mask", type=click.Choice(MASK_METHODS), default=_D.face_mask, show_default=True,
+                 help="How faces are masked (blur can be reversed: not for public releases)."),
+    click.option("--face-enlarge", type=click.FloatRange(min=1.0), default=_D.face_enlarge, show_default=True,
+                 help="Detector boxes are enlarged by this factor before masking."),
+    click.option("--head-enlarge", type=click.FloatRange(min=1.0), default=_D.head_enlarge, show_default=True,
+                 help="Size of the pose head box relative to the head keypoints' span."),
+    click.option("--jpeg-quality", type=click.IntRange(1, 100), default=_D.jpeg_quality, show_default=True,
+                 help="JPEG quality of the masked crops."),
+]  # fmt: skip
+
+
+_ENGINE_OPTIONS = [
+    click.option("--engine", type=click.Choice(ENGINES), default=_D.engine, show_default=True,
+                 help=f"Who runs the stages: threads here, or Ray Data (pip install '{RAY_EXTRA}'). "
+                      "Both give byte-identical outputs and share the cache."),
+    click.option("--ray-address", default=_D.ray_address, metavar="ADDR",
+                 help="Ray cluster to join (with --engine ray); default: start a local one."),
+    click.option("--pose-actors", type=click.IntRange(min=1), default=_D.pose_actors, show_default=True,
+                 help="Pose model workers (Ray actors; one model each)."),
+    click.option("--pose-gpus", type=click.FloatRange(min=0), default=_D.pose_gpus,
+                 help="GPUs per pose actor (Ray); default 1 when --device is a GPU, else 0."),
+    click.option("--face-actors", type=click.IntRange(min=1), default=_D.face_actors, show_default=True,
+                 help="Face detector workers (Ray actors; one set of models each)."),
+    click.option("--shard-size", type=click.IntRange(min=1), default=_D.shard_size, show_default=True,
+                 help="Crops per cached shard, on average (shards are cut by content)."),
+]  # fmt: skip
+
+
+def occlusion_rule_options(f: Callable) -> Callable:
+    """--rule, --kpt-conf, --min-run: the occlusion rule applied to the keypoints."""
+    return _apply(f, _RULE_OPTIONS)
+
+
+def face_options(f: Callable) -> Callable:
+    """The face detection and masking options (curate, build-split, import --mask-faces)."""
+    return _apply(f, _FACE_OPTIONS)
+
+
+def curate_options(f: Callable) -> Callable:
+    """Add every curation option to a click command (used by `curate` and `build-split`)."""
+    return pose_options(_apply(f, [
+        click.option("--layout", type=click.Choice(LAYOUTS), default=_D.layout, show_default=True,
+                     help="How RAW names identities: Market-1501 names, one folder per identity, or an index file."),
+        *_RULE_OPTIONS,
+        _no_person_option("What to do with crops where pose finds nobody."),
+        click.option("--min-size", type=click.IntRange(min=1), default=_D.min_size, show_default=True,
+                     help="Crops with a side shorter than this (pixels) are excluded."),
+        click.option("--max-pixels", type=click.IntRange(min=1), default=_D.max_pixels, show_default=True,
+                     help="Crops of more pixels (width x height) are unreadable: too large, refused from the "
+                          "header before decoding."),
+        *_FACE_OPTIONS,
+        click.option("--corrections", type=click.Path(dir_okay=False, path_type=str), default=_D.corrections,
+                     help="Review corrections (CSV/Parquet: image_id, occluded[, reviewer, reviewed_at]) "
+                          "overriding the machine flags."),
+        *_ENGINE_OPTIONS,
+    ]))  # fmt: skip
+
+
+def config_from_options(**kwargs: Any) -> CurateConfig:
+    """A CurateConfig from a command's keyword arguments (keys that are not curation options are ignored)."""
+    names = {f.name for f in fields(CurateConfig)}
+    values = {k: v for k, v in kwargs.items() if k in names}
+    for key in ("face_detectors", "face_models"):
+        if key in values:
+            values[key] = tuple(values[key] or ())
+    return CurateConfig(**values)
+
+
+def _print_counts(result, out: Path) -> None:
+    c = result.counts
+    click.echo(
+        f"{c['images']} crops: {c['status_ok']} ok ({c['occluded']} occluded, {c['holistic']} holistic), "
+        f"{c['status_unreadable']} unreadable, {c['status_duplicate']} duplicate, {c['status_excluded']} excluded, "
+        f"{c['status_no_person']} no person; {c['junk']} junk (pid -1) dropped, {c['refused']} refused"
+    )
+    faces = result.curation["faces"]
+    click.echo(
+        f"faces masked in {c['with_face']} crops, none found in {c['without_face']} "
+        f"(detectors: {detector_summary(faces)})"
+    )
+    if result.curation.get("corrections"):
+        k = result.curation["corrections"]
+        click.echo(f"review corrections: {k['applied']} applied, {k['unmatched']} unmatched")
+    layout = DatasetLayout(out)
+    click.echo(f"wrote {layout.images_table} and {layout.masked}/")
+
+
+@click.command("curate")
+@click.argument("raw", type=click.Path(exists=True, path_type=Path))
+@click.option("-o", "--out", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Output folder (the dataset root).")  # fmt: skip
+@curate_options
+@click.option("--json", "as_json", is_flag=True, help="Print counts and parameters as JSON on stdout.")
+@progress_option
+def curate(raw: Path, out: Path, as_json: bool, progress: bool, **options: Any) -> None:
+    """Run the curation stages alone: read, pose, occlusion flags, face masking.
+
+    Writes OUT/private/images.parquet (one row per raw crop) and the masked crops in OUT/masked/.
+    Rerunning skips finished work (cached in OUT/cache).
+    """
+    from opreid_builder.curation.pipeline import curate as run_curate
+
+    config = config_from_options(**options)
+    result = run_curate(raw, out, config, progress=show_progress(progress))
+    if as_json:
+        click.echo(json.dumps(result.curation, indent=2, sort_keys=True))
+    else:
+        _print_counts(result, out)
+
+
+@click.command("review")
+@click.argument("out", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option(
+    "--page-size", type=click.IntRange(min=1), default=200, show_default=True, help="Crops per page."
+)
+@click.option(
+    "--sample",
+    type=click.IntRange(min=1),
+    default=None,
+    metavar="N",
+    help="Review a random sample of N crops (seeded by --seed) instead of all of them.",
+)
+@click.option(
+    "--only",
+    type=click.Choice(ONLY_CHOICES),
+    default=None,
+    help="Review only these crops: flagged (occluded), holistic, unflagged, or where the face detectors disagree.",
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of --sample.")
+@click.option(
+    "--workers",
+    type=click.IntRange(min=0),
+    default=_D.workers,
+    show_default=True,
+    help="Threads drawing thumbnails.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print what was written as JSON on stdout.")
+@progress_option
+def review(out: Path, page_size: int, sample: int | None, only: str | None, seed: int, workers: int,
+           as_json: bool, progress: bool | None) -> None:  # fmt: skip
+    """Write a static review site of the occlusion flags (OUT/review/index.html) and a corrections CSV.
+
+    Open the page from disk: filter, click crops to toggle their flags, and download corrections.csv
+    (with your name and the time of each edit) for `build-split --corrections`.
+    """
+    from opreid_builder.curation.review import write_review
+
+    result = write_review(
+        out, page_size, sample=sample, only=only, seed=seed, workers=workers, progress=show_progress(progress)
+    )
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "items": result.items,
+                    "pages": result.pages,
+                    "html": str(result.html),
+                    "corrections_template": str(result.csv),
+                    "thumbnails_written": result.thumbnails,
+                    "site_bytes": result.site_bytes,
+                }  # fmt: skip
+            )
+        )
+        return
+    click.echo(f"{result.items} crops on {result.pages} page(s): open {result.html}")
+    click.echo(
+        "click crops to toggle their flags, then download corrections.csv and pass it as --corrections"
+    )
+
+
+@click.group("occlusion")
+def occlusion() -> None:
+    """Occlusion rule tools."""
+
+
+@occlusion.command("calibrate")
+@click.option("--occluded", "occluded_dir", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Folder of crops a person judged occluded.")  # fmt: skip
+@click.option("--holistic", "holistic_dir", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Folder of crops a person judged holistic.")  # fmt: skip
+@pose_options
+@_no_person_option("Crops where pose finds nobody: leave out of the shares, or count as flagged.")
+@click.option("--top", type=click.IntRange(min=1), default=None, help="Print only the best N rows.")
+@click.option("--json", "as_json", is_flag=True, help="Print the full report as JSON on stdout.")
+@progress_option
+def calibrate(
+    occluded_dir: Path, holistic_dir: Path, pose_model: str | None, keypoints: str | None, device: str | None,
+    batch_size: int, imgsz: int | None, half: bool, person_conf: float, workers: int, no_person: str,
+    top: int | None, as_json: bool, progress: bool,
+) -> None:  # fmt: skip
+    """Score every occlusion rule x --kpt-conf (0.3-0.7) x --min-run (2-4) on two labelled folders.
+
+    Prints the share of occluded crops flagged and of holistic crops flagged, best trade-offs
+    (flagged occluded minus flagged holistic) first. Pose runs once.
+    """
+    from opreid_builder.curation.calibration import calibrate as run_calibrate
+    from opreid_builder.curation.calibration import format_table
+    from opreid_builder.curation.pose import keypoint_source
+
+    source = keypoint_source(pose_model, keypoints, device, imgsz, half, batch_size, person_conf)
+    report = run_calibrate(
+        occluded_dir, holistic_dir, source, no_person=no_person, workers=workers,
+        progress=show_progress(progress),
+    )  # fmt: skip
+    if as_json:
+        click.echo(json.dumps(report.as_dict(), indent=2))
+    else:
+        click.echo(format_table(report, top))

@@ -1,0 +1,276 @@
+"""`opreid review OUT`: a static review site for the occlusion flags, and a corrections template.
+
+The site needs no server (open `OUT/review/index.html` from disk) and stays small at any pool size:
+
+- `index.html` is the page (a few kilobytes); `items.js` holds the crops column by column (ids
+  and thumbnail digests as fixed-width strings; pid, camera, status, flag, flag source, run,
+  missing parts and face detectors as numbers and bit masks), parsed with one `JSON.parse`;
+- thumbnails are files (`thumbs/{image_id}-{digest}.jpg`), cut from the masked crops (never the raw
+  ones) with the keypoints drawn in (seen: green, missing: a red cross) and loaded lazily;
+- pages of `--page-size` crops are addressed in the URL (`#page=3&flag=occluded&cam=2`), and the
+  filters (flag, reviewed, missing body part, camera, status, detector disagreement) work on all
+  crops, not just the page shown.
+
+Clicking a crop toggles its flag; edits are kept in the browser (localStorage) until the
+"Download corrections.csv" button saves them with the reviewer's name and the time of each edit
+(`image_id, occluded, reviewer, reviewed_at, machine_flag`): the file `build-split --corrections`
+takes, which records the reviewer and time in images.parquet. `--sample N` and `--only` keep a
+review of a large pool proportionate.
+
+The CSV template lists every crop in the site with an empty `occluded` column, for reviewers who
+prefer a spreadsheet.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import logging
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+from manifests import (
+    BODY_PARTS,
+    IMAGES,
+    SKELETON,
+    DatasetLayout,
+    atomic_write_bytes,
+    atomic_write_text,
+    progress_bar,
+    read_manifest,
+)
+from opreid_builder.curation.faces import DETECTORS
+from opreid_builder.curation.occlusion import missing_keypoints
+from opreid_builder.curation.sources import prefetch
+from opreid_builder.errors import CurationError
+
+log = logging.getLogger(__name__)
+
+REVIEW_HTML = "index.html"
+REVIEW_DATA = "items.js"
+REVIEW_CSV = "corrections_template.csv"
+THUMBS = "thumbs"
+REVIEWABLE = ("ok", "no_person")
+#: `--only` choices: which crops the site holds.
+ONLY_CHOICES = ("flagged", "holistic", "unflagged", "disagreement")
+#: Columns of the file the site's download button writes (and `--corrections` reads).
+DOWNLOAD_COLUMNS = ("image_id", "occluded", "reviewer", "reviewed_at", "machine_flag")
+#: The per-crop number columns of items.js (besides the fixed-width `ids` and `thumbs` strings).
+FIELDS = ("pid", "cam", "status", "flag", "source", "run", "parts", "found", "disagree")
+ID_WIDTH, THUMB_WIDTH = 16, 8
+_NO_THUMB = "-" * THUMB_WIDTH
+THUMB_HEIGHT = 128
+_THUMB_VERSION = 1
+_SEEN, _MISSING = (40, 220, 40), (235, 30, 30)
+
+
+@dataclass(frozen=True)
+class ReviewResult:
+    html: Path
+    csv: Path
+    items: int
+    pages: int
+    thumbnails: int  # written by this run (the others were up to date)
+    site_bytes: int  # index.html + items.js
+
+
+def _rule(layout: DatasetLayout) -> tuple[float, str, list[str]]:
+    """The threshold, rule and face detectors curate used (private/curation.json), to show them alike."""
+    path = layout.curation_record
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+        occ = record["occlusion"]
+        detectors = list((record.get("faces") or {}).get("detectors") or [])
+        return (
+            float(occ["kpt_conf"]),
+            f"{occ['rule']}, kpt_conf {occ['kpt_conf']}, min_run {occ['min_run']}",
+            detectors,
+        )
+    except (OSError, ValueError, KeyError, TypeError):
+        log.warning("%s missing or unreadable: marking keypoints below 0.5 as missing", path)
+        return 0.5, "unknown (no curation.json); keypoints below 0.5 shown as missing", []
+
+
+def _mask(names, universe) -> int:
+    return sum(1 << universe.index(n) for n in set(names or []) if n in universe)
+
+
+def _draw_thumbnail(masked: Path, keypoints: list[float] | None, missing: np.ndarray | None) -> bytes:
+    """The masked crop at THUMB_HEIGHT pixels high with its skeleton drawn in, as JPEG bytes."""
+    from PIL import Image, ImageDraw
+
+    with Image.open(masked) as im:
+        im = im.convert("RGB")
+        scale = THUMB_HEIGHT / im.height
+        im = im.resize((max(1, round(im.width * scale)), THUMB_HEIGHT), Image.BILINEAR)
+    if keypoints is not None and missing is not None:
+        draw = ImageDraw.Draw(im)
+        kp = np.asarray(keypoints, dtype=np.float64).reshape(-1, 3)[:, :2] * scale
+        kp = np.nan_to_num(kp)
+        for a, b in SKELETON:
+            if not missing[a] and not missing[b]:
+                draw.line([tuple(kp[a]), tuple(kp[b])], fill=_SEEN, width=1)
+        r = 2.0
+        for k, (x, y) in enumerate(kp):
+            if missing[k]:
+                x, y = min(max(x, r), im.width - r), min(max(y, r), im.height - r)
+                draw.line([(x - r, y - r), (x + r, y + r)], fill=_MISSING, width=1)
+                draw.line([(x - r, y + r), (x + r, y - r)], fill=_MISSING, width=1)
+            else:
+                draw.ellipse([x - 1.2, y - 1.2, x + 1.2, y + 1.2], fill=_SEEN)
+    buf = io.BytesIO()
+    im.save(buf, format="JPEG", quality=85)
+    return buf.getvalue()
+
+
+def _select(
+    rows: list[dict], detectors: list[str], only: str | None, sample: int | None, seed: int
+) -> list[dict]:
+    if only is not None and only not in ONLY_CHOICES:
+        raise CurationError(f"unknown --only {only!r} (choose one of {', '.join(ONLY_CHOICES)})")
+    if only == "flagged":
+        rows = [r for r in rows if r["occluded"] is True]
+    elif only == "holistic":
+        rows = [r for r in rows if r["occluded"] is False]
+    elif only == "unflagged":
+        rows = [r for r in rows if r["occluded"] is None]
+    elif only == "disagreement":
+        rows = [r for r in rows if _disagree(r, detectors)]
+    if sample is not None:
+        if sample < 1:
+            raise CurationError(f"--sample must be >= 1, got {sample}")
+        if sample < len(rows):
+            keep = np.sort(np.random.default_rng(seed).choice(len(rows), size=sample, replace=False))
+            rows = [rows[i] for i in keep]
+    return rows
+
+
+def _found(row: dict) -> set[str]:
+    return {b["detector"] for b in row["face_boxes"] or []}
+
+
+def _disagree(row: dict, detectors: list[str]) -> bool:
+    """Some detector found a face or head that another one that ran did not."""
+    found = _found(row)
+    return bool(found) and found != set(detectors)
+
+
+def write_review(
+    out: str | Path,
+    page_size: int = 200,
+    *,
+    sample: int | None = None,
+    only: str | None = None,
+    seed: int = 0,
+    workers: int = 2,
+    progress: bool = False,
+) -> ReviewResult:
+    """Write the review site (`OUT/review/`) and the corrections template from private/images.parquet."""
+    import jinja2
+
+    layout = DatasetLayout(out)
+    if page_size < 1:
+        raise CurationError(f"--page-size must be >= 1, got {page_size}")
+    table = read_manifest(layout.images_table, IMAGES)
+    kpt_conf, rule, detectors = _rule(layout)
+    rows = [r for r in table.to_pylist() if r["status"] in REVIEWABLE]
+    rows = _select(rows, detectors, only, sample, seed)
+    site = layout.review
+    thumbs = site / THUMBS
+    thumbs.mkdir(parents=True, exist_ok=True)
+    sources = sorted({r["occlusion_source"] for r in rows if r["occlusion_source"]} | {"review"})
+    cameras = sorted({r["camid"] for r in rows})
+
+    def thumb_name(r: dict) -> str | None:
+        if not r["masked_path"] or not (layout.root / r["masked_path"]).is_file():
+            return None
+        st = (layout.root / r["masked_path"]).stat()
+        spec = [st.st_size, st.st_mtime_ns, r["keypoints"], kpt_conf, _THUMB_VERSION]
+        return hashlib.sha256(json.dumps(spec).encode()).hexdigest()[:8]
+
+    names = [thumb_name(r) for r in rows]
+    wanted = {f"{r['image_id']}-{h}.jpg" for r, h in zip(rows, names, strict=True) if h}
+    todo = [
+        (r, f"{r['image_id']}-{h}.jpg")
+        for r, h in zip(rows, names, strict=True)
+        if h and not (thumbs / f"{r['image_id']}-{h}.jpg").is_file()
+    ]
+
+    def make(task: tuple[dict, str]) -> None:
+        r, name = task
+        kp = r["keypoints"]
+        missing = None if kp is None else missing_keypoints(np.asarray(kp), r["width"], r["height"], kpt_conf)
+        atomic_write_bytes(thumbs / name, _draw_thumbnail(layout.root / r["masked_path"], kp, missing))
+
+    for _ in progress_bar(
+        prefetch(todo, make, workers), total=len(todo), desc="thumbnails", enabled=progress
+    ):
+        pass
+    for f in thumbs.iterdir():
+        if f.name not in wanted:
+            f.unlink(missing_ok=True)  # a crop no longer in the site, an old thumbnail, a killed write
+
+    columns: dict[str, list] = {name: [] for name in FIELDS}
+    for r in rows:
+        values = (
+            r["pid"], r["camid"], REVIEWABLE.index(r["status"]), -1 if r["occluded"] is None else int(bool(r["occluded"])),
+            sources.index(r["occlusion_source"]) if r["occlusion_source"] else -1,
+            -1 if r["longest_missing_run"] is None else r["longest_missing_run"],
+            _mask(r["missing_parts"], BODY_PARTS), _mask(_found(r), DETECTORS), int(_disagree(r, detectors)),
+        )  # fmt: skip
+        for name, value in zip(FIELDS, values, strict=True):
+            columns[name].append(value)
+    digest = hashlib.sha256(layout.images_table.read_bytes()).hexdigest()[:12]
+    data = {
+        "site": f"{digest}-{len(rows)}", "n": len(rows), "page_size": page_size,
+        "ids": "".join(r["image_id"] for r in rows), "thumbs": "".join(h or _NO_THUMB for h in names),
+        "columns": columns, "reviewers": {str(i): r["reviewer"] for i, r in enumerate(rows) if r["reviewer"]},
+        "statuses": list(REVIEWABLE), "sources": sources, "parts": list(BODY_PARTS), "detectors": list(DETECTORS),
+        "download": list(DOWNLOAD_COLUMNS),
+    }  # fmt: skip
+    if any(len(r["image_id"]) != ID_WIDTH for r in rows):
+        raise CurationError(f"{layout.images_table}: image ids must be {ID_WIDTH} hex digits")
+    # JSON.parse of one string literal: V8 parses it faster than the same data as a script literal
+    script = (
+        "window.OPREID_REVIEW = JSON.parse(" + json.dumps(json.dumps(data, separators=(",", ":"))) + ");\n"
+    )
+    template_text = (
+        resources.files("opreid_builder.curation")
+        .joinpath("review_template.html")
+        .read_text(encoding="utf-8")
+    )
+    env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
+    html = env.from_string(template_text).render(
+        title=Path(out).resolve().name, parts=BODY_PARTS, cameras=cameras,
+        statuses=REVIEWABLE, detectors=", ".join(detectors) or "none recorded", data_file=REVIEW_DATA,
+        csv_name=REVIEW_CSV, rule=rule, selection=_selection_note(only, sample, len(rows)),
+    )  # fmt: skip
+    atomic_write_text(site / REVIEW_DATA, script)
+    atomic_write_text(site / REVIEW_HTML, html)
+    csv_path = site / REVIEW_CSV
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["image_id", "occluded", "machine_flag", "flag_source", "longest_missing_run", "missing_parts",
+                     "status", "camid", "source_path"])  # fmt: skip
+    for r in rows:
+        flag = "" if r["occluded"] is None else str(bool(r["occluded"])).lower()
+        writer.writerow([r["image_id"], "", flag, r["occlusion_source"] or "", "" if r["longest_missing_run"] is None else r["longest_missing_run"],
+                         "|".join(r["missing_parts"] or []), r["status"], r["camid"], r["source_path"]])  # fmt: skip
+    atomic_write_text(csv_path, buf.getvalue())
+    pages = max(1, -(-len(rows) // page_size))
+    size = len(html.encode()) + len(script.encode())
+    return ReviewResult(site / REVIEW_HTML, csv_path, len(rows), pages, len(todo), size)
+
+
+def _selection_note(only: str | None, sample: int | None, n: int) -> str:
+    parts = []
+    if only:
+        parts.append(f"only {only} crops")
+    if sample:
+        parts.append(f"a random sample of {sample}")
+    return f"{n} crops" + (f" ({', '.join(parts)})" if parts else "")

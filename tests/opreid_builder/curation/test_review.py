@@ -1,0 +1,205 @@
+"""`opreid review`: the static review site (items, thumbnails, filters, --sample/--only), its CSV, and the
+whole loop in headless Chromium: toggle, download corrections.csv, build with it."""
+
+from __future__ import annotations
+
+import csv
+import json
+from datetime import datetime
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+import support.leaderboard as lf
+from click.testing import CliRunner
+from PIL import Image
+from support.curation import SMALL_SPLIT, make_synth
+
+from manifests import BODY_PARTS, IMAGES, read_manifest
+from opreid.cli import cli
+from opreid_builder.curation.pipeline import CurateConfig, curate
+from opreid_builder.curation.review import FIELDS, write_review
+
+
+class Page(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.selects: dict[str, list[str]] = {}
+        self.scripts: list[str] = []
+        self._select = None
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "select":
+            self._select = a.get("id")
+            self.selects[self._select] = []
+        elif tag == "option" and self._select:
+            self.selects[self._select].append(a.get("value"))
+        elif tag == "script" and a.get("src"):
+            self.scripts.append(a["src"])
+
+    def handle_endtag(self, tag):
+        if tag == "select":
+            self._select = None
+
+
+def site_data(html: Path) -> dict:
+    """The data items.js hands to the page (`window.OPREID_REVIEW = JSON.parse("...");`)."""
+    text = (html.parent / "items.js").read_text()
+    head, tail = "window.OPREID_REVIEW = JSON.parse(", ");\n"
+    assert text.startswith(head) and text.endswith(tail)
+    return json.loads(json.loads(text[len(head) : -len(tail)]))
+
+
+def ids(data: dict) -> list[str]:
+    return [data["ids"][16 * i : 16 * i + 16] for i in range(data["n"])]
+
+
+@pytest.fixture(scope="module")
+def raw(tmp_path_factory) -> Path:
+    return make_synth(tmp_path_factory.mktemp("synth") / "raw", identities=8, cameras=3, seed=3)
+
+
+@pytest.fixture(scope="module")
+def curated(raw, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("out")
+    curate(raw, out, CurateConfig(keypoints=str(raw / "keypoints.parquet"), workers=0), progress=False)
+    return out
+
+
+def test_review_site_items_thumbnails_and_filters(curated):
+    result = write_review(curated, page_size=25)
+    page = Page()
+    page.feed(result.html.read_text())
+    assert page.scripts == ["items.js"]
+    data = site_data(result.html)
+    assert set(data["columns"]) == set(FIELDS) and data["page_size"] == 25
+    assert data["n"] == result.items > 25 and result.pages == -(-result.items // 25)
+    assert all(len(column) == data["n"] for column in data["columns"].values())
+    assert set(page.selects) >= {"f-flag", "f-reviewed", "f-part", "f-cam", "f-status", "f-disagree"}
+    assert set(page.selects["f-flag"]) == {"", "occluded", "holistic", "none"}
+    assert set(BODY_PARTS) <= set(page.selects["f-part"])
+    assert page.selects["f-cam"] == ["", "1", "2", "3"]
+    flags, parts = data["columns"]["flag"], data["columns"]["parts"]
+    occluded = [i for i in range(data["n"]) if flags[i] == 1]
+    assert occluded and all(parts[i] for i in occluded)  # an occluded crop misses some part
+    for i, image_id in enumerate(ids(data)):
+        digest = data["thumbs"][8 * i : 8 * i + 8]
+        with Image.open(result.html.parent / "thumbs" / f"{image_id}-{digest}.jpg") as im:
+            assert im.height == 128  # a file, cut from the masked crop, with the skeleton drawn in
+    assert len(list((result.html.parent / "thumbs").iterdir())) == result.items
+    html = result.html.read_text()
+    assert "http://" not in html and "https://" not in html  # no server, no network
+    again = write_review(curated, page_size=25)
+    assert again.thumbnails == 0  # thumbnails that are up to date are kept
+
+
+def test_review_sample_and_only(curated):
+    everything = write_review(curated)
+    flagged = write_review(curated, only="flagged")
+    data = site_data(flagged.html)
+    assert 0 < flagged.items < everything.items and set(data["columns"]["flag"]) == {1}
+    sample = write_review(curated, sample=10, seed=1)
+    picked = ids(site_data(sample.html))
+    assert sample.items == 10 and picked == ids(site_data(write_review(curated, sample=10, seed=1).html))
+    assert len(list((sample.html.parent / "thumbs").iterdir())) == 10  # thumbnails of the crops shown only
+
+
+def test_review_csv_template_round_trips_as_corrections(raw, curated, tmp_path):
+    result = write_review(curated)
+    with result.csv.open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == result.items and all(r["occluded"] == "" for r in rows)
+    rows[0]["occluded"] = "false" if rows[0]["machine_flag"] == "true" else "true"
+    fix = tmp_path / "fix.csv"
+    with fix.open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    cfg = CurateConfig(keypoints=str(raw / "keypoints.parquet"), corrections=str(fix), workers=0)
+    result = curate(raw, tmp_path / "out", cfg, progress=False)
+    by_id = {r["image_id"]: r for r in result.images.to_pylist()}
+    fixed = by_id[rows[0]["image_id"]]
+    assert fixed["occlusion_source"] == "review" and fixed["occluded"] is (rows[0]["occluded"] == "true")
+    assert sum(r["occlusion_source"] == "review" for r in by_id.values()) == 1
+
+
+def test_review_cli(curated):
+    res = CliRunner().invoke(cli, ["review", str(curated), "--page-size", "50", "--json"])
+    assert res.exit_code == 0, res.output
+    body = json.loads(res.stdout)
+    assert body["html"].endswith("index.html") and (curated / "review" / "index.html").is_file()
+    assert body["pages"] == -(-body["items"] // 50)
+    res = CliRunner().invoke(cli, ["review", str(curated.parent / "nope")])
+    assert res.exit_code != 0
+
+
+def test_review_without_curation_is_a_clear_error(tmp_path, run_opreid, expect_error):
+    expect_error(run_opreid("review", tmp_path), "opreid review", 2, "images.parquet")
+
+
+@pytest.mark.slow
+def test_review_in_chromium_toggle_download_and_apply(chromium_path, tmp_path, run_opreid):
+    """Toggle two crops in the browser, download corrections.csv, build with it: the flags, the reviewer
+    and the time of each edit land in images.parquet."""
+    raw = make_synth(tmp_path / "raw", identities=60, cameras=4, seed=3)
+    out = tmp_path / "rel"
+    build = (
+        "build-split",
+        raw,
+        "-o",
+        out,
+        "--keypoints",
+        raw / "keypoints.parquet",
+        *SMALL_SPLIT,
+        "--no-progress",
+    )
+    assert run_opreid(*build).exit_code == 0
+    assert run_opreid("review", out, "--page-size", "40").exit_code == 0
+    before = {r["image_id"]: r for r in read_manifest(out / "private" / "images.parquet", IMAGES).to_pylist()}
+    downloaded = tmp_path / "corrections.csv"
+    with lf.chromium_page(chromium_path, accept_downloads=True) as page:
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto((out / "review" / "index.html").as_uri())
+        assert page.locator(".card").count() == 40
+        assert "page 1 /" in page.locator("#page").inner_text()
+        page.fill("#reviewer", "Ada Lovelace")
+        cards = page.locator(".card")
+        picked = [cards.nth(i).get_attribute("data-id") for i in (0, 5)]
+        for i in (0, 5):
+            cards.nth(i).click()
+        assert page.locator("#count").inner_text() == "2 corrections"
+        page.select_option("#f-reviewed", "yes")  # the filter sees every page, not just this one
+        assert sorted(page.locator(".card").evaluate_all("els => els.map(e => e.dataset.id)")) == sorted(
+            picked
+        )
+        assert "reviewed=yes" in page.url
+        page.select_option("#f-reviewed", "")
+        page.locator("#next").click()
+        page.wait_for_function("document.body.dataset.page === '2'")
+        assert "page=2" in page.url and page.locator(".card").first.get_attribute("data-id") not in picked
+        page.reload()  # edits survive a reload
+        assert page.locator("#count").inner_text() == "2 corrections"
+        with page.expect_download() as info:
+            page.locator("#download").click()
+        assert info.value.suggested_filename == "corrections.csv"
+        info.value.save_as(downloaded)
+        assert not errors, errors
+    with downloaded.open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["image_id"] for r in rows] == sorted(picked)
+    assert all(r["reviewer"] == "Ada Lovelace" and r["reviewed_at"] for r in rows)
+    assert run_opreid(*build, "--corrections", downloaded).exit_code == 0
+    after = {r["image_id"]: r for r in read_manifest(out / "private" / "images.parquet", IMAGES).to_pylist()}
+    for image_id in picked:
+        assert after[image_id]["occluded"] is (not before[image_id]["occluded"])
+        assert (
+            after[image_id]["occlusion_source"] == "review" and after[image_id]["reviewer"] == "Ada Lovelace"
+        )
+        assert datetime.fromisoformat(after[image_id]["reviewed_at"].replace("Z", "+00:00")).year >= 2024
+    assert sum(r["occlusion_source"] == "review" for r in after.values()) == 2
+    curation = json.loads((out / "dataset.json").read_text())["parameters"]["curation"]
+    assert curation["corrections"]["applied"] == 2 and curation["corrections"]["reviewers"] == [
+        "Ada Lovelace"
+    ]
