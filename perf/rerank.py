@@ -182,7 +182,9 @@ def main() -> None:
     ap.add_argument("--memory-mb", default="1024", help="budgets of the blocked runs, comma-separated")
     ap.add_argument("--devices", default="cpu", help="--rerank-device of the blocked runs, comma-separated")
     ap.add_argument("--no-baseline", action="store_true", help="skip the full-matrix baseline")
-    ap.add_argument("--profile", action="store_true", help="print the seconds of each phase of the blocked runs")
+    ap.add_argument(
+        "--profile", action="store_true", help="print the seconds of each phase of the blocked runs"
+    )
     ap.add_argument("--score", action="store_true", help="also time `opreid score FEATS.npz --rerank`")
     ap.add_argument("--child", nargs=9, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -226,7 +228,9 @@ def main() -> None:
             first = next(iter(outputs.items()), None)
             for key, other in list(outputs.items())[1:]:
                 diff, same = compare(first[1], other)
-                print(f"  {key} vs {first[0]}: max |difference| {diff:.2e}, identical top-10 lists {100 * same:.2f}%")
+                print(
+                    f"  {key} vs {first[0]}: max |difference| {diff:.2e}, identical top-10 lists {100 * same:.2f}%"
+                )
             if args.score and first is not None:
                 res = score_child(tmp, nq, ng, args, runs[0])
                 print(_score_line(res, blocked[0][1]), flush=True)

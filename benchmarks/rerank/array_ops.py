@@ -136,18 +136,16 @@ class NumpyOps:
     def searchsorted(self, a, v, side: str = "left"):
         return np.searchsorted(a, v, side=side)
 
-    def row_dots64(self, x, i, j):
-        """sum_d x[i, d] x[j, d] in float64 for the pairs (i, j) (products of float32 are exact in float64)."""
-        return np.multiply(x[i], x[j], dtype=np.float64).sum(1)
+    def dots64(self, x, y):
+        """Row-wise inner products in float64 (a product of two float32 is exact in float64)."""
+        return np.multiply(x, y, dtype=np.float64).sum(1)
 
-    def row_dots(self, x, i, j):
-        """sum_d x[i, d] x[j, d] in the features' dtype for the pairs (i, j)."""
-        return np.einsum("ij,ij->i", x[i], x[j])
+    def dots(self, x, y):
+        """Row-wise inner products in the arrays' dtype."""
+        return np.einsum("ij,ij->i", x, y)
 
-    def squared_norms64(self, x, step: int = 4096):
-        return np.concatenate(
-            [np.einsum("ij,ij->i", x[a : a + step], x[a : a + step], dtype=np.float64) for a in range(0, len(x), step)]
-        )
+    def squared_norms64(self, x, step: int = 256):
+        return np.concatenate([self.dots64(x[a : a + step], x[a : a + step]) for a in range(0, len(x), step)])
 
 
 class TorchOps:
@@ -275,11 +273,11 @@ class TorchOps:
     def searchsorted(self, a, v, side: str = "left"):
         return self.torch.searchsorted(a, v, side=side)
 
-    def row_dots64(self, x, i, j):
-        return (x[i].to(self.torch.float64) * x[j].to(self.torch.float64)).sum(1)
+    def dots64(self, x, y):
+        return (x.to(self.torch.float64) * y.to(self.torch.float64)).sum(1)
 
-    def row_dots(self, x, i, j):
-        return (x[i] * x[j]).sum(1)
+    def dots(self, x, y):
+        return (x * y).sum(1)
 
     def squared_norms64(self, x, step: int = 4096):
         return self.torch.cat(

@@ -33,6 +33,7 @@ import numpy as np
 
 from benchmarks.metrics.distances import METRICS, FeatureDistances
 from benchmarks.rerank.array_ops import array_ops, top_k_stable
+from benchmarks.rerank.features import FeatureRows
 from benchmarks.rerank.neighbours import block_side, nearest_neighbours
 from benchmarks.rerank.settings import DEVICE_HELP, RerankError, RerankSettings
 
@@ -111,15 +112,7 @@ class KReciprocalReranker:
         self._progress = progress
 
         with self._phase("features"):
-            features = np.concatenate([np.asarray(query, dtype=dtype), np.asarray(gallery, dtype=dtype)])
-            if metric == "cosine":  # in place: no second copy of the features
-                for a in range(0, n, 8192):
-                    part = features[a : a + 8192]
-                    norms = np.sqrt(np.einsum("ij,ij->i", part, part, dtype=np.float64)).astype(dtype)
-                    part /= np.maximum(norms, np.finfo(dtype).tiny)[:, None]
-            self._x = o.asarray(features)
-            del features
-            self._sq = self._squared_norms()
+            self._f = FeatureRows(o, query, gallery, dtype, metric)
         qg_bytes = self.num_query * self.num_gallery * dtype.itemsize
         self._qg = None
         if self._keeps_query_gallery(qg_bytes):
@@ -129,9 +122,8 @@ class KReciprocalReranker:
         w1, w2, k2 = min(s.k1 + 1, n), min(s.half_k1 + 1, n), min(s.k2, n)
         capacity = min(n, max(w1, k2) * _EXTRA_CANDIDATES)
         lists = nearest_neighbours(
-            o, self._x, self._sq, capacity, (w1, w2, k2), self._budget,
-            query_gallery=self._qg, num_query=self.num_query, progress=progress,
-        )  # fmt: skip
+            self._f, capacity, (w1, w2, k2), self._budget, query_gallery=self._qg, progress=progress
+        )
         self.timings.update(lists.timings)
         self._rowmax = o.clamp_min(lists.rowmax, float(np.finfo(dtype).tiny))
         self.backend = (
@@ -152,11 +144,6 @@ class KReciprocalReranker:
 
     def _phase(self, name: str):
         return _Timer(self, name)
-
-    def _squared_norms(self):
-        o, x = self.ops, self._x
-        everything = slice(None)
-        return o.concat([o.row_dots(x[a : a + 8192], everything, everything) for a in range(0, len(x), 8192)])
 
     # ---- sizes ----------------------------------------------------------------------------------
     @property
@@ -236,11 +223,10 @@ class KReciprocalReranker:
             out[hit] = vals[pos[hit]]
             found |= hit
         miss = o.nonzero(~found)[0]
-        step = self._rows_within(2 * self._x.shape[1] * self.dtype.itemsize)
+        step = min(1024, self._rows_within(2 * self._f.dim * self.dtype.itemsize))
         for a in range(0, len(miss), step):
             m = miss[a : a + step]
-            i, j = rows[m], cols[m]
-            out[m] = o.clamp_min(self._sq[i] + self._sq[j] - 2 * o.row_dots(self._x, i, j), 0)
+            out[m] = o.clamp_min(self._f.pair_distances(rows[m], cols[m]), 0)
         self.computed_pairs = len(miss)
         return out
 
@@ -297,15 +283,11 @@ class KReciprocalReranker:
 
     def _original(self, s: int, e: int):
         """Rows s..e-1 of the Q x G original distances, clamped and divided by their row maxima."""
-        o, nq = self.ops, self.num_query
+        o, f = self.ops, self._f
         if self._qg is not None:
             block = o.clamp_min(self._qg[s:e], 0)
         else:
-            block = self._x[s:e] @ self._x[nq:].T
-            block *= -2
-            block += self._sq[s:e, None]
-            block += self._sq[None, nq:]
-            block = o.clamp_min(block, 0)
+            block = o.clamp_min(f.block(f.left(s, e), s, e, self.num_query, self.num_images), 0)
         block /= self._rowmax[s:e, None]
         return block
 

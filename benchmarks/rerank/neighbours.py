@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from benchmarks.rerank.features import FeatureRows
 from manifests import progress_bar
 
 log = logging.getLogger(__name__)
@@ -123,17 +124,17 @@ class _Pass:
 
 
 def nearest_neighbours(
-    ops, x, sq, capacity: int, boundaries: tuple[int, ...], budget_bytes: int, *,
-    query_gallery=None, num_query: int = 0, progress: bool = False,
+    feats: FeatureRows, capacity: int, boundaries: tuple[int, ...], budget_bytes: int, *,
+    query_gallery=None, progress: bool = False,
 ) -> NeighbourLists:  # fmt: skip
-    """Each row's `capacity` nearest images by squared distance (features `x`, squared norms `sq`, both of
-    the work dtype, on the ops' device), exact at every p in `boundaries` (each < capacity or = N).
+    """Each row's `capacity` nearest images by squared distance, exact at every p in `boundaries` (each
+    below `capacity`, or N).
 
-    `query_gallery`, when given, is filled with the unclamped distances of rows 0..num_query-1 to rows
-    num_query.. on the way (the final mix reads them without a second product).
+    `query_gallery`, when given, is filled with the unclamped distances of the query rows to the
+    gallery rows on the way (the final mix reads them without a second product).
     """
-    o, n = ops, len(x)
-    dtype = o.dtype_of(x)
+    o, n, num_query = feats.ops, len(feats), feats.num_query
+    dtype = feats.dtype
     timings: dict[str, float] = {}
     start = time.perf_counter()
     state = _Pass(o, n, capacity, dtype)
@@ -144,12 +145,10 @@ def nearest_neighbours(
     with bar:
         for a in starts:
             b = min(a + side, n)
+            left = feats.left(a, b)
             for c in range(a, n, side):
                 e = min(c + side, n)
-                d = x[a:b] @ x[c:e].T
-                d *= -2
-                d += sq[a:b, None]
-                d += sq[None, c:e]
+                d = feats.block(left, a, b, c, e)
                 if query_gallery is not None and a < num_query and e > num_query:
                     q1, g0 = min(b, num_query), max(c, num_query)
                     query_gallery[a:q1, g0 - num_query : e - num_query] = d[: q1 - a, g0 - c :]
@@ -162,7 +161,7 @@ def nearest_neighbours(
     timings["neighbours: block products"] = time.perf_counter() - start
     start = time.perf_counter()
     rowmax = o.clamp_min(state.rowmax, 0)
-    lists = _exact_boundaries(o, x, state, rowmax, boundaries, budget_bytes)
+    lists = _exact_boundaries(feats, state, rowmax, boundaries, budget_bytes)
     o.sync()
     timings["neighbours: exact re-check"] = time.perf_counter() - start
     lists.timings = timings
@@ -180,23 +179,24 @@ def _sorted_by_value_then_column(o, vals, cols):
     return o.take_along(vals, order), o.take_along(cols, order)
 
 
-def _exact_dist(o, x, sq64, rows, cols, budget_bytes: int):
+def _exact_dist(feats: FeatureRows, rows, cols, budget_bytes: int):
     """max(d, 0) in float64 for the pairs (rows, cols), a bounded number of pairs at a time."""
+    o = feats.ops
     out = o.empty((len(rows),), np.float64)
-    step = max(1, min(256, budget_bytes // max(1, 4 * x.shape[1] * 8)))  # small: in cache, no page faults
+    step = max(1, min(256, budget_bytes // max(1, 4 * feats.dim * 8)))  # small: in cache, no page faults
     for a in range(0, len(rows), step):
-        r, c = rows[a : a + step], cols[a : a + step]
-        out[a : a + step] = o.clamp_min(sq64[r] + sq64[c] - 2 * o.row_dots64(x, r, c), 0)
+        out[a : a + step] = o.clamp_min(feats.pair_distances64(rows[a : a + step], cols[a : a + step]), 0)
     return out
 
 
-def _exact_boundaries(o, x, state: _Pass, rowmax, boundaries, budget_bytes: int) -> NeighbourLists:
-    n, cap = state.n, state.capacity
-    np_dtype = o.dtype_of(state.vals)
+def _exact_boundaries(
+    feats: FeatureRows, state: _Pass, rowmax, boundaries, budget_bytes: int
+) -> NeighbourLists:
+    o, n, cap = feats.ops, state.n, state.capacity
+    np_dtype = feats.dtype
     vals, cols = _sorted_by_value_then_column(o, state.vals, state.cols)
     del state.vals, state.cols
-    sq64 = o.squared_norms64(x)  # of the stored features, exactly as the re-check computes distances
-    err = error_bound(x.shape[1], np_dtype, float(o.max(sq64, 0)))
+    err = error_bound(feats.dim, np_dtype, float(o.max(feats.sq64, 0)))
     bounds = [p for p in sorted(set(boundaries)) if 0 < p < cap]
     k = max(bounds, default=0)
     exact_row = o.full((n,), False, bool)
@@ -206,7 +206,7 @@ def _exact_boundaries(o, x, state: _Pass, rowmax, boundaries, budget_bytes: int)
         rows = o.nonzero(incomplete)[0]
         full_rows = len(rows)
         if full_rows:
-            v, c = _exact_full_rows(o, x, sq64, rows, cap, budget_bytes)
+            v, c = _exact_full_rows(feats, rows, cap, budget_bytes)
             vals[rows], cols[rows] = o.cast(v, np_dtype), c
             exact_row[rows] = True
     norm = o.cast(o.clamp_min(rowmax, float(np.finfo(np_dtype).tiny)), np.float64)
@@ -222,10 +222,10 @@ def _exact_boundaries(o, x, state: _Pass, rowmax, boundaries, budget_bytes: int)
     rr, qq = o.nonzero(need)
     tier = o.full((n, cap), 0, np.int64)
     if len(rr):
-        key = _exact_dist(o, x, sq64, rr, cols[rr, qq], budget_bytes)
+        key = _exact_dist(feats, rr, cols[rr, qq], budget_bytes)
         vals[rr, qq] = o.cast(key, np_dtype)
         key = key / norm[rr]
-        for p, low, high, amb in zip(bounds, lows, highs, ambiguous):
+        for p, low, high, amb in zip(bounds, lows, highs, ambiguous, strict=True):
             inside = o.where(amb[:, None], positions < low[:, None], positions < p)
             sel = amb[rr] & (qq >= low[rr]) & (qq < high[rr])
             gr, gq, gk = rr[sel], qq[sel], key[sel]
@@ -246,25 +246,21 @@ def _exact_boundaries(o, x, state: _Pass, rowmax, boundaries, budget_bytes: int)
     )  # fmt: skip
 
 
-def _exact_full_rows(o, x, sq64, rows, cap: int, budget_bytes: int):
+def _exact_full_rows(feats: FeatureRows, rows, cap: int, budget_bytes: int):
     """Rows whose doubtful zone the pass could not hold: their `cap` nearest by exact float64 distance
     against every image, ties by index, a bounded block at a time."""
-    n, dim = len(x), x.shape[1]
+    o, n = feats.ops, len(feats)
     side = max(1, min(MAX_BLOCK, int(np.sqrt(budget_bytes / 40))))
     out_v = o.empty((len(rows), cap), np.float64)
     out_c = o.empty((len(rows), cap), np.int64)
     for a in range(0, len(rows), side):
         r = rows[a : a + side]
-        xr = o.cast(x[r], np.float64)
+        left64 = feats.rows64(r)
         best_v = o.full((len(r), 0), np.inf, np.float64)
         best_c = o.full((len(r), 0), -1, np.int64)
         for c in range(0, n, max(side, cap)):
             e = min(c + max(side, cap), n)
-            d = xr @ o.cast(x[c:e], np.float64).T
-            d *= -2
-            d += sq64[r, None]
-            d += sq64[None, c:e]
-            d = o.clamp_min(d, 0)
+            d = o.clamp_min(feats.block64(left64, r, c, e), 0)
             both_v = o.concat([best_v, d], 1)  # kept columns are all below c: ties keep them first
             both_c = o.concat([best_c, o.broadcast_rows(o.arange(c, e), len(r))], 1)
             idx = o.smallest_stable(both_v, min(cap, both_v.shape[1]))

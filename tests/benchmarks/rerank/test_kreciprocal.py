@@ -224,3 +224,65 @@ def test_extract_rerank_writes_the_reranked_matrix(built_release, tmp_path, run_
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6)
     expect_error(run_opreid(*common, "--features", feats, "--rerank"), "opreid extract", 1,
                  "--rerank re-ranks the distance matrix: give -o")  # fmt: skip
+
+
+# ---- the torch code (--rerank-device), run on the CPU ------------------------------------------------
+@pytest.fixture
+def one_torch_thread():
+    """torch's worker threads spin while they wait: on a shared CPU a second one costs far more than it gives."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize(
+    ("metric", "k1", "k2", "lam", "memory_mb"),
+    [("cosine", 20, 6, 0.3, 1), ("euclidean", 3, 3, 1.0, 64), ("cosine", 7, 9, 0.5, 64)],
+)
+def test_the_torch_code_matches_the_full_matrix_implementation(
+    metric, k1, k2, lam, memory_mb, one_torch_thread
+):
+    feats, _ = clustered(120, 6, 24, seed=k1 + k2)
+    q, g = feats[:150], feats[150:]
+    settings = RerankSettings(k1=k1, k2=k2, lambda_value=lam, memory_mb=memory_mb, device="torch-cpu")
+    ours = rerank_matrix(q, g, metric, settings)
+    assert ours.dtype == np.float64 and ours.shape == (150, 570)
+    np.testing.assert_allclose(ours, reference_rerank(q, g, metric, k1, k2, lam), rtol=0, atol=1e-12)
+
+
+def test_the_torch_code_breaks_exact_ties_as_numpy_does(one_torch_thread):
+    rng = np.random.default_rng(3)
+    feats = rng.integers(0, 3, size=(160, 3)).astype(np.float64)
+    q, g = feats[:40], feats[40:]
+    ours = rerank_matrix(q, g, "euclidean", RerankSettings(k1=4, k2=2, memory_mb=1, device="torch-cpu"))
+    np.testing.assert_allclose(ours, reference_rerank(q, g, "euclidean", 4, 2), rtol=0, atol=1e-12)
+
+
+def test_float32_features_give_the_same_result_on_numpy_and_torch(one_torch_thread):
+    feats, _ = clustered(80, 5, 64, seed=4, spread=0.9)
+    q, g = feats[:80].astype(np.float32), feats[80:].astype(np.float32)
+    on_numpy = rerank_matrix(q, g, "cosine", RerankSettings(memory_mb=2))
+    on_torch = rerank_matrix(q, g, "cosine", RerankSettings(memory_mb=2, device="torch-cpu"))
+    assert on_numpy.dtype == on_torch.dtype == np.float32
+    np.testing.assert_allclose(on_torch, on_numpy, rtol=0, atol=2e-6)
+    np.testing.assert_allclose(on_numpy, reference_rerank(q, g), rtol=0, atol=2e-6)
+
+
+def test_devices_that_cannot_run_are_user_errors():
+    q, g = np.ones((2, 3)), np.ones((3, 3))
+    with pytest.raises(RerankError, match="device must be") as info:
+        rerank_matrix(q, g, settings=RerankSettings(device="gpu"))
+    assert info.value.exit_code == 1
+    import torch
+
+    if not torch.cuda.is_available():
+        with pytest.raises(RerankError, match="no CUDA device is available"):
+            rerank_matrix(q, g, settings=RerankSettings(device="cuda"))
+
+
+def test_score_refuses_an_unknown_device_before_reading_anything(tmp_path, run_opreid, expect_error):
+    result = run_opreid("score", tmp_path / "f.npz", "--data", tmp_path, "--rerank", "--rerank-device", "tpu")
+    expect_error(result, "opreid score", 1, "--rerank-device", "cuda")
