@@ -35,6 +35,35 @@ class NumpyOps:
     """numpy on the CPU."""
 
     name = "numpy"
+    #: Rows of a block the pass's element-wise steps take at a time: a piece that stays in the core's
+    #: cache through all of them instead of streaming the whole block from memory once per step.
+    scan_rows = 128
+
+    def matmul(self, a, b, out=None):
+        if out is None:
+            return a @ b
+        return np.matmul(a, b, out=out)
+
+    def next_up(self, a):
+        return np.nextafter(a, np.inf)
+
+    def contiguous(self, a):
+        return np.ascontiguousarray(a)
+
+    def argsort_small(self, a, bound: int):
+        """Stable argsort of non-negative integers below `bound` (a radix sort when they fit 16 bits)."""
+        if bound <= 1 << 15:
+            a = a.astype(np.int16)
+        return np.argsort(a, kind="stable")
+
+    def nonzero_sparse(self, mask):
+        """np.nonzero of a 2-D mask that is mostly False: its bytes are scanned eight at a time."""
+        flat = mask.reshape(-1)
+        whole = len(flat) - len(flat) % 8
+        words = np.flatnonzero(flat[:whole].view(np.uint64))
+        i, j = np.nonzero(flat[:whole].reshape(-1, 8)[words])
+        idx = np.concatenate([words[i] * 8 + j, np.flatnonzero(flat[whole:]) + whole])
+        return np.divmod(idx, mask.shape[1])
 
     def asarray(self, a, dtype=None):
         return np.ascontiguousarray(a, dtype=dtype)
@@ -152,6 +181,7 @@ class TorchOps:
     """torch on one device; numpy arrays come in and go out as arrays of the same dtypes."""
 
     name = "torch"
+    scan_rows = None  # whole blocks: a device runs each step over the block in parallel
 
     def __init__(self, device: str):
         import torch
@@ -176,6 +206,21 @@ class TorchOps:
 
     def to_numpy(self, a) -> np.ndarray:
         return a.cpu().numpy()
+
+    def matmul(self, a, b, out=None):
+        return self.torch.matmul(a, b, out=out)
+
+    def next_up(self, a):
+        return self.torch.nextafter(a, self.torch.full_like(a, np.inf))
+
+    def contiguous(self, a):
+        return a.contiguous()
+
+    def argsort_small(self, a, bound: int):
+        return self.torch.sort(a, stable=True).indices
+
+    def nonzero_sparse(self, mask):
+        return self.torch.nonzero(mask, as_tuple=True)
 
     def sync(self) -> None:
         if self.device.type == "cuda":

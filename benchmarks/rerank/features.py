@@ -70,16 +70,32 @@ class FeatureRows:
             return x * -2
         return x * (self.scale[a:b] * -2)[:, None]
 
+    @property
+    def shift(self) -> float:
+        """The constant a finished block leaves out: 2 for cosine (|x|^2 + |y|^2), 0 for euclidean.
+
+        Adding it changes no row's order, so the neighbour pass adds it to the few values it keeps only.
+        """
+        return 0.0 if self.constant_sq is None else 2 * self.constant_sq
+
+    def product(self, left, c: int, e: int, out=None):
+        """`left` times rows c..e-1: a block of distances still to `finish` (into `out` when given)."""
+        return self.ops.matmul(left, self.rows(c, e).T, out)
+
+    def finish(self, part, a: int, b: int, c: int, e: int) -> None:
+        """In place: rows a..b-1 x columns c..e-1 of a product become their distances minus `shift`."""
+        if self.scale is not None:
+            part *= self.scale[None, c:e]
+        if self.constant_sq is None:
+            part += self.sq[a:b, None]
+            part += self.sq[None, c:e]
+
     def block(self, left, a: int, b: int, c: int, e: int):
         """Squared distances of rows a..b-1 (their `left` factor) to rows c..e-1, in the work dtype."""
-        d = left @ self.rows(c, e).T
-        if self.scale is not None:
-            d *= self.scale[None, c:e]
-        if self.constant_sq is not None:
-            d += 2 * self.constant_sq
-        else:
-            d += self.sq[a:b, None]
-            d += self.sq[None, c:e]
+        d = self.product(left, c, e)
+        self.finish(d, a, b, c, e)
+        if self.shift:
+            d += self.shift
         return d
 
     def pair_distances(self, i, j):

@@ -281,30 +281,35 @@ class KReciprocalReranker:
             first = last
         return out.reshape(b - a, g)
 
-    def _original(self, s: int, e: int):
-        """Rows s..e-1 of the Q x G original distances, clamped and divided by their row maxima."""
+    def _original_scaled(self, s: int, e: int):
+        """lambda times rows s..e-1 of the Q x G original distances, each row divided by its maximum."""
         o, f = self.ops, self._f
         if self._qg is not None:
-            block = o.clamp_min(self._qg[s:e], 0)
+            block = self._qg[s:e] + f.shift
         else:
-            block = o.clamp_min(f.block(f.left(s, e), s, e, self.num_query, self.num_images), 0)
-        block /= self._rowmax[s:e, None]
+            block = f.block(f.left(s, e), s, e, self.num_query, self.num_images)
+        block = o.clamp_min(block, 0)
+        block *= (self.settings.lambda_value / self._rowmax[s:e])[:, None]
         return block
 
     def rows(self, a: int, b: int) -> np.ndarray:
         """Re-ranked distances of queries a..b-1 to every gallery image (lower is closer)."""
-        o, lam = self.ops, self.settings.lambda_value
+        o, keep = self.ops, 1 - self.settings.lambda_value
         out = np.empty((b - a, self.num_gallery), dtype=self.dtype)
         step = self._rows_within(self._query_row_bytes)
         for s in range(a, b, step):
             e = min(s + step, b)
             with self._phase("jaccard"):
                 overlap = self._overlap(s, e)
-            with self._phase("final mix"):
-                jaccard = 1 - overlap / (2 - overlap)
-                jaccard *= 1 - lam
-                jaccard += lam * self._original(s, e)
-                out[s - a : e - a] = o.to_numpy(jaccard)
+            with self._phase("final mix"):  # (1 - lambda) (1 - o / (2 - o)) + lambda d, in place
+                mixed = o.cast(overlap, self.dtype)
+                del overlap
+                below = 2 - mixed
+                mixed *= -2 * keep
+                mixed += 2 * keep
+                mixed /= below
+                mixed += self._original_scaled(s, e)
+                out[s - a : e - a] = o.to_numpy(mixed)
         return out
 
 

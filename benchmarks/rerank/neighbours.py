@@ -77,42 +77,83 @@ def block_side(budget_bytes: int, itemsize: int) -> int:
 
 
 class _Pass:
-    """The blocked pass's running state: per row the kept candidates, their largest, and the row maximum."""
+    """The blocked pass's running state: per row the kept candidates, their largest (`thr`), and the row
+    maximum. Blocks arrive as products still to finish and without the constant `shift` (see
+    FeatureRows.shift): the comparisons move the thresholds instead, and only kept values get it back."""
 
-    def __init__(self, ops, n: int, capacity: int, dtype):
-        self.ops, self.n, self.capacity = ops, n, capacity
-        self.vals = ops.full((n, capacity), np.inf, dtype)
-        self.cols = ops.full((n, capacity), -1, np.int64)
-        self.thr = ops.full((n,), np.inf, dtype)
-        self.rowmax = ops.full((n,), -np.inf, dtype)
+    def __init__(self, feats: FeatureRows, capacity: int):
+        o, n, dtype = feats.ops, len(feats), feats.dtype
+        self.ops, self.feats, self.n, self.capacity, self.shift = o, feats, n, capacity, feats.shift
+        self.vals = o.full((n, capacity), np.inf, dtype)
+        self.cols = o.full((n, capacity), -1, np.int64)
+        self.thr = o.full((n,), np.inf, dtype)
+        self.rowmax = o.full((n,), -np.inf, dtype)  # without the shift
 
-    def take(self, r0: int, r1: int, d, c0: int, *, transposed: bool, first: bool) -> None:
-        """Rows r0..r1-1 meet columns c0.. of the block `d` (its rows; its columns when transposed)."""
-        o, cap = self.ops, self.capacity
-        axis = 0 if transposed else 1
-        self.rowmax[r0:r1] = o.maximum(self.rowmax[r0:r1], o.max(d, axis))
-        if first and d.shape[1 - axis] > cap:  # nothing kept yet: at most `cap` and the ties of the last
-            self.thr[r0:r1] = o.kth_smallest(d.T if transposed else d, cap)
-            below = (d <= self.thr[None, r0:r1]) if transposed else (d <= self.thr[r0:r1, None])
+    def _first_thresholds(self, d, cap: int):
+        """Row thresholds of a block that meets its rows first: their cap-th smallest, included."""
+        o = self.ops
+        if d.shape[1] <= cap:
+            return o.full((d.shape[0],), np.inf, self.feats.dtype)
+        return o.next_up(o.kth_smallest(d, cap))
+
+    def scan(self, d, a: int, b: int, c: int, e: int, query_gallery=None) -> None:
+        """Rows a..b-1 meet columns c..e-1 (a product from FeatureRows.product, finished here) and, unless
+        the block is diagonal, columns c..e-1 meet rows a..b-1. Every row meets its diagonal block first."""
+        o, f, cap, shift = self.ops, self.feats, self.capacity, self.shift
+        diagonal = c == a
+        if diagonal:  # the k-th smallest needs whole rows of the finished block
+            f.finish(d, a, b, c, e)
+            tr = self._first_thresholds(d, cap)
         else:
-            below = (d < self.thr[None, r0:r1]) if transposed else (d < self.thr[r0:r1, None])
-        if transposed:
-            cc, rr = o.nonzero(below)
-        else:
-            rr, cc = o.nonzero(below)
-        del below
-        if len(rr):
-            self.merge(rr + r0, cc + c0, o.clamp_min(d[cc, rr] if transposed else d[rr, cc], 0))
+            tr, tc = self.thr[a:b] - shift, self.thr[c:e] - shift
+        step = o.scan_rows or (b - a)
+        found_r, found_c, colmax = [], [], None
+        for r0 in range(0, b - a, step):
+            r1 = min(r0 + step, b - a)
+            part = d[r0:r1]
+            if not diagonal:
+                f.finish(part, a + r0, a + r1, c, e)
+            self.rowmax[a + r0 : a + r1] = o.maximum(self.rowmax[a + r0 : a + r1], o.max(part, 1))
+            below = part < tr[r0:r1, None]
+            if not diagonal:
+                top = o.max(part, 0)
+                colmax = top if colmax is None else o.maximum(colmax, top)
+                below |= part < tc[None, :]
+            rr, cc = o.nonzero_sparse(below)
+            found_r.append(rr + r0), found_c.append(cc)
+        if not diagonal:
+            self.rowmax[c:e] = o.maximum(self.rowmax[c:e], colmax)
+        if query_gallery is not None:  # the final mix's original distances, still without the shift
+            nq = f.num_query
+            if a < nq and e > nq:
+                q1, g0 = min(b, nq), max(c, nq)
+                query_gallery[a:q1, g0 - nq : e - nq] = d[: q1 - a, g0 - c :]
+        rr, cc = o.concat(found_r), o.concat(found_c)
+        if len(rr) == 0:
+            return
+        v = d[rr, cc]
+        mine = v < tr[rr]
+        rows, cols, vals = [rr[mine] + a], [cc[mine] + c], [v[mine]]
+        if not diagonal:  # by target row, after the rows a..b-1 (c >= b): merge takes rows in order
+            theirs = o.nonzero(v < tc[cc])[0]
+            theirs = theirs[o.argsort_small(cc[theirs], e - c)]
+            rows.append(cc[theirs] + c), cols.append(rr[theirs] + a), vals.append(v[theirs])
+        vals = o.concat(vals)
+        if shift:
+            vals += shift
+        self.merge(o.concat(rows), o.concat(cols), o.clamp_min(vals, 0))
 
     def merge(self, rows, cols, vals) -> None:
-        """Keep, per row, the `capacity` smallest of what it holds and the new (row, column, value)s."""
+        """Keep, per row, the `capacity` smallest of what it holds and the new (row, column, value)s, the
+        new ones in ascending row order."""
         o, cap = self.ops, self.capacity
-        uniq, inverse = o.unique_inverse(rows)
-        counts = o.bincount(inverse, minlength=len(uniq))
-        order = o.argsort_stable(inverse)
-        inverse, cols, vals = inverse[order], cols[order], vals[order]
-        starts = o.cumsum(counts) - counts
-        pos = o.arange(len(inverse)) - starts[inverse] + cap
+        first = int(rows[0])
+        counts = o.bincount(rows - first)
+        uniq = o.nonzero(counts)[0]
+        counts = counts[uniq]
+        uniq += first
+        inverse = o.repeat(o.arange(len(uniq)), counts)
+        pos = o.arange(len(rows)) - o.repeat(o.cumsum(counts) - counts, counts) + cap
         width = cap + int(counts.max())
         dv = o.full((len(uniq), width), np.inf, self.vals.dtype)
         dc = o.full((len(uniq), width), -1, np.int64)
@@ -131,36 +172,30 @@ def nearest_neighbours(
     below `capacity`, or N).
 
     `query_gallery`, when given, is filled with the unclamped distances of the query rows to the
-    gallery rows on the way (the final mix reads them without a second product).
+    gallery rows on the way, less FeatureRows.shift (the final mix reads them without a second product).
     """
-    o, n, num_query = feats.ops, len(feats), feats.num_query
-    dtype = feats.dtype
+    o, n = feats.ops, len(feats)
     timings: dict[str, float] = {}
     start = time.perf_counter()
-    state = _Pass(o, n, capacity, dtype)
-    side = block_side(budget_bytes, dtype.itemsize)
+    state = _Pass(feats, capacity)
+    side = block_side(budget_bytes, feats.dtype.itemsize)
     starts = list(range(0, n, side))
-    bar = progress_bar(total=len(starts) * (len(starts) + 1) // 2, enabled=progress,
-                       desc="re-rank: neighbours", unit="block")  # fmt: skip
-    with bar:
-        for a in starts:
-            b = min(a + side, n)
-            left = feats.left(a, b)
-            for c in range(a, n, side):
-                e = min(c + side, n)
-                d = feats.block(left, a, b, c, e)
-                if query_gallery is not None and a < num_query and e > num_query:
-                    q1, g0 = min(b, num_query), max(c, num_query)
-                    query_gallery[a:q1, g0 - num_query : e - num_query] = d[: q1 - a, g0 - c :]
-                state.take(a, b, d, c, transposed=False, first=c == a == 0)  # later rows met block 0 first
-                if c != a:
-                    state.take(c, e, d, a, transposed=True, first=a == 0)
-                del d
-                bar.update(1)
+    buffer = o.empty((min(side, n) ** 2,), feats.dtype)  # one block's product, reused: no fresh pages
+    pairs = [(a, a) for a in starts] + [(a, c) for a in starts for c in starts if c > a]  # diagonals first
+    left = None
+    with progress_bar(total=len(pairs), enabled=progress, desc="re-rank: neighbours", unit="block") as bar:
+        for a, c in pairs:
+            b, e = min(a + side, n), min(c + side, n)
+            if left is None or left[0] != a:
+                left = (a, feats.left(a, b))
+            d = feats.product(left[1], c, e, out=buffer[: (b - a) * (e - c)].reshape(b - a, e - c))
+            state.scan(d, a, b, c, e, query_gallery)
+            bar.update(1)
+    del buffer
     o.sync()
     timings["neighbours: block products"] = time.perf_counter() - start
     start = time.perf_counter()
-    rowmax = o.clamp_min(state.rowmax, 0)
+    rowmax = o.clamp_min(state.rowmax + state.shift, 0)
     lists = _exact_boundaries(feats, state, rowmax, boundaries, budget_bytes)
     o.sync()
     timings["neighbours: exact re-check"] = time.perf_counter() - start
@@ -202,7 +237,9 @@ def _exact_boundaries(
     exact_row = o.full((n,), False, bool)
     full_rows = 0
     if cap < n and k:
-        incomplete = vals[:, cap - 1] <= vals[:, k - 1] + 2 * err
+        # a value the pass left out is at least the kept largest, up to the rounding of the shift
+        slack = 8 * float(np.finfo(np_dtype).eps) * (feats.shift + float(o.max(feats.sq64, 0)))
+        incomplete = vals[:, cap - 1] - slack <= vals[:, k - 1] + 2 * err
         rows = o.nonzero(incomplete)[0]
         full_rows = len(rows)
         if full_rows:
