@@ -50,6 +50,9 @@ class NumpyOps:
     def contiguous(self, a):
         return np.ascontiguousarray(a)
 
+    def less(self, a, b, out):
+        return np.less(a, b, out=out)
+
     def argsort_small(self, a, bound: int):
         """Stable argsort of non-negative integers below `bound` (a radix sort when they fit 16 bits)."""
         if bound <= 1 << 15:
@@ -215,6 +218,9 @@ class TorchOps:
 
     def contiguous(self, a):
         return a.contiguous()
+
+    def less(self, a, b, out):
+        return self.torch.lt(a, b, out=out)
 
     def argsort_small(self, a, bound: int):
         return self.torch.sort(a, stable=True).indices

@@ -52,9 +52,10 @@ _TRIPLE_BYTES = 56
 #: Candidates kept per row beyond the k1 + 1 nearest: the weights of V read the distances of expanded
 #: members from them, and a row whose doubtful zone at a boundary outgrows them is computed again whole.
 _EXTRA_CANDIDATES = 2
-#: The Q x G original distances are kept from the pass when, beside them, the budget still holds this
-#: many re-ranked query rows and a pass block of this side.
-_MIN_ROWS_BESIDE_QG, _MIN_SIDE_BESIDE_QG = 32, 1024
+#: The budget's share for one step's working arrays. Larger steps gain no speed; the rest is left to
+#: the Q x G original distances (kept when they fit in half the budget) and to the O(N k1 k2) state, so
+#: that the whole stays within the budget beside the features.
+_WORK_SHARE = 4
 
 
 @dataclass(frozen=True)
@@ -115,20 +116,21 @@ class KReciprocalReranker:
             self._f = FeatureRows(o, query, gallery, dtype, metric)
         qg_bytes = self.num_query * self.num_gallery * dtype.itemsize
         self._qg = None
-        if self._keeps_query_gallery(qg_bytes):
+        self._work = self._budget // _WORK_SHARE
+        if qg_bytes <= self._budget // 2:  # else each block of re-ranked rows computes its product again
             self._qg = o.empty((self.num_query, self.num_gallery), dtype)
-            self._budget -= qg_bytes
+            self._work = min(self._work, (self._budget - qg_bytes) // 2)
         s = settings
         w1, w2, k2 = min(s.k1 + 1, n), min(s.half_k1 + 1, n), min(s.k2, n)
         capacity = min(n, max(w1, k2) * _EXTRA_CANDIDATES)
         lists = nearest_neighbours(
-            self._f, capacity, (w1, w2, k2), self._budget, query_gallery=self._qg, progress=progress
+            self._f, capacity, (w1, w2, k2), self._work, query_gallery=self._qg, progress=progress
         )
         self.timings.update(lists.timings)
         self._rowmax = o.clamp_min(lists.rowmax, float(np.finfo(dtype).tiny))
         self.backend = (
             f"{'numpy' if o.name == 'numpy' else f'torch on {o.device}'} {dtype.name} blocks of "
-            f"{block_side(self._budget, dtype.itemsize)}; {lists.rechecked} boundary distances re-checked in "
+            f"{block_side(self._work, dtype.itemsize)}; {lists.rechecked} boundary distances re-checked in "
             f"float64, {lists.full_rows} rows redone whole"
         )
         v = self._weights(lists, w1, w2)
@@ -152,7 +154,7 @@ class KReciprocalReranker:
         return 2 * self.num_gallery * (_ROW_BYTES + 2 * self.dtype.itemsize)
 
     def _rows_within(self, bytes_per_row: int) -> int:
-        return max(1, self._budget // max(bytes_per_row, 1))
+        return max(1, self._work // max(bytes_per_row, 1))
 
     def _check_budget(self) -> None:
         need = max(self.num_images * (self.dtype.itemsize * 2 + 2), self._query_row_bytes)
@@ -161,12 +163,6 @@ class KReciprocalReranker:
                 f"re-ranking memory budget of {self.settings.memory_mb} MiB is below the "
                 f"{-(-need // 2**20)} MiB one row of {self.num_images} images needs; raise --rerank-memory-mb"
             )
-
-    def _keeps_query_gallery(self, qg_bytes: int) -> bool:
-        """Keep the Q x G distances the pass computes anyway when the rest of the budget still works well."""
-        rest = self._budget - qg_bytes
-        side_bytes = _MIN_SIDE_BESIDE_QG**2 * (2 * self.dtype.itemsize + 16)
-        return rest >= max(_MIN_ROWS_BESIDE_QG * self._query_row_bytes, side_bytes)
 
     # ---- 2. k-reciprocal sets, expansion, weights -----------------------------------------------
     def _reciprocal(self, fw, step: int):
@@ -182,7 +178,7 @@ class KReciprocalReranker:
     def _weights(self, lists, w1: int, w2: int) -> _Sparse:
         o, n = self.ops, self.num_images
         with self._phase("reciprocal sets"):
-            step = self._rows_within(w1 * w2 * w1 * 2 + (w1 + w1 * w2) * 24)
+            step = self._rows_within(w1 * w2 * w1 * 2 + (w1 + w1 * w2) * 40)
             rec1 = self._reciprocal(lists.index[:, :w1], step)
             rec2 = self._reciprocal(lists.index[:, :w2], step)
         with self._phase("expansion"):
@@ -270,7 +266,7 @@ class KReciprocalReranker:
         lengths = inv.indptr[ks + 1] - inv.indptr[ks]
         ends = np.cumsum(o.to_numpy(lengths))
         sizes = np.asarray(o.to_numpy(lengths))
-        budget = max(1, (self._budget // 2) // _TRIPLE_BYTES)
+        budget = max(1, (self._work // 2) // _TRIPLE_BYTES)
         first = 0
         while first < len(ends):  # pieces of whole (query, k) entries; an entry holds at most G triples
             last = max(first + 1, int(np.searchsorted(ends, ends[first] - sizes[first] + budget, "right")))

@@ -81,13 +81,16 @@ class _Pass:
     maximum. Blocks arrive as products still to finish and without the constant `shift` (see
     FeatureRows.shift): the comparisons move the thresholds instead, and only kept values get it back."""
 
-    def __init__(self, feats: FeatureRows, capacity: int):
+    def __init__(self, feats: FeatureRows, capacity: int, side: int):
         o, n, dtype = feats.ops, len(feats), feats.dtype
         self.ops, self.feats, self.n, self.capacity, self.shift = o, feats, n, capacity, feats.shift
         self.vals = o.full((n, capacity), np.inf, dtype)
         self.cols = o.full((n, capacity), -1, np.int64)
         self.thr = o.full((n,), np.inf, dtype)
         self.rowmax = o.full((n,), -np.inf, dtype)  # without the shift
+        # one block's product and comparison mask, reused: fresh pages for every block cost more
+        self.product = o.empty((min(side, n) ** 2,), dtype)
+        self.mask = o.empty((min(side, n) ** 2,), bool)
 
     def _first_thresholds(self, d, cap: int):
         """Row thresholds of a block that meets its rows first: their cap-th smallest, included."""
@@ -107,20 +110,19 @@ class _Pass:
         else:
             tr, tc = self.thr[a:b] - shift, self.thr[c:e] - shift
         step = o.scan_rows or (b - a)
-        found_r, found_c, colmax = [], [], None
+        below = self.mask[: (b - a) * (e - c)].reshape(b - a, e - c)
+        colmax = None
         for r0 in range(0, b - a, step):
             r1 = min(r0 + step, b - a)
-            part = d[r0:r1]
+            part, into = d[r0:r1], below[r0:r1]
             if not diagonal:
                 f.finish(part, a + r0, a + r1, c, e)
             self.rowmax[a + r0 : a + r1] = o.maximum(self.rowmax[a + r0 : a + r1], o.max(part, 1))
-            below = part < tr[r0:r1, None]
+            o.less(part, tr[r0:r1, None], out=into)
             if not diagonal:
                 top = o.max(part, 0)
                 colmax = top if colmax is None else o.maximum(colmax, top)
-                below |= part < tc[None, :]
-            rr, cc = o.nonzero_sparse(below)
-            found_r.append(rr + r0), found_c.append(cc)
+                into |= part < tc[None, :]
         if not diagonal:
             self.rowmax[c:e] = o.maximum(self.rowmax[c:e], colmax)
         if query_gallery is not None:  # the final mix's original distances, still without the shift
@@ -128,7 +130,7 @@ class _Pass:
             if a < nq and e > nq:
                 q1, g0 = min(b, nq), max(c, nq)
                 query_gallery[a:q1, g0 - nq : e - nq] = d[: q1 - a, g0 - c :]
-        rr, cc = o.concat(found_r), o.concat(found_c)
+        rr, cc = o.nonzero_sparse(below)
         if len(rr) == 0:
             return
         v = d[rr, cc]
@@ -177,10 +179,9 @@ def nearest_neighbours(
     o, n = feats.ops, len(feats)
     timings: dict[str, float] = {}
     start = time.perf_counter()
-    state = _Pass(feats, capacity)
     side = block_side(budget_bytes, feats.dtype.itemsize)
+    state = _Pass(feats, capacity, side)
     starts = list(range(0, n, side))
-    buffer = o.empty((min(side, n) ** 2,), feats.dtype)  # one block's product, reused: no fresh pages
     pairs = [(a, a) for a in starts] + [(a, c) for a in starts for c in starts if c > a]  # diagonals first
     left = None
     with progress_bar(total=len(pairs), enabled=progress, desc="re-rank: neighbours", unit="block") as bar:
@@ -188,10 +189,10 @@ def nearest_neighbours(
             b, e = min(a + side, n), min(c + side, n)
             if left is None or left[0] != a:
                 left = (a, feats.left(a, b))
-            d = feats.product(left[1], c, e, out=buffer[: (b - a) * (e - c)].reshape(b - a, e - c))
+            d = feats.product(left[1], c, e, out=state.product[: (b - a) * (e - c)].reshape(b - a, e - c))
             state.scan(d, a, b, c, e, query_gallery)
             bar.update(1)
-    del buffer
+    del state.product, state.mask
     o.sync()
     timings["neighbours: block products"] = time.perf_counter() - start
     start = time.perf_counter()
