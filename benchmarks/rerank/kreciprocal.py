@@ -115,7 +115,7 @@ class KReciprocalReranker:
         with self._phase("features"):
             self._f = FeatureRows(o, query, gallery, dtype, metric)
         qg_bytes = self.num_query * self.num_gallery * dtype.itemsize
-        self._qg = None
+        self._qg, self._slab = None, (0, ())
         self._work = self._budget // _WORK_SHARE
         if qg_bytes <= self._budget // 2:  # else each block of re-ranked rows computes its product again
             self._qg = o.empty((self.num_query, self.num_gallery), dtype)
@@ -283,10 +283,23 @@ class KReciprocalReranker:
         if self._qg is not None:
             block = self._qg[s:e] + f.shift
         else:
-            block = f.block(f.left(s, e), s, e, self.num_query, self.num_images)
+            block = self._slab_rows(s, e)
         block = o.clamp_min(block, 0)
         block *= (self.settings.lambda_value / self._rowmax[s:e])[:, None]
         return block
+
+    def _slab_rows(self, s: int, e: int):
+        """Rows s..e-1 of the original distances when they were not kept: computed a slab of many query
+        rows at a time (a product of a few rows runs at half the BLAS's speed) while they are read in order."""
+        f = self._f
+        start, slab = self._slab
+        if not (start <= s and e <= start + len(slab)):
+            in_order = s == start + len(slab)
+            rows = (self._work // 2) // (self.num_gallery * self.dtype.itemsize) if in_order else 0
+            end = min(self.num_query, s + max(e - s, rows))
+            slab = f.block(f.left(s, end), s, end, self.num_query, self.num_images)
+            self._slab = start, slab = s, slab
+        return slab[s - start : e - start]
 
     def rows(self, a: int, b: int) -> np.ndarray:
         """Re-ranked distances of queries a..b-1 to every gallery image (lower is closer)."""

@@ -35,9 +35,9 @@ log = logging.getLogger(__name__)
 #: Bytes per element of one block of the pass beyond the block itself: a comparison mask, and where a
 #: row meets its first block, a partition's int64 indices and a copy of the block.
 _BLOCK_OVERHEAD = 16
-#: Largest block side: products of 2048-row blocks already run at the BLAS's full speed, and a smaller
-#: first block per row makes the first partition cheaper.
-MAX_BLOCK = 2048
+#: Largest block side: 1024-row products ran a third slower than 2048-row ones, 3072 and 4096 about 10%
+#: faster than 2048 (OpenBLAS, 2 cores); the budget's share for a step sets the side below that.
+MAX_BLOCK = 4096
 
 
 @dataclass
