@@ -90,7 +90,7 @@ def _expand(o, indptr, starts_of):
 
 class KReciprocalReranker:
     """The state re-ranking keeps for every image; `rows(a, b)` gives re-ranked query rows a..b-1.
-    `timings` holds the seconds each phase took so far.
+    `timings` holds the seconds each phase took so far, `product_flops` the matrix products' work.
 
     Build it with `rerank_distances`.
     """
@@ -127,6 +127,8 @@ class KReciprocalReranker:
             self._f, capacity, (w1, w2, k2), self._work, query_gallery=self._qg, progress=progress
         )
         self.timings.update(lists.timings)
+        #: floating-point operations of the matrix products so far: the floor the BLAS sets
+        self.product_flops = lists.product_flops
         self._rowmax = o.clamp_min(lists.rowmax, float(np.finfo(dtype).tiny))
         self.backend = (
             f"{'numpy' if o.name == 'numpy' else f'torch on {o.device}'} {dtype.name} blocks of "
@@ -299,6 +301,7 @@ class KReciprocalReranker:
             end = min(self.num_query, s + max(e - s, rows))
             slab = f.block(f.left(s, end), s, end, self.num_query, self.num_images)
             self._slab = start, slab = s, slab
+            self.product_flops += 2.0 * (end - s) * self.num_gallery * f.dim
         return slab[s - start : e - start]
 
     def rows(self, a: int, b: int) -> np.ndarray:

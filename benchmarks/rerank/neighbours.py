@@ -52,6 +52,7 @@ class NeighbourLists:
     rechecked: int = 0
     full_rows: int = 0
     timings: dict = field(default_factory=dict)
+    product_flops: float = 0.0
 
 
 #: lambda of the probabilistic bound below: a D = 2048 inner product exceeds it with probability below
@@ -183,7 +184,7 @@ def nearest_neighbours(
     state = _Pass(feats, capacity, side)
     starts = list(range(0, n, side))
     pairs = [(a, a) for a in starts] + [(a, c) for a in starts for c in starts if c > a]  # diagonals first
-    left = None
+    left, flops = None, 0.0
     with progress_bar(total=len(pairs), enabled=progress, desc="re-rank: neighbours", unit="block") as bar:
         for a, c in pairs:
             b, e = min(a + side, n), min(c + side, n)
@@ -191,6 +192,7 @@ def nearest_neighbours(
                 left = (a, feats.left(a, b))
             d = feats.product(left[1], c, e, out=state.product[: (b - a) * (e - c)].reshape(b - a, e - c))
             state.scan(d, a, b, c, e, query_gallery)
+            flops += 2.0 * (b - a) * (e - c) * feats.dim
             bar.update(1)
     del state.product, state.mask
     o.sync()
@@ -200,7 +202,7 @@ def nearest_neighbours(
     lists = _exact_boundaries(feats, state, rowmax, boundaries, budget_bytes)
     o.sync()
     timings["neighbours: exact re-check"] = time.perf_counter() - start
-    lists.timings = timings
+    lists.timings, lists.product_flops = timings, flops
     log.info(
         "neighbours of %d images: blocks of %d; %d distances re-checked in float64, %d rows redone whole",
         n, side, lists.rechecked, lists.full_rows,
