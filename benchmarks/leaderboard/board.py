@@ -75,7 +75,7 @@ def create_board(store: Store, data_dir: str | Path, settings: BoardSettings = B
     store.create_file()
     store.create_schema()
     token = new_token()
-    with store.session() as session:
+    with store.locked() as session:
         if session.get(Board, 1) is not None:
             raise AlreadyInitialisedError(f"{store.display_url} already holds a leaderboard")
         session.add(
