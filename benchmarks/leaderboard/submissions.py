@@ -119,7 +119,7 @@ def _clean_metadata(
                 or any(c.isspace() for c in url)):  # fmt: skip
             raise LeaderboardError("url must be an http(s) address")
         check_text("the url", url)
-    description = (description or "").strip() or None
+    description = (description or "").replace("\r\n", "\n").strip() or None  # a form's textarea sends CRLF
     if description is not None:
         check_text("the description", description, multiline=True)
         if len(description) > MAX_DESCRIPTION:

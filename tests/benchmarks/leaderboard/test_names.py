@@ -84,6 +84,15 @@ def test_method_names_with_terminal_controls_are_refused(board):
         run("submit", board["sub"], "--method", "Ünïcode 模型 ok", "--data", board["out"], env=env).exit_code
         == 0
     )
+    # a browser's textarea sends CRLF line ends: kept as lines; a lone CR (it overwrites a line) is refused
+    crlf = ["--method", "m", "--data", board["out"], "--json", "--description"]
+    result = run("submit", board["sub"], *crlf, "one\r\ntwo", env=env)
+    assert (
+        result.exit_code == 0
+        and json.loads(run("history", "--data", board["out"], "--json", env=env).stdout)[0]["description"]
+        == "one\ntwo"
+    )
+    assert run("submit", board["sub"], *crlf, "one\rtwo", env=env).exit_code == ExitCode.USER
 
 
 def test_stored_names_are_escaped_in_what_the_host_reads(board):

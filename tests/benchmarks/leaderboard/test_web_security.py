@@ -121,6 +121,11 @@ def test_a_token_checked_body_is_refused_before_it_is_read(live):
     response, took = raw_request(port, head, body)
     assert response.startswith(b"HTTP/1.1 401"), response[:200]
     assert took < 5
+    # an upload with a wrong Bearer token: refused before the upload is read
+    head = (b"POST /api/submit HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer olb_wrong\r\n"
+            b"Content-Type: multipart/form-data; boundary=zz\r\nTransfer-Encoding: chunked\r\n\r\n")  # fmt: skip
+    response, took = raw_request(port, head, body)
+    assert response.startswith(b"HTTP/1.1 401") and took < 5, response[:200]
     # a declared 80 MB body: refused from its length, token or not
     for auth in ("", f"Authorization: Bearer {alpha}\r\n"):
         head = (f"POST /api/selection HTTP/1.1\r\nHost: x\r\n{auth}Content-Type: application/json\r\n"
