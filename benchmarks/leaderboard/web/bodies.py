@@ -67,6 +67,7 @@ async def submission_ids(request: Request, form_field: str) -> list[int]:
         values = (await request.form(max_files=0, max_fields=200)).getlist(form_field)
     else:
         raise LeaderboardError(
-            f'send the selection as {JSON_TYPE} ({{"submission_ids": [...]}}) or as a form, not {kind or "no type"}'
+            f'send the selection as {JSON_TYPE} ({{"submission_ids": [...]}}) or as a form, '
+            f"not {kind or 'no content type'}"
         )
     return whole_numbers(values)

@@ -25,15 +25,17 @@ from benchmarks.leaderboard.web.security import (
 router = APIRouter()
 
 
-async def host_page(ctx: WebContext, request: Request, token: str | None, error: LeaderboardError | None = None,
-                    status: int = 200) -> Any:  # fmt: skip
+async def host_page(ctx: WebContext, request: Request, token: str | None,
+                    error: LeaderboardError | None = None, status: int = 200) -> Any:  # fmt: skip
     """The private standings when `token` is the host's; else the sign-in form (401 for another token)."""
     context: dict[str, Any] = {"standings": None, "error": error and for_client(error)}
     if token and await is_host_token(ctx, token):
         context["signed_in"] = True
         phase = request.query_params.get("phase")
-        context["standings"] = await in_thread(compute_standings, ctx.store, private=True, host_token=token,
-                                               phase=phase if phase in PHASES else None, clock=ctx.clock)  # fmt: skip
+        context["standings"] = await in_thread(
+            compute_standings, ctx.store, private=True, host_token=token,
+            phase=phase if phase in PHASES else None, clock=ctx.clock,
+        )  # fmt: skip
     elif token:
         context["error"] = AuthError("this view needs the host token")
         status = 401

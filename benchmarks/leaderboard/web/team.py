@@ -40,8 +40,10 @@ async def team_page(ctx: WebContext, request: Request, token: str | None, messag
         except AuthError as exc:
             context["error"] = exc
             return await page(ctx, request, "team.html", context, 401)
-        context.update(history=history, columns=metric_columns_of(history), quota=quota.describe(),
-                       selection=selection, team=selection["team"], readonly=False, signed_in=True)  # fmt: skip
+        context.update(
+            history=history, columns=metric_columns_of(history), quota=quota.describe(), selection=selection,
+            team=selection["team"], readonly=False, signed_in=True,
+        )  # fmt: skip
     return await page(ctx, request, "team.html", context, status)
 
 

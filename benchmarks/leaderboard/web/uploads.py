@@ -66,8 +66,8 @@ async def receive_submission(ctx: WebContext, request: Request, *, from_page: bo
     job = in_thread(
         submit, ctx.store, tmp_path, token, method=_text(form, "method"), url=_text(form, "url") or None,
         description=_text(form, "description") or None, filename=Path(upload.filename).name,
-        similarity=_text(form, "similarity") in ("1", "on", "true"), metric=_text(form, "metric") or METRICS[0],
-        ticket=ticket, **options,
+        similarity=_text(form, "similarity") in ("1", "on", "true"),
+        metric=_text(form, "metric") or METRICS[0], ticket=ticket, **options,
     )  # fmt: skip
     task = asyncio.ensure_future(job)
     task.add_done_callback(lambda _t: tmp_path.unlink(missing_ok=True))
