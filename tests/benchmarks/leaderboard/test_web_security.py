@@ -26,6 +26,7 @@ from benchmarks.leaderboard.submissions import submit
 from benchmarks.leaderboard.teams import add_team
 from benchmarks.leaderboard.web import SESSION_COOKIE, WebSettings, create_app
 
+HEADER_DEADLINE_S = 0.5
 FOREIGN = [
     {"Origin": "https://evil.example"},
     {"Origin": "null"},  # a sandboxed frame on another site
@@ -49,7 +50,7 @@ def live(dataset, tmp_path):
     for i, team in enumerate(teams):
         path = lf.write_submission(tmp_path / f"{team}.npy", lf.distance_matrix(data, 0.5, i))
         ids[team] = submit(store, path, teams[team], method=f"{team}-1").submission_id
-    web = WebSettings(request_timeout_s=30, header_timeout_s=1.0)
+    web = WebSettings(request_timeout_s=30, header_timeout_s=HEADER_DEADLINE_S)
     with lf.LiveServer(create_app(store, web), web) as server:
         yield {"server": server, "url": server.url, "store": store, "host": host, "teams": teams, "ids": ids,
                "data": data, "tmp": tmp_path, "db": db, "port": server.port}  # fmt: skip
@@ -170,7 +171,7 @@ def test_selection_bodies_of_the_wrong_shape_are_400_and_change_nothing(live):
 
 # ---- slow headers ------------------------------------------------------------------------------------
 def test_a_connection_that_sends_its_headers_slowly_is_closed(live):
-    port, deadline = live["port"], 1.0  # the fixture's header_timeout_s
+    port, deadline = live["port"], HEADER_DEADLINE_S
     trickle = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: " + b"a" * 200  # a byte per 0.1 s: ~25 s
     start, closed, received = time.monotonic(), False, b""
     with socket.create_connection(("127.0.0.1", port), timeout=0.1) as sock:
@@ -195,6 +196,7 @@ def test_a_connection_that_sends_its_headers_slowly_is_closed(live):
 
 
 # ---- concurrency and host-side faults ----------------------------------------------------------------
+@pytest.mark.slow
 def test_concurrent_selections_all_succeed(live):
     url, teams, ids = live["url"], live["teams"], live["ids"]
 
