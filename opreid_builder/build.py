@@ -18,7 +18,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from manifests import IMAGES, DatasetLayout, ManifestError, read_manifest
-from opreid_builder.curation.pipeline import CurateConfig
+from opreid_builder.curation.config import CurateConfig
+from opreid_builder.curation.pipeline import curate
 from opreid_builder.errors import LeaderboardReleaseError, SplitError, SplitPoolError
 from opreid_builder.release.validate import ValidationReport, validate
 from opreid_builder.release.writer import ReleaseSummary, write_release
@@ -126,8 +127,6 @@ def build_release(
     else:
         if raw is None:
             raise SplitError("RAW is required unless the curated table in OUT is split as it stands")
-        from opreid_builder.curation.pipeline import curate
-
         result = curate(Path(raw), out, curate_config, progress=progress)
         curation = dict(result.curation)
         table = _ok_rows(result.images)

@@ -19,7 +19,8 @@ import pytest
 from PIL import Image, ImageFile
 from support.curation import person_keypoints, write_keypoints
 
-from opreid_builder.curation.pipeline import CurateConfig, curate
+from opreid_builder.curation.config import CurateConfig
+from opreid_builder.curation.pipeline import curate
 from opreid_builder.curation.sources import (
     NOT_UTF8,
     decode_image,

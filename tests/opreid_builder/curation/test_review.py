@@ -17,7 +17,8 @@ from support.curation import SMALL_SPLIT, make_synth
 
 from manifests import BODY_PARTS, IMAGES, read_manifest
 from opreid.cli import cli
-from opreid_builder.curation.pipeline import CurateConfig, curate
+from opreid_builder.curation.config import CurateConfig
+from opreid_builder.curation.pipeline import curate
 from opreid_builder.curation.review import FIELDS, write_review
 
 
