@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
 
 from opreid_builder.errors import TableFileError
-
-if TYPE_CHECKING:
-    import pyarrow as pa
 
 
 def read_table_file(path: Path, column_types: dict, optional_types: dict | None = None) -> pa.Table:
@@ -17,16 +17,10 @@ def read_table_file(path: Path, column_types: dict, optional_types: dict | None 
     CSV columns are parsed with the given Arrow types (`optional_types` too, where present), so an id
     like "0012" stays a string.
     """
-    import pyarrow as pa
-
     try:
         if path.suffix.lower() == ".parquet":
-            import pyarrow.parquet as pq
-
             table = pq.read_table(path)
         else:
-            import pyarrow.csv as pacsv
-
             table = pacsv.read_csv(
                 path,
                 convert_options=pacsv.ConvertOptions(column_types={**(optional_types or {}), **column_types}),

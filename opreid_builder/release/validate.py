@@ -51,6 +51,7 @@ from manifests import (
 )
 from manifests.layout import DATABASE_SUFFIXES, IMAGES_DIR
 from opreid_builder.errors import BuilderError
+from opreid_builder.release.archive import package_format, unpack_archive
 from opreid_builder.release.jpeg_segments import metadata_segment
 from opreid_builder.release.writer import PUBLIC_ID_HEX, RELEASE_MAP, release_files, stale_staging
 from opreid_builder.split.protocol import DISTRACTOR_PID, ProtocolRules
@@ -680,8 +681,6 @@ def validate_public(package: str | Path) -> ValidationReport:
     only public files, each listed and matching its checksum; no pid, no private column or metadata
     anywhere; opaque query/gallery names; no EXIF or comment in any image; a sample submission of
     the right shape. Never raises for a broken package: reports instead."""
-    from opreid_builder.release.archive import package_format, unpack_archive
-
     package = Path(package)
     report = ValidationReport(out=package)
     if package.is_dir():

@@ -1,5 +1,6 @@
 """Sources built to break curation: a FIFO, non-UTF-8 names, huge crops, unlistable folders, ids out
-of range, non-images. Each is recorded with a reason and curation goes on (issue 16)."""
+of range, non-images. Each is recorded with a reason and curation goes on: one bad file in a
+million-crop pool must not stop the run or cost the rest of it."""
 
 from __future__ import annotations
 
