@@ -58,7 +58,7 @@ def load_corrections(path: str | Path) -> Corrections:
     try:
         table = read_table_file(
             path, {"image_id": pa.string(), "occluded": pa.string()},
-            {c: pa.string() for c in REVIEW_COLUMNS},
+            {c: pa.string() for c in REVIEW_COLUMNS}, newlines_in_values=True,
         )  # fmt: skip
     except TableFileError as exc:
         raise CorrectionsError(str(exc)) from None
