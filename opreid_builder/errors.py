@@ -81,6 +81,12 @@ class ReleaseError(BuilderError):
     """Writing the release layout failed (a missing masked image, an output that is not a release)."""
 
 
+class MaskedCropError(ReleaseError):
+    """A masked crop about to be released is not what curate wrote (changed after curation); nothing was written."""
+
+    exit_code = ExitCode.INVALID_INPUT
+
+
 class ExportError(BuilderError):
     """Export to another dataset layout failed (missing ground truth, target folder not empty)."""
 

@@ -45,7 +45,6 @@ import pyarrow.compute as pc
 from manifests import (
     IMAGE_STATUSES,
     IMAGES,
-    MASKED_DIGESTS,
     DatasetLayout,
     atomic_write_text,
     write_manifest,
@@ -56,6 +55,7 @@ from opreid_builder.curation.content_pass import content_pass
 from opreid_builder.curation.corrections import Corrections, load_corrections
 from opreid_builder.curation.engines import require_ray
 from opreid_builder.curation.faces import HEAD_ONLY_WARNING, FaceDetectors
+from opreid_builder.curation.masked_digests import write_masked_digests
 from opreid_builder.curation.masking import BLUR_WARNING
 from opreid_builder.curation.occlusion import OcclusionRule
 from opreid_builder.curation.pose import KeypointsFile, PoseEstimator, keypoint_source
@@ -310,8 +310,7 @@ def _record_masks(layout: DatasetLayout, cand: pa.Table, content: pa.Table | Non
             if f.name not in keep and (f.suffix == ".jpg" or f.name.startswith(".")) and f.is_file():
                 with contextlib.suppress(OSError):
                     f.unlink()
-    digests = pa.table({"image_id": cand.column("image_id"), "sha256": content.column("masked_sha256")})
-    write_manifest(digests, layout.masked_digests, MASKED_DIGESTS)
+    write_masked_digests(layout, cand.column("image_id"), content.column("masked_sha256"))
 
 
 def _counts(table: pa.Table, scan: SourceScan, review: _Review) -> dict[str, int]:

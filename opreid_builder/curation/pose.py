@@ -289,7 +289,7 @@ class KeypointsFile:
                 "its `file` column must name each crop relative to RAW"
             )
         log.warning(
-            "--keypoints %s: %d of %d crops have no entry (e.g. %s) and count as having no person",
+            "--keypoints %s: %d of %d crops have no entry (e.g. %s): no person is found in them (see --no-person)",
             self.path, len(missing), len(source_paths), example,
         )  # fmt: skip
 

@@ -14,8 +14,9 @@ import pyarrow.parquet as pq
 import pytest
 from support.curation import make_synth, person_keypoints, write_keypoints
 
-from manifests import MASKED_DIGESTS, read_manifest, sha256_file
+from manifests import MASKED_DIGESTS, DatasetLayout, read_manifest, sha256_file
 from opreid_builder.curation.config import CurateConfig
+from opreid_builder.curation.masked_digests import changed_masked_crops
 from opreid_builder.curation.pipeline import curate
 from opreid_builder.errors import KeypointsFileError
 
@@ -50,8 +51,10 @@ def _copy(clean: Path, tmp_path: Path) -> Path:
     return out
 
 
-def _first_shard(out: Path, stage: str) -> Path:
-    return sorted((out / "cache" / "shards" / stage).glob("*/*.parquet"))[0]
+def _largest_shard(out: Path, stage: str) -> Path:
+    """The stage's shard with the most rows (shards are cut by content: their sizes vary)."""
+    shards = sorted((out / "cache" / "shards" / stage).glob("*/*.parquet"))
+    return max(shards, key=lambda p: pq.ParquetFile(p).metadata.num_rows)
 
 
 def _rewrite(shard: Path, table: pa.Table, *, record_digest: bool) -> None:
@@ -66,7 +69,7 @@ def _rewrite(shard: Path, table: pa.Table, *, record_digest: bool) -> None:
 def test_a_shard_with_a_row_removed_is_computed_again(raw, clean, tmp_path, caplog, stage, record_digest):
     """Used to stop with exit 70 (a KeyError) on the missing row; a forged digest does not hide it either."""
     out = _copy(clean, tmp_path)
-    shard = _first_shard(out, stage)
+    shard = _largest_shard(out, stage)
     table = pq.read_table(shard)
     assert table.num_rows > 1
     _rewrite(shard, table.slice(1), record_digest=record_digest)
@@ -79,7 +82,7 @@ def test_a_shard_with_a_row_removed_is_computed_again(raw, clean, tmp_path, capl
 def test_an_edited_pose_shard_is_computed_again(raw, clean, tmp_path, caplog):
     """Keypoints edited in the cache (every one hidden: every crop would be flagged occluded) are not reused."""
     out = _copy(clean, tmp_path)
-    shard = _first_shard(out, "pose")
+    shard = _largest_shard(out, "pose")
     table = pq.read_table(shard)
     hidden = pa.array([[0.0] * len(kp) if kp else kp for kp in table.column("keypoints").to_pylist()])
     _rewrite(
@@ -131,3 +134,13 @@ def test_a_keypoints_file_that_names_some_of_the_crops_warns(raw, tmp_path, capl
     assert f"{len(names) - 3} of {len(names)} crops have no entry (e.g. crop '{names[3]}'" in caplog.text
     assert "the file has 'other/x.jpg'" in caplog.text
     assert result.counts["status_no_person"] == len(names) - 3
+
+
+def test_changed_masked_crops_names_a_crop_changed_since_curate(raw, clean, tmp_path):
+    out = _copy(clean, tmp_path)
+    layout = DatasetLayout(out)
+    ids = read_manifest(layout.masked_digests, MASKED_DIGESTS).column("image_id").to_pylist()
+    assert changed_masked_crops(layout, ids) == []
+    (layout.masked / f"{ids[1]}.jpg").write_bytes(b"not the masked crop")
+    (layout.masked / f"{ids[2]}.jpg").unlink()
+    assert changed_masked_crops(layout, ids) == [ids[1], ids[2]]
