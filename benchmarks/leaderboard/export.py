@@ -8,6 +8,7 @@ import json
 
 from benchmarks.leaderboard.names import printable
 from benchmarks.leaderboard.standings import Standings, metric_columns
+from manifests import csv_cell
 
 FORMATS = ("csv", "json", "md")
 
@@ -35,15 +36,6 @@ def _table(standings: Standings) -> tuple[list[str], list[list[object]]]:
     return header, rows
 
 
-def _csv_cell(value: object) -> object:
-    """Text that a spreadsheet would run as a formula gets a leading quote (CSV injection)."""
-    if value is None:
-        return ""
-    if isinstance(value, str) and value[:1] in ("=", "+", "@", "-", "\t", "\r"):
-        return "'" + value
-    return value
-
-
 #: Markdown's inline syntax (emphasis, code, links and images, strikethrough, tables, escapes):
 #: backslash-escaped so that a name renders as the text it is.
 _MD_SPECIAL = frozenset("\\`*_[]()!~|#")
@@ -67,7 +59,7 @@ def render(standings: Standings, fmt: str) -> str:
         buf = io.StringIO()
         writer = csv.writer(buf, lineterminator="\n")
         writer.writerow(header)
-        writer.writerows([[_csv_cell(v) for v in row] for row in rows])
+        writer.writerows([[csv_cell(v) for v in row] for row in rows])
         return buf.getvalue()
     if fmt == "md":
         lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
