@@ -211,7 +211,17 @@ class TorchOps:
         return a.cpu().numpy()
 
     def matmul(self, a, b, out=None):
-        return self.torch.matmul(a, b, out=out)
+        """In full float32: a global TF32 or bfloat16 setting would break the error bound neighbours.py
+        relies on, so it is lifted for the product and put back."""
+        torch = self.torch
+        before = torch.get_float32_matmul_precision()
+        if before == "highest":
+            return torch.matmul(a, b, out=out)
+        torch.set_float32_matmul_precision("highest")
+        try:
+            return torch.matmul(a, b, out=out)
+        finally:
+            torch.set_float32_matmul_precision(before)
 
     def next_up(self, a):
         return self.torch.nextafter(a, self.torch.full_like(a, np.inf))

@@ -286,3 +286,18 @@ def test_devices_that_cannot_run_are_user_errors():
 def test_score_refuses_an_unknown_device_before_reading_anything(tmp_path, run_opreid, expect_error):
     result = run_opreid("score", tmp_path / "f.npz", "--data", tmp_path, "--rerank", "--rerank-device", "tpu")
     expect_error(result, "opreid score", 1, "--rerank-device", "cuda")
+
+
+def test_a_global_reduced_precision_setting_does_not_reach_the_products(one_torch_thread):
+    import torch
+
+    feats, _ = clustered(60, 5, 32, seed=6)
+    q, g = feats[:60].astype(np.float32), feats[60:].astype(np.float32)
+    before = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("medium")
+    try:
+        on_torch = rerank_matrix(q, g, "cosine", RerankSettings(device="torch-cpu"))
+        assert torch.get_float32_matmul_precision() == "medium"
+    finally:
+        torch.set_float32_matmul_precision(before)
+    np.testing.assert_allclose(on_torch, rerank_matrix(q, g, "cosine"), rtol=0, atol=2e-6)
