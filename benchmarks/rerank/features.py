@@ -106,19 +106,23 @@ class FeatureRows:
         return self.sq[i] + self.sq[j] - 2 * dots
 
     def pair_distances64(self, i, j):
-        """The same in float64, exactly but for the last rounding of each product's sum."""
-        dots = self.ops.dots64(self.take(i), self.take(j))
+        """|x_i - x_j|^2 in float64 from the differences themselves: 0 for duplicates and accurate for
+        near-duplicates, where |x|^2 + |y|^2 - 2 x.y loses every digit to cancellation."""
+        o = self.ops
+        xi, xj = o.cast(self.take(i), np.float64), o.cast(self.take(j), np.float64)
         if self.scale64 is not None:
-            dots = dots * self.scale64[i] * self.scale64[j]
-        return self.sq64[i] + self.sq64[j] - 2 * dots
+            xi *= self.scale64[i][:, None]
+            xj *= self.scale64[j][:, None]
+        xi -= xj
+        return o.dots64(xi, xi)
 
     def rows64(self, idx):
-        """Rows idx in float64, scaled for cosine (the exact fallback's left factor)."""
+        """Rows idx in float64, scaled for cosine (the fallback's left factor)."""
         x = self.ops.cast(self.take(idx), np.float64)
         return x if self.scale64 is None else x * self.scale64[idx][:, None]
 
     def block64(self, left64, r, c: int, e: int):
-        """Exact float64 squared distances of the rows `r` (their `rows64`) to rows c..e-1."""
+        """float64 squared distances of the rows `r` (their `rows64`) to rows c..e-1."""
         right = self.ops.cast(self.rows(c, e), np.float64)
         if self.scale64 is not None:
             right = right * self.scale64[c:e][:, None]

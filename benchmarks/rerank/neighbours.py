@@ -287,8 +287,11 @@ def _exact_boundaries(
 
 
 def _exact_full_rows(feats: FeatureRows, rows, cap: int, budget_bytes: int):
-    """Rows whose doubtful zone the pass could not hold: their `cap` nearest by exact float64 distance
-    against every image, ties by index, a bounded block at a time."""
+    """Rows whose doubtful zone the pass could not hold: their `cap` nearest against every image in
+    float64 products, a bounded block at a time, then ordered by the exact distance, ties by index.
+
+    Products leave rounding residues of about 1e-16 where the exact distance of duplicates is 0: a row
+    with more exact ties than `cap` at a boundary may keep other tied images than the lowest-numbered."""
     o, n = feats.ops, len(feats)
     side = max(1, min(MAX_BLOCK, int(np.sqrt(budget_bytes / 40))))
     out_v = o.empty((len(rows), cap), np.float64)
@@ -305,5 +308,8 @@ def _exact_full_rows(feats: FeatureRows, rows, cap: int, budget_bytes: int):
             both_c = o.concat([best_c, o.broadcast_rows(o.arange(c, e), len(r))], 1)
             idx = o.smallest_stable(both_v, min(cap, both_v.shape[1]))
             best_v, best_c = o.take_along(both_v, idx), o.take_along(both_c, idx)
+        flat_r = o.repeat(r, cap) if len(r) else r
+        exact = _exact_dist(feats, flat_r, best_c.reshape(-1), budget_bytes).reshape(len(r), cap)
+        best_v, best_c = _sorted_by_value_then_column(o, exact, best_c)
         out_v[a : a + side], out_c[a : a + side] = best_v, best_c
     return out_v, out_c

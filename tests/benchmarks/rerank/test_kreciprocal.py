@@ -15,13 +15,18 @@ from benchmarks.rerank.kreciprocal import (
 )
 
 
-def reference_rerank(query, gallery, metric="cosine", k1=20, k2=6, lam=0.3):
-    """Zhong et al. as the paper states it, on full (Q+G)^2 matrices: every set built explicitly."""
+def reference_rerank(query, gallery, metric="cosine", k1=20, k2=6, lam=0.3, *, by_differences=False):
+    """Zhong et al. as the paper states it, on full (Q+G)^2 matrices: every set built explicitly.
+    `by_differences` sums (x_i - x_j)^2 instead of |x_i|^2 + |x_j|^2 - 2 x_i.x_j, which cancels to
+    rounding noise for duplicate and near-duplicate images."""
     x = np.concatenate([query, gallery]).astype(np.float64)
     if metric == "cosine":
         x = x / np.linalg.norm(x, axis=1, keepdims=True)
     sq = (x**2).sum(axis=1)
-    dist = np.maximum(sq[:, None] + sq[None, :] - 2 * x @ x.T, 0)
+    if by_differences:
+        dist = ((x[:, None, :] - x[None, :, :]) ** 2).sum(axis=2)
+    else:
+        dist = np.maximum(sq[:, None] + sq[None, :] - 2 * x @ x.T, 0)
     dist = dist / np.maximum(dist.max(axis=1, keepdims=True), np.finfo(np.float64).tiny)
     n, nq = len(x), len(query)
     rank = np.argsort(dist, axis=1, kind="stable")
@@ -269,6 +274,21 @@ def test_float32_features_give_the_same_result_on_numpy_and_torch(one_torch_thre
     assert on_numpy.dtype == on_torch.dtype == np.float32
     np.testing.assert_allclose(on_torch, on_numpy, rtol=0, atol=2e-6)
     np.testing.assert_allclose(on_numpy, reference_rerank(q, g), rtol=0, atol=2e-6)
+
+
+@pytest.mark.parametrize("device", ["cpu", "torch-cpu"])
+@pytest.mark.parametrize("metric", ["cosine", "euclidean"])
+def test_duplicate_and_near_duplicate_images(device, metric, one_torch_thread):
+    """100 copies of one image (more than a row keeps: those rows are redone whole) and 30 copies of
+    another moved by 1e-7: float32 features, each near-tie decided in float64 from the differences."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(400, 16)).astype(np.float32)
+    x[100:200] = x[5]
+    x[300:330] = x[250] + 1e-7 * rng.normal(size=(30, 16)).astype(np.float32)
+    q, g = x[:120], x[120:]
+    ours = rerank_matrix(q, g, metric, RerankSettings(memory_mb=1, device=device))
+    expected = reference_rerank(q, g, metric, by_differences=True)
+    np.testing.assert_allclose(ours, expected, rtol=0, atol=5e-7)
 
 
 def test_devices_that_cannot_run_are_user_errors():
