@@ -15,9 +15,9 @@ Q x G block of the original distances. Here, with N = Q + G images:
    an inverted index of V's gallery rows, mixed with the original distance as (1 - lambda) d_J + lambda d.
 
 `memory_mb` bounds the blocks, and the Q x G original distances that 1 computes anyway, kept for 4
-when the rest of the budget still works well; what is kept for every image is O(N (D + k1 k2)): the
-features, the neighbour lists and the sparse V. The same code runs on numpy (device "cpu") or on
-torch on any device (array_ops.py).
+when they fit in half of it (else 4 computes them again, many query rows at a time); what is kept for
+every image is O(N (D + k1 k2)): the caller's features (not copied), the neighbour lists and the
+sparse V. The same code runs on numpy (device "cpu") or on torch on any device (array_ops.py).
 
 The distance is Zhong's: the squared Euclidean distance between the features the metric compares
 (L2-normalised for cosine, where it is 2 - 2 cos), each row divided by its maximum over all N.
@@ -49,8 +49,8 @@ log = logging.getLogger(__name__)
 _ROW_BYTES = 8 * 3
 #: Bytes per gathered (query, shared neighbour, gallery) triple of the Jaccard step.
 _TRIPLE_BYTES = 56
-#: Candidates kept per row beyond the k1 + 1 nearest: the weights of V read the distances of expanded
-#: members from them, and a row whose doubtful zone at a boundary outgrows them is computed again whole.
+#: Candidates kept per row, as a multiple of the k1 + 1 nearest: the weights of V read the distances of
+#: expanded members from them, and a row whose doubtful zone at a boundary outgrows them is redone whole.
 _EXTRA_CANDIDATES = 2
 #: The budget's share for one step's working arrays. Larger steps gain no speed; the rest is left to
 #: the Q x G original distances (kept when they fit in half the budget) and to the O(N k1 k2) state, so

@@ -7,13 +7,14 @@ a row-by-row pass. Per row the pass keeps the `capacity` smallest distances seen
 maximum. After a row's first block only entries below its current capacity-th smallest are candidates,
 so a block's selection is one comparison and a few sparse entries per row instead of a partition.
 
-A float32 product of D-dimensional features is not exact: `error_bound` is a worst-case bound on the
-difference from the exact distance (far above the typical error). Re-ranking reads, for a few p
-(k2, round(k1/2) + 1 and k1 + 1), the set of each row's p nearest images, ties broken by image index
-as a stable sort breaks them. Only an image whose distance lies within twice the bound of the p-th or
-(p+1)-th one can fall on either side of that boundary: those distances, and only those, are computed
-again in float64 and decide it. A row whose kept candidates do not reach past the doubtful zone (many
-exact ties: duplicate images) is computed again whole, in float64.
+A float32 product of D-dimensional features is not exact: `error_bound` bounds the difference from
+the exact distance (a probabilistic bound, 65 times the largest error measured). Re-ranking reads, for
+a few p (k2, round(k1/2) + 1 and k1 + 1), the set of each row's p nearest images, ties broken by image
+index as a stable sort breaks them. Only an image whose distance lies within twice the bound of the
+p-th or (p+1)-th one can fall on either side of that boundary: those distances, and only those, are
+computed again in float64 from the differences (x_i - x_j) and decide it. A row whose kept candidates
+do not reach past the doubtful zone (many near-exact ties: duplicate images) is redone whole, with
+float64 products.
 
 faiss is not used here: its k-NN search computes each product twice (no symmetry), keeps no row
 maximum and breaks ties its own way; its block product measured slower than numpy's BLAS.
@@ -182,14 +183,12 @@ def nearest_neighbours(
     start = time.perf_counter()
     side = block_side(budget_bytes, feats.dtype.itemsize)
     state = _Pass(feats, capacity, side)
-    starts = list(range(0, n, side))
-    pairs = [(a, a) for a in starts] + [(a, c) for a in starts for c in starts if c > a]  # diagonals first
+    pairs = _block_pairs(n, side, capacity)
     left, flops = None, 0.0
     with progress_bar(total=len(pairs), enabled=progress, desc="re-rank: neighbours", unit="block") as bar:
-        for a, c in pairs:
-            b, e = min(a + side, n), min(c + side, n)
-            if left is None or left[0] != a:
-                left = (a, feats.left(a, b))
+        for a, b, c, e in pairs:
+            if left is None or left[0] != (a, b):
+                left = ((a, b), feats.left(a, b))
             d = feats.product(left[1], c, e, out=state.product[: (b - a) * (e - c)].reshape(b - a, e - c))
             state.scan(d, a, b, c, e, query_gallery)
             flops += 2.0 * (b - a) * (e - c) * feats.dim
@@ -208,6 +207,24 @@ def nearest_neighbours(
         n, side, lists.rechecked, lists.full_rows,
     )  # fmt: skip
     return lists
+
+
+def _block_pairs(n: int, side: int, capacity: int) -> list[tuple[int, int, int, int]]:
+    """(rows a..b-1, columns c..e-1) of the upper triangle, every diagonal block first (where rows meet
+    their first columns). A diagonal block is cut in two halves and the block between them, so its
+    mirror half is not computed: a quarter of its product saved, while each half still holds more
+    columns than a row keeps."""
+    diagonal, upper = [], []
+    for a in range(0, n, side):
+        b = min(a + side, n)
+        m = (a + b) // 2
+        if m - a > 2 * capacity:
+            diagonal += [(a, m, a, m), (m, b, m, b)]
+            upper.append((a, m, m, b))
+        else:
+            diagonal.append((a, b, a, b))
+        upper += [(a, b, c, min(c + side, n)) for c in range(b, n, side)]
+    return diagonal + upper
 
 
 def _sorted_by_value_then_column(o, vals, cols):
