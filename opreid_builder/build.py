@@ -19,7 +19,8 @@ import pyarrow.compute as pc
 
 from manifests import IMAGES, DatasetLayout, ManifestError, read_manifest
 from opreid_builder.curation.pipeline import CurateConfig
-from opreid_builder.errors import LeaderboardReleaseError, SplitError, SplitPoolError
+from opreid_builder.errors import SplitError, SplitPoolError
+from opreid_builder.release.leaderboard_marker import refuse_replacing_leaderboard_release
 from opreid_builder.release.validate import ValidationReport, validate
 from opreid_builder.release.writer import ReleaseSummary, write_release
 from opreid_builder.split.presets import PRESET_NOTES, SplitTargets, resolve_targets
@@ -119,7 +120,7 @@ def build_release(
     """
     out = Path(out)
     config = split.config()
-    _refuse_leaderboard_release(out, force)
+    refuse_replacing_leaderboard_release(out, force)
     if curate_config is None:
         table = _ok_rows(read_manifest(DatasetLayout(out).images_table, IMAGES))
         curation = _recorded_curation(out)
@@ -142,24 +143,6 @@ def build_release(
     report = validate(out)
     _warn_shortfalls(release.target_vs_achieved)
     return BuildResult(out=out, selection=selection, release=release, report=report, curation=curation)
-
-
-def _refuse_leaderboard_release(out: Path, force: bool) -> None:
-    """A leaderboard's hidden split is drawn on OUT's query ids: rebuilding OUT would void it."""
-    marker = DatasetLayout(out).leaderboard_marker
-    if not marker.is_file():
-        return
-    try:
-        where = json.loads(marker.read_text(encoding="utf-8")).get("database", "?")
-    except (OSError, ValueError, AttributeError):
-        where = "?"
-    if not force:
-        raise LeaderboardReleaseError(
-            f"{out} is the release of the leaderboard in {where} (see {marker.name}); rebuilding it would "
-            "change the query ids its hidden split is drawn on. Build into another folder, or pass --force "
-            "(the leaderboard then refuses submissions until it is created again)"
-        )
-    log.warning("rebuilding %s, the release of the leaderboard in %s (--force)", out, where)
 
 
 def largest_fitting_scale(table: pa.Table, split: SplitRequest, steps: int = 14) -> float | None:
