@@ -276,7 +276,7 @@ def _build(out: Path, staging: Path, info: dict[str, Any], progress: bool) -> tu
     if release_protocol(info) == OPREID_PROTOCOL:
         atomic_write_text(target.card, public_card(out, info))
     else:  # an imported benchmark: its card holds no seed and nothing private
-        _check_imported_naming(out, info)
+        check_imported_naming(out, info)
         _copy_checked(layout.card, target.card, listed.get(layout.card.name), layout.card.name)
     atomic_write_text(target.submitting_guide, submitting_guide(str(info.get("name", "the benchmark")),
                                                                 num_query, num_gallery))  # fmt: skip
@@ -304,7 +304,7 @@ def _build(out: Path, staging: Path, info: dict[str, Any], progress: bool) -> tu
     return num_query, num_gallery
 
 
-def _check_imported_naming(out: Path, info: dict[str, Any]) -> None:
+def check_imported_naming(out: Path, info: dict[str, Any]) -> None:
     """An import's public names are only as secret as their seed: refuse one that recorded its seed in
     public (imports before the random secret, which drew with seed 0 by default)."""
     if "naming_seed" not in info and "seed" in info:

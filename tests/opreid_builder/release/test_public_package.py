@@ -219,6 +219,58 @@ def test_an_archive_member_that_escapes_is_refused(tmp_path):
     assert not (tmp_path.parent / "outside.txt").exists()
 
 
+def _tar_gz(path: Path, members: list[tuple[str, bytes | None]]) -> Path:
+    """A .tar.gz of (name, data) members; data None makes a folder."""
+    with tarfile.open(path, "w:gz") as tar:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            if data is None:
+                info.type = tarfile.DIRTYPE
+                tar.addfile(info)
+            else:
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+def test_an_archive_with_more_members_than_it_lists_is_refused_before_extraction(tmp_path, monkeypatch):
+    """A few hundred KB holding thousands of empty members: counted from the headers, none written."""
+    import opreid_builder.release.archive as archive
+
+    listing = json.dumps({"kind": "public_package", "checksums": {"README.md": "0" * 64}}).encode()
+    members = [("public/README.md", b"x"), ("public/dataset.json", listing)]
+    members += [(f"public/images/query/{i:06d}.jpg", b"") for i in range(5000)]
+    bomb = _tar_gz(tmp_path / "bomb.tar.gz", members)
+    written = []
+    monkeypatch.setattr(archive, "_copy_bounded", lambda *a: written.append(a))
+    found = violations(bomb)
+    assert found == [f"archive: {bomb} holds more than 7 members: its dataset.json lists 1 file(s), and a package "
+                     "holds them, itself and at most 5 folders; nothing was extracted"]  # fmt: skip
+    assert not written
+    no_listing = _tar_gz(tmp_path / "nolist.tar.gz", members[:1] + members[2:10])
+    assert violations(no_listing) == [
+        f"archive: {no_listing}: no readable dataset.json listing its files; nothing was extracted"
+    ]
+    assert not written
+
+
+@pytest.mark.parametrize("order", ["file first", "folder first", "file under a file"])
+def test_a_name_that_is_a_file_and_a_folder_is_a_violation(order, tmp_path, run_opreid):
+    listing = json.dumps({"checksums": {"x": "0" * 64, "y": "0" * 64}}).encode()
+    clash = {
+        "file first": [("public/x", b"a"), ("public/x", None)],
+        "folder first": [("public/x", None), ("public/x", b"a")],
+        "file under a file": [("public/x", b"a"), ("public/x/y", b"b")],
+    }[order]
+    bad = _tar_gz(tmp_path / "clash.tar.gz", [("public/dataset.json", listing), *clash])
+    (found,) = violations(bad)
+    assert found.startswith(f"archive: {bad}") and (
+        "both a file and a folder" in found or "which is a file" in found
+    )
+    result = run_opreid("validate", "--public", bad)
+    assert result.exit_code == ExitCode.INVALID_INPUT, result.stderr
+
+
 # ---- pack refuses what would leak ----------------------------------------------------------------
 @pytest.fixture
 def release_copy(built_release, tmp_path) -> Path:
