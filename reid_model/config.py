@@ -361,6 +361,24 @@ def resolve_config_path(name_or_path: str | Path) -> Path:
     raise ConfigError(f"config file not found: {path}")
 
 
+#: The deepest list or mapping an override value may hold (no config value nests beyond 2).
+MAX_OVERRIDE_NESTING = 16
+
+
+def _nesting(value: Any) -> int:
+    """How deeply lists and mappings nest in `value` (0 for a scalar), without recursing."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict | list):
+            deepest = max(deepest, depth)
+            if depth <= MAX_OVERRIDE_NESTING:
+                stack.extend(
+                    (child, depth + 1) for child in (node.values() if isinstance(node, dict) else node)
+                )
+    return deepest
+
+
 def parse_overrides(overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
     """`section.key=value` strings -> nested dict; values are parsed with yaml.safe_load."""
     nested: dict[str, Any] = {}
@@ -378,6 +396,15 @@ def parse_overrides(overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
             raise ConfigError(
                 f"override {item!r}: value is not valid YAML ({exc.__class__.__name__})"
             ) from None
+        except RecursionError:  # the YAML parser recurses once per nesting level
+            value = None
+            too_deep = True
+        else:
+            too_deep = _nesting(value) > MAX_OVERRIDE_NESTING
+        if too_deep:
+            raise ConfigError(
+                f"override {key}: the value nests lists or mappings more than {MAX_OVERRIDE_NESTING} levels deep"
+            )
         node = nested
         parts = key.split(".")
         for part in parts[:-1]:
