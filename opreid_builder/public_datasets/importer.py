@@ -103,10 +103,14 @@ class ImportOptions:
     curation: CurateConfig | None = None
     workers: int = 2
     force: bool = False  # replace a release a leaderboard was made from
+    name: str | None = None  # the release's name (default: the dataset's, or SRC's in the layout's)
+    published: bool = False  # SRC is the published dataset even though its counts differ
 
     def __post_init__(self) -> None:
         if self.seed is not None and self.seed < 0:
             raise BenchmarkImportError(f"--seed must be >= 0 (got {self.seed})")
+        if self.name is not None and not self.name.strip():
+            raise BenchmarkImportError("--name must not be empty")
         if self.mask_faces and self.curation is None:
             raise BenchmarkImportError("--mask-faces runs the curation stages: give them a CurateConfig")
 
@@ -118,6 +122,8 @@ class ImportResult:
     out: Path
     format: str
     subset: str | None
+    name: str
+    published: str | None  # why it is the layout's published dataset ("counts", "user"), or None
     counts: dict[str, dict[str, int]]
     official_counts: dict[str, dict[str, int]]
     occlusion_flags: dict[str, str]
@@ -130,7 +136,8 @@ class ImportResult:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "out": str(self.out), "format": self.format, "subset": self.subset, "counts": self.counts,
+            "out": str(self.out), "format": self.format, "subset": self.subset, "name": self.name,
+            "published": self.published, "counts": self.counts,
             "official_counts": self.official_counts, "occlusion_flags": self.occlusion_flags,
             "images": self.images, "junk": self.junk,
             "unexpected": [{"path": p, "reason": r} for p, r in self.unexpected], "unused": self.unused,
@@ -440,7 +447,8 @@ def _warnings(result: ImportResult) -> list[str]:
         if (got["ids"], got["images"]) != (official["ids"], official["images"]):
             lines.append(
                 f"{split}: {got['ids']} ids / {got['images']} images, the published {result.format} has "
-                f"{official['ids']} / {official['images']} (a partial or modified copy?)"
+                f"{official['ids']} / {official['images']} (a partial or modified copy, or another dataset in its "
+                "layout?)"
             )
     if result.unexpected:
         lines.append(f"{len(result.unexpected)} unexpected file(s) skipped (listed in the card), e.g. "
@@ -498,8 +506,11 @@ def _build(scan: BenchmarkScan, staging: Path, options: ImportOptions, progress:
     images = {**written.methods, "method": "copy" if options.copy else "hardlink"}
     naming = "given" if options.seed is not None else "random"
     official = {s: dataclasses.asdict(c) for s, c in layout.published_counts(scan.subset).items()}
+    published = _published(counts, official, options.published)
     info = {
-        "name": f"{layout.title}, official protocol (imported by opreid)",
+        "name": _release_name(scan, options, published),
+        "published_dataset": layout.name if published else None,
+        "published_by": published,
         PROTOCOL_KEY: layout.name,
         "tool": "opreid",
         "tool_version": __version__,
@@ -526,7 +537,8 @@ def _build(scan: BenchmarkScan, staging: Path, options: ImportOptions, progress:
             "this with the dataset's name (a bug)"
         )
     return ImportResult(
-        out=staging, format=layout.name, subset=scan.subset, counts=counts, official_counts=official,
+        out=staging, format=layout.name, subset=scan.subset, name=info["name"], published=published,
+        counts=counts, official_counts=official,
         occlusion_flags=flags, images=images, junk=len(scan.junk), unexpected=list(scan.unexpected),
         unused=dict(scan.unused), unreadable=unreadable, report=report,
     )  # fmt: skip
@@ -537,6 +549,26 @@ class _Written:
     methods: dict[str, int]  # images per IMAGE_METHODS entry
     counts: dict[str, dict[str, int]]
     digests: dict[str, str]  # sha256 of the images that are byte copies of the source
+
+
+def _published(counts: dict, official: dict, said: bool) -> str | None:
+    """Why the copy is its layout's published dataset (`counts` match, or the `user` says so), or None:
+    only then are runs on it compared with published numbers (`opreid report`)."""
+    if said:
+        return "user"
+    same = all(
+        (counts[s]["ids"], counts[s]["images"]) == (c["ids"], c["images"]) for s, c in official.items()
+    )
+    return "counts" if official and same else None
+
+
+def _release_name(scan: BenchmarkScan, options: ImportOptions, published: str | None) -> str:
+    if options.name is not None:
+        return options.name.strip()
+    if published:
+        return f"{scan.layout.title}, official protocol (imported by opreid)"
+    # another dataset in the layout (CUHK03-NP or CUHK01 in Market's, a lab's own crops): not the published one
+    return f"{scan.root.name} in the {scan.layout.title} layout (imported by opreid)"
 
 
 def _check_readable_splits(scan: BenchmarkScan, reads: list[_Read]) -> None:
