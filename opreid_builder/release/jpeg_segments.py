@@ -40,9 +40,9 @@ def _name(marker: int) -> str:
     if 0xE0 <= marker <= 0xEF:
         known = {0xE1: " (EXIF/XMP)", 0xE2: " (ICC profile/FlashPix)", 0xED: " (Photoshop/IPTC)"}
         return f"APP{marker - 0xE0}{known.get(marker, '')}"
-    return {_COM: "a comment (COM)", 0xDC: "DNL", 0xDE: "DHP", 0xDF: "EXP"}.get(
-        marker, f"marker 0x{marker:02X}"
-    )
+    names = {_COM: "a comment (COM)", 0xDC: "DNL", 0xDE: "DHP", 0xDF: "EXP", 0xDB: "DQT", 0xC4: "DHT",
+             0xDD: "DRI", 0xCC: "DAC", _SOS: "SOS"}  # fmt: skip
+    return names.get(marker, f"SOF{marker - 0xC0}" if 0xC0 <= marker <= 0xCF else f"marker 0x{marker:02X}")
 
 
 def _scan_end(data: bytes, at: int) -> int:
@@ -120,6 +120,35 @@ def _minimal_adobe(data: bytes, seg: Segment) -> bytes:
     return b"\xff\xee" + _ADOBE_LENGTH.to_bytes(2, "big") + _ADOBE + b"\x00\x64\x00\x00\x00\x00" + transform
 
 
+def _tables_fill(payload: bytes, marker: int) -> bool:
+    """Whether a DQT or DHT payload is exactly its tables (no byte beside them to hide anything in)."""
+    i = 0
+    while i < len(payload):
+        if marker == 0xDB:  # DQT: precision/id, then 64 values of 1 or 2 bytes
+            i += 1 + 64 * (2 if payload[i] >> 4 else 1)
+        else:  # DHT: class/id, 16 counts, then that many symbols
+            if i + 17 > len(payload):
+                return False
+            i += 17 + sum(payload[i + 1 : i + 17])
+    return i == len(payload)
+
+
+def _exact(data: bytes, seg: Segment) -> bool:
+    """Whether a decoding segment holds exactly what its marker defines."""
+    marker = seg.marker
+    header_end = seg.start + 4 + int.from_bytes(data[seg.start + 2 : seg.start + 4], "big") - 2
+    payload = data[seg.start + 4 : header_end]
+    if marker in (0xDB, 0xC4):
+        return _tables_fill(payload, marker)
+    if marker == _SOS:
+        return len(payload) >= 1 and len(payload) == 1 + 2 * payload[0] + 3
+    if marker == 0xDD:  # DRI
+        return len(payload) == 2
+    if marker == 0xCC:  # DAC
+        return len(payload) % 2 == 0
+    return len(payload) >= 6 and len(payload) == 6 + 3 * payload[5]  # a frame: SOF0-SOF15
+
+
 def clean_jpeg(data: bytes) -> bytes:
     """The JPEG rebuilt from its whitelisted segments (see the module doc); raises JpegStructureError."""
     found, _ = segments(data)
@@ -127,6 +156,10 @@ def clean_jpeg(data: bytes) -> bytes:
     jfif = adobe = False
     for seg in found:
         if seg.marker in _DECODING:
+            if not _exact(data, seg):
+                raise JpegStructureError(
+                    f"{_name(seg.marker)} at byte {seg.start} holds bytes beside its tables"
+                )
             parts.append(data[seg.start : seg.end])
         elif not jfif and _jfif(data, seg):
             parts.append(_minimal_jfif(data, seg))

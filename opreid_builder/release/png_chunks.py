@@ -42,9 +42,28 @@ def chunks(data: bytes) -> tuple[list[tuple[bytes, int, int]], int]:
             return found, i
 
 
+def _image_data_ends_exactly(data: bytes, found: list[tuple[bytes, int, int]]) -> None:
+    """The IDAT chunks hold one zlib stream and nothing after it (bytes there would be ignored by
+    every decoder: room for anything); the header is 13 bytes. Raises PngStructureError."""
+    if not found or found[0][0] != b"IHDR" or found[0][2] - found[0][1] != 12 + 13:
+        raise PngStructureError("no 13-byte IHDR chunk first")
+    stream = zlib.decompressobj()
+    try:
+        for kind, start, end in found:
+            rest = data[start + 8 : end - 4] if kind == b"IDAT" else b""
+            while rest:
+                stream.decompress(rest, 1 << 20)  # at most 1 MiB of pixels at a time, dropped at once
+                rest = stream.unconsumed_tail
+    except zlib.error as exc:
+        raise PngStructureError(f"its image data is no zlib stream ({exc})") from None
+    if not stream.eof or stream.unused_data:
+        raise PngStructureError("bytes after the end of its compressed image data")
+
+
 def clean_png(data: bytes) -> bytes:
     """The PNG rebuilt from its whitelisted chunks; raises PngStructureError."""
     found, _ = chunks(data)
+    _image_data_ends_exactly(data, found)
     return SIGNATURE + b"".join(data[start:end] for kind, start, end in found if kind in KEPT)
 
 
@@ -57,6 +76,10 @@ def png_problem(data: bytes) -> str | None:
     for kind, start, _ in found:
         if kind not in KEPT:
             return f"PNG chunk {kind.decode('latin-1')} at byte {start}"
+    try:
+        _image_data_ends_exactly(data, found)
+    except PngStructureError as exc:
+        return f"a PNG structure that cannot be checked ({exc})"
     if end < len(data):
         return f"{len(data) - end} byte(s) after the IEND chunk"
     return None

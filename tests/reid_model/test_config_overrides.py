@@ -30,3 +30,11 @@ def test_the_train_command_says_so_in_one_line(run_opreid, expect_error, tmp_pat
         "train", "--config", "tiny", "--data", tmp_path, "-o", tmp_path / "run", f"solver.base_lr={deep}"
     )
     expect_error(result, "opreid train", ExitCode.USER, "levels deep")
+
+
+def test_a_value_that_anchors_expand_beyond_memory_is_a_user_error():
+    laughs = "[" + ", ".join(["&a0 [1, 1, 1, 1, 1, 1, 1, 1, 1, 1]"] + [
+        f"&a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]" for i in range(1, 10)
+    ]) + "]"  # fmt: skip
+    with pytest.raises(ConfigError, match="more than 100,000 items"):
+        parse_overrides([f"solver.base_lr={laughs}"])

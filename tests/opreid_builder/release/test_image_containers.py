@@ -88,3 +88,34 @@ def test_other_formats_and_broken_structures_cannot_be_reduced():
         assert image_problem(data) is not None
         with pytest.raises(ContainerError):
             clean_image(data)
+
+
+def test_bytes_hidden_inside_a_kept_structure_are_found():
+    """Beside the tables of a DQT segment, or after the zlib stream of a PNG's image data: decoders
+    skip them, so they could carry anything."""
+    at = JPEG.index(b"\xff\xdb")
+    length = int.from_bytes(JPEG[at + 2 : at + 4], "big")
+    padded = JPEG[: at + 2] + (length + 6).to_bytes(2, "big") + JPEG[at + 4 : at + 2 + length] + b"SECRET"
+    padded += JPEG[at + 2 + length :]
+    assert (
+        image_problem(padded)
+        == f"a JPEG structure that cannot be checked (DQT at byte {at} holds bytes beside its tables)"
+    )
+    with pytest.raises(ContainerError):
+        clean_image(padded)
+
+    import struct
+    import zlib
+
+    png = _saved("PNG")
+    at = png.index(b"IDAT") - 4
+    (n,) = struct.unpack(">I", png[at : at + 4])
+    payload = png[at + 8 : at + 8 + n] + SECRET.encode()
+    chunk = (
+        struct.pack(">I", len(payload)) + b"IDAT" + payload + struct.pack(">I", zlib.crc32(b"IDAT" + payload))
+    )
+    hidden = png[:at] + chunk + png[at + 12 + n :]
+    assert np.array_equal(pixels(hidden), RGB)  # every decoder shows the same picture
+    assert "bytes after the end of its compressed image data" in image_problem(hidden)
+    with pytest.raises(ContainerError):
+        clean_image(hidden)
