@@ -17,15 +17,16 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_wheel_ships_templates_and_presets(tmp_path):
     # Build from a clean copy: a stale build/ folder in the checkout would hide a missing glob.
     src = tmp_path / "src"
-    # Checkout-only folders are skipped at the top only: reid_model/runs/ is a package, ./runs/ is not.
-    top_only = {".venv", "build", ".git", "demo-out", "runs", ".agents"}
+    # Checkout-level folders (a run folder is named `runs` like the reid_model.runs package, so
+    # these are skipped at the top only) and caches anywhere.
+    top_level = {".venv", "build", ".git", "demo-out", "runs", ".agents"}
     anywhere = shutil.ignore_patterns("__pycache__", ".pytest_cache", ".ruff_cache", "*.egg-info")
 
-    def skip(folder: str, names: list[str]) -> set[str]:
-        here = set(anywhere(folder, names))
-        return here | (top_only & set(names)) if Path(folder) == ROOT else here
+    def ignore(folder: str, names: list[str]) -> set[str]:
+        skipped = set(anywhere(folder, names))
+        return skipped | (top_level & set(names) if Path(folder) == ROOT else set())
 
-    shutil.copytree(ROOT, src, ignore=skip)
+    shutil.copytree(ROOT, src, ignore=ignore)
     proc = subprocess.run(
         [
             sys.executable,
