@@ -1,0 +1,261 @@
+"""Screening the neighbour search in bfloat16: which precision runs, the products and their error bound.
+
+The neighbour pass (neighbours.py) only needs, per image, the candidates that could be among its k
+nearest or its farthest; the exact order among them is settled afterwards. bfloat16 products with
+float32 accumulation run about 3.5 times faster than float32 ones on CPUs with AMX or AVX512-BF16 and
+on GPUs with bfloat16 tensor cores, and their error has a rigorous bound computed here, so the pass can
+screen in bfloat16 and keep every image whose distance could lie on the near side of a boundary. The
+candidates kept are then recomputed exactly, so the answer is the same as with float32 screening.
+
+The bound (rows as the product sees them: n_i = x_i, or x_i / |x_i| for cosine, in float32):
+n~ = bfloat16(n) and r = n - n~ (exact in float32), a = |n~|, b = |r|. The left factor is -2 n~_i, so
+by Cauchy-Schwarz |(-2 n_i).n_j - (-2 n~_i).n~_j| <= 2 (a_i b_j + b_i a_j + b_i b_j): the actual
+rounding residuals, about half the worst case 2 (2u + u^2) |n_i| |n_j| (u = 2^-8), which on features
+of concentrated distances keeps a window of about 50 candidates a row where the worst case keeps 850.
+Float32 accumulation over D terms adds gamma_D sum |products| <= 2 gamma_D a_i a_j; torch's CPU
+product returns bfloat16, whose rounding adds u |z| / (1 - u) of the returned value z (per element);
+flushed subnormals and the float32 normalisation add a few float32 units. Every term is a worst case:
+a neighbour the screen missed would change the answer.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+BF16_U = 2.0**-8  # unit roundoff of bfloat16 (8 significant bits)
+F32_U = 2.0**-24
+#: auto screens in bfloat16 only above this many multiply-adds of neighbour products (N^2 D / 2): below
+#: it importing torch and measuring cost more than the screen saves
+MIN_SCREEN_WORK = 1e11
+#: auto's least speed-up of a bfloat16 product over a float32 one, measured on this machine
+MIN_SPEEDUP = 1.5
+#: auto leaves the cpu device's numpy path when loading torch would leave less working memory than this
+MIN_WORK_BYTES = 256 << 20
+#: resident size assumed for torch where /proc cannot tell (measured: about 520 MiB)
+TORCH_RESIDENT_GUESS = 600 << 20
+
+
+@dataclass(frozen=True)
+class PrecisionChoice:
+    """The precision the neighbour pass screens in, why, and torch's resident bytes that loading it for
+    the screen added to this process (charged to the working budget)."""
+
+    precision: str
+    reason: str
+    torch_bytes: int = 0
+
+
+def _rss_bytes() -> int | None:
+    try:
+        with open("/proc/self/status") as fh:
+            return next(int(line.split()[1]) * 1024 for line in fh if line.startswith("VmRSS"))
+    except (OSError, StopIteration, ValueError):
+        return None
+
+
+_TORCH_BYTES: list[int] = []
+
+
+def import_torch_measured():
+    """torch, and the resident bytes importing it added to this process (0 when it was loaded already)."""
+    if "torch" in sys.modules and not _TORCH_BYTES:
+        import torch
+
+        return torch, 0
+    if not _TORCH_BYTES:
+        before = _rss_bytes()
+        import torch
+
+        after = _rss_bytes()
+        _TORCH_BYTES.append(TORCH_RESIDENT_GUESS if before is None or after is None else max(0, after - before))
+    import torch
+
+    return torch, _TORCH_BYTES[0]
+
+
+def cpu_has_bf16_units() -> bool:
+    """AMX or AVX512-BF16 among the CPU's flags (Linux); False where they cannot be read."""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool(flags & {"amx_bf16", "avx512_bf16"})
+    except OSError:
+        pass
+    return False
+
+
+@functools.cache
+def measured_speedup(device: str, dim: int) -> float:
+    """How many times faster a bfloat16 block product runs than the float32 one the device's path uses
+    (numpy's BLAS for cpu, torch elsewhere): a few milliseconds, once per process."""
+    torch, _ = import_torch_measured()
+    dev = torch.device("cpu" if device in ("cpu", "torch-cpu") else device)
+    side = 512
+    gen = torch.Generator().manual_seed(0)
+    a32 = torch.randn(side, dim, generator=gen)
+    b32 = torch.randn(side, dim, generator=gen)
+    a16, b16 = a32.to(dev, torch.bfloat16), b32.to(dev, torch.bfloat16)
+    if device == "cpu":
+        an, bn = a32.numpy(), b32.numpy()
+
+        def f32():
+            return an @ bn.T
+    else:
+        a32, b32 = a32.to(dev), b32.to(dev)
+
+        def f32():
+            return _f32_matmul(torch, a32, b32.T)
+
+    def bf16():
+        return torch.matmul(a16, b16.T)
+
+    def best(fn) -> float:
+        fn()
+        times = []
+        for _ in range(3):
+            start = time.perf_counter()
+            fn()
+            if dev.type == "cuda":
+                torch.cuda.synchronize(dev)
+            times.append(time.perf_counter() - start)
+        return min(times)
+
+    return best(f32) / max(best(bf16), 1e-9)
+
+
+def _f32_matmul(torch, a, b):
+    before = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("highest")
+    try:
+        return torch.matmul(a, b)
+    finally:
+        torch.set_float32_matmul_precision(before)
+
+
+def choose_precision(precision: str, device: str, n: int, dim: int, budget_bytes: int) -> PrecisionChoice:
+    """The screen's precision for `precision` (auto, float32 or bfloat16) on `device` for N images of
+    dimension D. auto takes bfloat16 only where it pays: enough work, bfloat16 units, room in the budget
+    for torch beside the working arrays (device cpu), and a measured speed-up of at least MIN_SPEEDUP."""
+    if precision == "float32":
+        return PrecisionChoice("float32", "asked for")
+    if precision == "bfloat16":
+        torch_bytes = import_torch_measured()[1] if device == "cpu" else 0
+        return PrecisionChoice("bfloat16", "asked for", torch_bytes)
+    if n * n * dim / 2 < MIN_SCREEN_WORK:
+        return PrecisionChoice("float32", "too few products for a screen to pay")
+    if device in ("cpu", "torch-cpu"):
+        if not cpu_has_bf16_units():
+            return PrecisionChoice("float32", "no AMX or AVX512-BF16 on this CPU")
+    else:
+        torch, _ = import_torch_measured()
+        if torch.cuda.get_device_capability(torch.device(device)) < (8, 0):
+            return PrecisionChoice("float32", "no bfloat16 tensor cores on this GPU")
+    torch_bytes = 0
+    if device == "cpu":
+        loaded = "torch" in sys.modules
+        torch_bytes = import_torch_measured()[1]
+        if budget_bytes - torch_bytes < MIN_WORK_BYTES:
+            return PrecisionChoice(
+                "float32", f"torch's {torch_bytes >> 20} MiB would leave too little of the budget", torch_bytes
+            )
+        if loaded:
+            torch_bytes = 0
+    speedup = measured_speedup(device, dim)
+    if speedup < MIN_SPEEDUP:
+        return PrecisionChoice("float32", f"bfloat16 products measured only {speedup:.1f}x faster", torch_bytes)
+    return PrecisionChoice("bfloat16", f"bfloat16 products measured {speedup:.1f}x faster", torch_bytes)
+
+
+class Bf16Products:
+    """bfloat16 block products of FeatureRows in torch (`sops`, a TorchOps), and the per-row error bound
+    of the values they give (see the module docstring).
+
+    A block's values are its squared distances less FeatureRows.shift, as FeatureRows.product followed
+    by FeatureRows.finish gives them in float32: the pass compares both kinds alike."""
+
+    def __init__(self, feats, sops, chunk: int = 2048):
+        torch = sops.torch
+        self.feats, self.sops, self.torch = feats, sops, torch
+        self.dim = feats.dim
+        self.cosine = feats.scale is not None
+        self.constant = feats.constant_sq is not None
+        n = len(feats)
+        a = np.empty(n)
+        b = np.empty(n)
+        nn = np.empty(n)  # |n| in float32 terms, for the float32 blocks' bound
+        for s in range(0, n, chunk):
+            e = min(s + chunk, n)
+            rows = self.rows32(s, e)
+            low = rows.to(torch.bfloat16)
+            resid = rows - low.float()
+            a[s:e] = sops.to_numpy(low.double().square().sum(1).sqrt())
+            b[s:e] = sops.to_numpy(resid.double().square().sum(1).sqrt())
+            nn[s:e] = sops.to_numpy(rows.double().square().sum(1).sqrt())
+        # the norms themselves are float64 sums: a relative 1e-12 covers their rounding
+        a *= 1 + 1e-12
+        b *= 1 + 1e-12
+        nn *= 1 + 1e-12
+        big_a, big_b, big_n = float(a.max(initial=0)), float(b.max(initial=0)), float(nn.max(initial=0))
+        d = self.dim
+        gamma = d * F32_U / (1 - d * F32_U)
+        sq = np.asarray(feats.ops.to_numpy(feats.sq64), dtype=np.float64)
+        max_sq = float(sq.max(initial=0))
+        # bfloat16 products: input rounding (Cauchy-Schwarz on the residuals), float32 accumulation,
+        # flushed subnormals
+        err = 2 * (a * big_b + b * big_a + b * big_b) + 2 * gamma * a * big_a + d * 2.0**-100
+        # float32 blocks (where the pass keeps the query-gallery distances) are within this too
+        err += 2 * gamma * (2 * nn * big_n + sq + max_sq)
+        # float32 normalisation and the finishing additions and products
+        err += 16 * F32_U * ((nn + 1) * (big_n + 1) + sq + max_sq)
+        if self.constant:
+            self.out_factor = BF16_U / (1 - BF16_U)  # per element: u |value - 0| of the returned product
+        else:
+            # the returned product is at most 2 |n~_i| max |n~| (1 + u) in magnitude: a per-row bound
+            self.out_factor = 0.0
+            err += BF16_U / (1 - BF16_U) * 2.02 * a * big_a + 4 * F32_U * (2.02 * a * big_a + sq + max_sq)
+        self.row_error = err
+        self.sq32 = sops.asarray(sq.astype(np.float32)) if not self.constant else None
+        self._left = None
+
+    def rows32(self, a: int, b: int):
+        """float32 rows a..b-1 as the product sees them: scaled by the inverse norm for cosine."""
+        f, sops = self.feats, self.sops
+        x = sops.asarray(f.rows(a, b)) if f.ops is not sops else f.rows(a, b)
+        x = x.float() if x.dtype != self.torch.float32 else x
+        if f.scale is None:
+            return x
+        scale = f.scale[a:b] if f.ops is sops else sops.asarray(f.ops.to_numpy(f.scale[a:b]))
+        return x * scale.float()[:, None]
+
+    def left(self, a: int, b: int):
+        return (self.rows32(a, b) * -2).to(self.torch.bfloat16)
+
+    def product(self, left, a: int, b: int, c: int, e: int, out):
+        """Rows a..b-1 (their `left`) against rows c..e-1 into the float32 `out`, finished: distances less
+        the shift (for cosine -2 n~_i.n~_j, else with |x_i|^2 + |x_j|^2 added)."""
+        torch = self.torch
+        right = self.rows32(c, e).to(torch.bfloat16)
+        cuda = self.sops.device.type == "cuda"
+        if cuda:  # a bfloat16 reduction inside the product would break the bound
+            before = torch.backends.cuda.matmul.allow_bf16_reduced_precision_reduction
+            torch.backends.cuda.matmul.allow_bf16_reduced_precision_reduction = False
+        try:
+            z = torch.matmul(left, right.T)
+        finally:
+            if cuda:
+                torch.backends.cuda.matmul.allow_bf16_reduced_precision_reduction = before
+        out.copy_(z)
+        if not self.constant:
+            out += self.sq32[a:b, None]
+            out += self.sq32[None, c:e]
+        return out
