@@ -116,7 +116,9 @@ class KReciprocalReranker:
 
         with self._phase("screening choice"):
             #: the screening precision that ran, why, and torch's resident bytes its import added
-            self.precision = choose_precision(settings.precision, settings.device, n, query.shape[1], self._budget)
+            self.precision = choose_precision(
+                settings.precision, settings.device, n, query.shape[1], self._budget
+            )
         with self._phase("features"):
             self._f = FeatureRows(o, query, gallery, dtype, metric)
         qg_bytes = self.num_query * self.num_gallery * dtype.itemsize

@@ -133,7 +133,11 @@ class ScreenBound:
 
     def _parts(self, v, rows):
         o = self.ops
-        return o.cast(v, np.float64), self.row_error if rows is None else self.row_error[rows], self.out_factor
+        return (
+            o.cast(v, np.float64),
+            self.row_error if rows is None else self.row_error[rows],
+            self.out_factor,
+        )
 
     def lo(self, v, rows=None):
         v, e, k = self._parts(v, rows)
@@ -190,7 +194,14 @@ class _Pass:
 
     def __init__(self, feats: FeatureRows, ops, capacity: int, kmax: int, bound: ScreenBound, side: int):
         o, n, dtype = ops, len(feats), feats.dtype
-        self.ops, self.feats, self.n, self.capacity, self.kmax, self.bound = o, feats, n, capacity, kmax, bound
+        self.ops, self.feats, self.n, self.capacity, self.kmax, self.bound = (
+            o,
+            feats,
+            n,
+            capacity,
+            kmax,
+            bound,
+        )
         self.vals = o.full((n, capacity), np.inf, dtype)
         self.cols = o.full((n, capacity), -1, np.int64)
         self.thr = o.full((n,), np.inf, dtype)
@@ -407,7 +418,7 @@ def _exact_lists(feats: FeatureRows, state: _Pass, bounds, err: float, budget_by
                  canonical: bool) -> NeighbourLists:  # fmt: skip
     """From the pass's candidates to exact sets at the boundaries and canonical row maxima."""
     o, n, cap = feats.ops, state.n, state.capacity
-    dtype, shift, kmax = feats.dtype, feats.shift, state.kmax
+    dtype, shift = feats.dtype, feats.shift
     bound = ScreenBound(o, state.bound.row_error_np, state.bound.out_factor, shift, err, dtype)
     vals, cols = _to_ops(o, state.ops, state.vals), _to_ops(o, state.ops, state.cols)
     thr = _to_ops(o, state.ops, state.thr)

@@ -75,7 +75,9 @@ def import_torch_measured():
         import torch
 
         after = _rss_bytes()
-        _TORCH_BYTES.append(TORCH_RESIDENT_GUESS if before is None or after is None else max(0, after - before))
+        _TORCH_BYTES.append(
+            TORCH_RESIDENT_GUESS if before is None or after is None else max(0, after - before)
+        )
     import torch
 
     return torch, _TORCH_BYTES[0]
@@ -166,13 +168,17 @@ def choose_precision(precision: str, device: str, n: int, dim: int, budget_bytes
         torch_bytes = import_torch_measured()[1]
         if budget_bytes - torch_bytes < MIN_WORK_BYTES:
             return PrecisionChoice(
-                "float32", f"torch's {torch_bytes >> 20} MiB would leave too little of the budget", torch_bytes
+                "float32",
+                f"torch's {torch_bytes >> 20} MiB would leave too little of the budget",
+                torch_bytes,
             )
         if loaded:
             torch_bytes = 0
     speedup = measured_speedup(device, dim)
     if speedup < MIN_SPEEDUP:
-        return PrecisionChoice("float32", f"bfloat16 products measured only {speedup:.1f}x faster", torch_bytes)
+        return PrecisionChoice(
+            "float32", f"bfloat16 products measured only {speedup:.1f}x faster", torch_bytes
+        )
     return PrecisionChoice("bfloat16", f"bfloat16 products measured {speedup:.1f}x faster", torch_bytes)
 
 

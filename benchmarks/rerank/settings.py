@@ -47,7 +47,9 @@ class RerankSettings:
         if not DEVICE_PATTERN.fullmatch(self.device):
             raise RerankError(f"re-ranking device must be {DEVICE_HELP}; got {self.device!r}")
         if self.precision not in PRECISIONS:
-            raise RerankError(f"re-ranking precision must be one of {', '.join(PRECISIONS)}; got {self.precision!r}")
+            raise RerankError(
+                f"re-ranking precision must be one of {', '.join(PRECISIONS)}; got {self.precision!r}"
+            )
 
     @property
     def half_k1(self) -> int:
