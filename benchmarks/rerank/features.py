@@ -57,6 +57,8 @@ class FeatureRows:
     def take(self, idx):
         """Rows idx (any order), unscaled: a copy of those rows only."""
         o, (q, g), nq = self.ops, self.parts, self.num_query
+        if len(idx) and int(idx.min()) >= nq:  # the common case: gallery rows only
+            return g[idx - nq]
         out = o.empty((len(idx), self.dim), self.dtype)
         in_query = idx < nq
         out[in_query] = q[idx[in_query]]

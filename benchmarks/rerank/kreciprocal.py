@@ -131,16 +131,16 @@ class KReciprocalReranker:
         if qg_bytes <= self._budget // 2:  # else each block of re-ranked rows computes its product again
             self._qg = o.empty((self.num_query, self.num_gallery), dtype)
             self._geometry = min(self._geometry, (self._budget - qg_bytes) // 2)
-        left = max(self._budget - self.precision.torch_bytes, self._budget // 4)
-        self._work = min(self._geometry, left // _WORK_SHARE if self._qg is None else (left - qg_bytes) // 2)
-        self._work = max(self._work, 1 << 20)
         s = settings
         w1, w2, k2 = min(s.k1 + 1, n), min(s.half_k1 + 1, n), min(s.k2, n)
-        screen = None
+        screen, screen_bytes = None, 0
         if self.precision.precision == "bfloat16":
             with self._phase("features"):
-                sops = o if o.name == "torch" else array_ops("torch-cpu")
-                screen = Bf16Products(self._f, sops)
+                screen = Bf16Products(self._f, o if o.name == "torch" else array_ops("torch-cpu"))
+                screen_bytes = screen.nbytes if o.name == "numpy" else 0
+        left = max(self._budget - self.precision.torch_bytes - screen_bytes, self._budget // 4)
+        self._work = min(self._geometry, left // _WORK_SHARE if self._qg is None else (left - qg_bytes) // 2)
+        self._work = max(self._work, 1 << 20)
         capacity = min(n, max(w1, k2) * _EXTRA_CANDIDATES[self.precision.precision])
         lists = nearest_neighbours(
             self._f, capacity, (w1, w2, k2), self._work, side_budget=self._geometry,

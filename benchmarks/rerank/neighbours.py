@@ -50,8 +50,9 @@ _BLOCK_OVERHEAD = 16
 #: faster than 2048 (OpenBLAS, 2 cores); the budget's share for a step sets the side below that.
 MAX_BLOCK = 4096
 #: Far candidates a row keeps: the images whose distance could be the row's largest. More than this
-#: many within the bound of the largest (ties) send the row to an exact search of its maximum.
-FAR_CAPACITY = 16
+#: many within the bound of the largest (ties, or a crowded top within bfloat16's bound: about 1% of
+#: rows held more than 16 on features of concentrated distances) send the row to an exact search.
+FAR_CAPACITY = 64
 #: Pairs `canonical_distances` computes at a time, by library: a fixed batch shape, since torch's
 #: reductions may choose their order by shape; numpy's stays in the core's cache.
 PAIR_CHUNK = {"numpy": 64, "torch": 256, "cuda": 8192}
@@ -127,8 +128,7 @@ class ScreenBound:
 
     def __init__(self, ops, row_error, out_factor: float, shift: float, exact_error: float, dtype):
         self.ops, self.out_factor, self.shift, self.exact_error = ops, float(out_factor), shift, exact_error
-        self.row_error_np = np.asarray(row_error, dtype=np.float64)
-        self.row_error = ops.asarray(self.row_error_np)
+        self.row_error = ops.asarray(np.asarray(row_error, dtype=np.float64))
         self.dtype = np.dtype(dtype)
 
     def _parts(self, v, rows):
@@ -188,7 +188,7 @@ def _merge(o, store_v, store_c, rows, cols, vals):
 
 
 class _Pass:
-    """The pass's running state in `ops` (the screen's): per row the kept near candidates and the
+    """The pass's running state: per row the kept near candidates and the
     threshold below which a value joins them, and the far candidates (kept negated, as the smallest)
     with the threshold above which a value joins them. Values are distances less FeatureRows.shift."""
 
@@ -210,13 +210,11 @@ class _Pass:
         self.far_cols = o.full((n, fcap), -1, np.int64)
         self.far_thr = o.full((n,), -np.inf, dtype)
         # one block's product and comparison mask, reused: fresh pages for every block cost more
-        self.product = feats.ops.empty((min(side, n) ** 2,), dtype)
-        self.screen_product = o.asarray(self.product) if o is not feats.ops else self.product
+        self.product = o.empty((min(side, n) ** 2,), dtype)
         self.mask = o.empty((min(side, n) ** 2,), bool)
 
-    def block_buffer(self, rows: int, cols: int, screen: bool):
-        buf = self.screen_product if screen else self.product
-        return buf[: rows * cols].reshape(rows, cols)
+    def block_buffer(self, rows: int, cols: int):
+        return self.product[: rows * cols].reshape(rows, cols)
 
     def _first_thresholds(self, d, a: int):
         """Thresholds of rows meeting their first block (whole rows of it, finished)."""
@@ -323,7 +321,6 @@ def nearest_neighbours(
     precisions compute the same float32 blocks; `budget_bytes` bounds the other working arrays.
     """
     o, n = feats.ops, len(feats)
-    sops = o if screen is None else screen.sops
     timings: dict[str, float] = {}
     start = time.perf_counter()
     bounds = [p for p in sorted(set(boundaries)) if 0 < p < capacity]
@@ -332,9 +329,9 @@ def nearest_neighbours(
     err = error_bound(feats.dim, feats.dtype, max_sq)
     row_error = np.full(n, err) if screen is None else screen.row_error
     out_factor = 0.0 if screen is None else screen.out_factor
-    bound = ScreenBound(sops, row_error, out_factor, feats.shift, err, feats.dtype)
+    bound = ScreenBound(o, row_error, out_factor, feats.shift, err, feats.dtype)
     side = block_side(side_budget or budget_bytes, feats.dtype.itemsize)
-    state = _Pass(feats, sops, capacity, kmax, bound, side)
+    state = _Pass(feats, o, capacity, kmax, bound, side)
     pairs = _block_pairs(n, side, max(capacity, split_capacity or 0))
     left, flops, bf16_flops, nq = {}, 0.0, 0.0, feats.num_query
     with progress_bar(total=len(pairs), enabled=progress, desc="re-rank: neighbours", unit="block") as bar:
@@ -343,22 +340,16 @@ def nearest_neighbours(
             key = (a, b, in_float32)
             if key not in left:
                 left = {key: feats.left(a, b) if in_float32 else screen.left(a, b)}
-            if screen is None:
-                d = feats.product(left[key], c, e, out=state.block_buffer(b - a, e - c, False))
-                state.scan(d, a, b, c, e, query_gallery)
-            elif in_float32:  # the same product, finished the same way, as the float32 pass
-                d = feats.product(left[key], c, e, out=state.block_buffer(b - a, e - c, False))
-                feats.finish(d, a, b, c, e)
-                _fill_query_gallery(query_gallery, d, a, b, c, e, nq)
-                state.scan(state.block_buffer(b - a, e - c, True), a, b, c, e, finished=True)
+            out = state.block_buffer(b - a, e - c)
+            if in_float32:  # the float32 products are the same blocks, finished the same way, either way
+                state.scan(feats.product(left[key], c, e, out=out), a, b, c, e, query_gallery)
             else:
-                d = screen.product(left[key], a, b, c, e, state.block_buffer(b - a, e - c, True))
-                state.scan(d, a, b, c, e, finished=True)
+                state.scan(screen.product(left[key], a, b, c, e, out), a, b, c, e, finished=True)
                 bf16_flops += 2.0 * (b - a) * (e - c) * feats.dim
             flops += 2.0 * (b - a) * (e - c) * feats.dim
             bar.update(1)
-    del state.product, state.screen_product, state.mask, left
-    sops.sync()
+    del state.product, state.mask, left
+    o.sync()
     timings["neighbours: block products"] = time.perf_counter() - start
     start = time.perf_counter()
     lists = _exact_lists(feats, state, bounds, err, budget_bytes, canonical=screen is not None)
@@ -410,19 +401,14 @@ def _exact_dist(feats: FeatureRows, rows, cols, budget_bytes: int):
     return out
 
 
-def _to_ops(o, sops, a):
-    return a if sops is o else o.asarray(sops.to_numpy(a))
-
-
 def _exact_lists(feats: FeatureRows, state: _Pass, bounds, err: float, budget_bytes: int,
                  canonical: bool) -> NeighbourLists:  # fmt: skip
     """From the pass's candidates to exact sets at the boundaries and canonical row maxima."""
     o, n, cap = feats.ops, state.n, state.capacity
     dtype, shift = feats.dtype, feats.shift
-    bound = ScreenBound(o, state.bound.row_error_np, state.bound.out_factor, shift, err, dtype)
-    vals, cols = _to_ops(o, state.ops, state.vals), _to_ops(o, state.ops, state.cols)
-    thr = _to_ops(o, state.ops, state.thr)
-    far_vals, far_cols = _to_ops(o, state.ops, state.far_vals), _to_ops(o, state.ops, state.far_cols)
+    bound = state.bound
+    vals, cols, thr = state.vals, state.cols, state.thr
+    far_vals, far_cols = state.far_vals, state.far_cols
     del state.vals, state.cols, state.far_vals, state.far_cols
 
     rowmax, far_rows, far_pairs = _row_maxima(feats, bound, -far_vals, far_cols, err, budget_bytes)
@@ -458,13 +444,14 @@ def _row_maxima(feats: FeatureRows, bound: ScreenBound, far_vals, far_cols, err:
     hold it (more ties at the top than a row keeps) search every image."""
     o, n = feats.ops, len(feats)
     fcap = far_vals.shape[1]
-    rr, qq = o.nonzero(far_cols >= 0)
+    threshold = bound.far_threshold(o.max(far_vals, 1))
+    rr, qq = o.nonzero((far_cols >= 0) & (far_vals > threshold[:, None]))
     values = o.full((n, fcap), -np.inf, feats.dtype)
     values[rr, qq] = canonical_distances(feats, rr, far_cols[rr, qq])
     rowmax = o.clamp_min(o.max(values, 1), 0)
     full = far_cols[:, fcap - 1] >= 0
     smallest = -o.max(-o.where(full[:, None], far_vals, np.inf), 1)
-    overflow = o.nonzero(full & (smallest > bound.far_threshold(o.max(far_vals, 1))))[0]
+    overflow = o.nonzero(full & (smallest > threshold))[0]
     if len(overflow):
         rowmax[overflow] = _exact_far_rows(feats, overflow, err, budget_bytes)
     return rowmax, len(overflow), len(rr)

@@ -182,86 +182,103 @@ def choose_precision(precision: str, device: str, n: int, dim: int, budget_bytes
     return PrecisionChoice("bfloat16", f"bfloat16 products measured {speedup:.1f}x faster", torch_bytes)
 
 
+def bfloat16_bits(x: np.ndarray) -> np.ndarray:
+    """float32 values rounded to the nearest bfloat16 (ties to even), as its 16 bits (finite input)."""
+    u = x.view(np.uint32)
+    return ((u + (0x7FFF + ((u >> 16) & 1))) >> 16).astype(np.uint16)
+
+
 class Bf16Products:
-    """bfloat16 block products of FeatureRows in torch (`sops`, a TorchOps), and the per-row error bound
-    of the values they give (see the module docstring).
+    """bfloat16 block products of FeatureRows in torch (`tops`, a TorchOps on the features' device), a
+    bfloat16 copy of the rows they read (2 bytes an element, for the pass only), and the per-row error
+    bound of the values they give (see the module docstring).
 
     A block's values are its squared distances less FeatureRows.shift, as FeatureRows.product followed
-    by FeatureRows.finish gives them in float32: the pass compares both kinds alike."""
+    by FeatureRows.finish gives them, written into the pass's own block (numpy's or torch's): the pass
+    compares both kinds alike."""
 
-    def __init__(self, feats, sops, chunk: int = 2048):
-        torch = sops.torch
-        self.feats, self.sops, self.torch = feats, sops, torch
-        self.dim = feats.dim
-        self.cosine = feats.scale is not None
+    def __init__(self, feats, tops, chunk: int = 1024):
+        torch = tops.torch
+        self.feats, self.tops, self.torch = feats, tops, torch
+        self.dim = d = feats.dim
         self.constant = feats.constant_sq is not None
-        n = len(feats)
-        a = np.empty(n)
-        b = np.empty(n)
-        nn = np.empty(n)  # |n| in float32 terms, for the float32 blocks' bound
+        o, n = feats.ops, len(feats)
+        on_torch = o.name == "torch"
+        a, b, nn = np.empty(n), np.empty(n), np.empty(n)
+        if on_torch:
+            self.copy = torch.empty((n, d), dtype=torch.bfloat16, device=tops.device)
+        else:
+            bits = np.empty((n, d), np.uint16)
         for s in range(0, n, chunk):
             e = min(s + chunk, n)
-            rows = self.rows32(s, e)
-            low = rows.to(torch.bfloat16)
-            resid = rows - low.float()
-            a[s:e] = sops.to_numpy(low.double().square().sum(1).sqrt())
-            b[s:e] = sops.to_numpy(resid.double().square().sum(1).sqrt())
-            nn[s:e] = sops.to_numpy(rows.double().square().sum(1).sqrt())
-        # the norms themselves are float64 sums: a relative 1e-12 covers their rounding
-        a *= 1 + 1e-12
-        b *= 1 + 1e-12
-        nn *= 1 + 1e-12
-        big_a, big_b, big_n = float(a.max(initial=0)), float(b.max(initial=0)), float(nn.max(initial=0))
-        d = self.dim
+            rows = self._rows32(s, e)
+            if on_torch:
+                low = rows.to(torch.bfloat16)
+                self.copy[s:e] = low
+                low = low.float()
+                for out, x in ((a, low), (b, rows - low), (nn, rows)):
+                    out[s:e] = tops.to_numpy(x.square().sum(1))
+            else:
+                bits[s:e] = bfloat16_bits(rows)
+                low = (bits[s:e].astype(np.uint32) << 16).view(np.float32)
+                for out, x in ((a, low), (b, rows - low), (nn, rows)):
+                    out[s:e] = np.einsum("ij,ij->i", x, x)
+        if not on_torch:
+            self.copy = torch.from_numpy(bits).view(torch.bfloat16)
+        # float32 sums of D squares: within gamma_D of the exact ones; the square root and its rounding
         gamma = d * F32_U / (1 - d * F32_U)
-        sq = np.asarray(feats.ops.to_numpy(feats.sq64), dtype=np.float64)
+        a, b, nn = (np.sqrt(v * (1 + 2 * gamma)) * (1 + 4 * F32_U) for v in (a, b, nn))
+        big_a, big_b, big_n = float(a.max(initial=0)), float(b.max(initial=0)), float(nn.max(initial=0))
+        sq = np.asarray(o.to_numpy(feats.sq64), dtype=np.float64)
         max_sq = float(sq.max(initial=0))
-        # bfloat16 products: input rounding (Cauchy-Schwarz on the residuals), float32 accumulation,
-        # flushed subnormals
+        # bfloat16 products of -2 n~_i and n~_j: input rounding (Cauchy-Schwarz on the residuals), float32
+        # accumulation, flushed subnormals
         err = 2 * (a * big_b + b * big_a + b * big_b) + 2 * gamma * a * big_a + d * 2.0**-100
         # float32 blocks (where the pass keeps the query-gallery distances) are within this too
         err += 2 * gamma * (2 * nn * big_n + sq + max_sq)
         # float32 normalisation and the finishing additions and products
         err += 16 * F32_U * ((nn + 1) * (big_n + 1) + sq + max_sq)
         if self.constant:
-            self.out_factor = BF16_U / (1 - BF16_U)  # per element: u |value - 0| of the returned product
+            self.out_factor = BF16_U / (1 - BF16_U)  # per element: u |value| of the returned product
         else:
             # the returned product is at most 2 |n~_i| max |n~| (1 + u) in magnitude: a per-row bound
             self.out_factor = 0.0
             err += BF16_U / (1 - BF16_U) * 2.02 * a * big_a + 4 * F32_U * (2.02 * a * big_a + sq + max_sq)
         self.row_error = err
-        self.sq32 = sops.asarray(sq.astype(np.float32)) if not self.constant else None
-        self._left = None
+        self.sq32 = None if self.constant else tops.asarray(sq.astype(np.float32))
 
-    def rows32(self, a: int, b: int):
-        """float32 rows a..b-1 as the product sees them: scaled by the inverse norm for cosine."""
-        f, sops = self.feats, self.sops
-        x = sops.asarray(f.rows(a, b)) if f.ops is not sops else f.rows(a, b)
-        x = x.float() if x.dtype != self.torch.float32 else x
+    @property
+    def nbytes(self) -> int:
+        return 2 * len(self.feats) * self.dim
+
+    def _rows32(self, a: int, b: int):
+        """float32 rows a..b-1 as the product sees them (scaled by the inverse norm for cosine), in the
+        features' library."""
+        f = self.feats
+        x = f.ops.cast(f.rows(a, b), np.float32)
         if f.scale is None:
             return x
-        scale = f.scale[a:b] if f.ops is sops else sops.asarray(f.ops.to_numpy(f.scale[a:b]))
-        return x * scale.float()[:, None]
+        return x * f.ops.cast(f.scale[a:b], np.float32)[:, None]
 
     def left(self, a: int, b: int):
-        return (self.rows32(a, b) * -2).to(self.torch.bfloat16)
+        return self.copy[a:b]
 
     def product(self, left, a: int, b: int, c: int, e: int, out):
-        """Rows a..b-1 (their `left`) against rows c..e-1 into the float32 `out`, finished: distances less
-        the shift (for cosine -2 n~_i.n~_j, else with |x_i|^2 + |x_j|^2 added)."""
+        """Rows a..b-1 (their `left`) against rows c..e-1, finished, into `out` (the pass's block): the
+        distances less the shift, -2 n~_i.n~_j (with |x_i|^2 + |x_j|^2 added unless constant)."""
         torch = self.torch
-        right = self.rows32(c, e).to(torch.bfloat16)
-        cuda = self.sops.device.type == "cuda"
+        cuda = self.tops.device.type == "cuda"
         if cuda:  # a bfloat16 reduction inside the product would break the bound
             before = torch.backends.cuda.matmul.allow_bf16_reduced_precision_reduction
             torch.backends.cuda.matmul.allow_bf16_reduced_precision_reduction = False
         try:
-            z = torch.matmul(left, right.T)
+            z = torch.matmul(left, self.copy[c:e].T)
         finally:
             if cuda:
                 torch.backends.cuda.matmul.allow_bf16_reduced_precision_reduction = before
-        out.copy_(z)
+        view = out if self.feats.ops.name == "torch" else self.tops.asarray(out)  # numpy's block, shared
+        torch.mul(z, -2.0, out=view)  # exact: a power of two
         if not self.constant:
-            out += self.sq32[a:b, None]
-            out += self.sq32[None, c:e]
+            view += self.sq32[a:b, None]
+            view += self.sq32[None, c:e]
         return out
