@@ -136,7 +136,8 @@ class KReciprocalReranker:
         screen, screen_bytes = None, 0
         if self.precision.precision == "bfloat16":
             with self._phase("features"):
-                screen = Bf16Products(self._f, o if o.name == "torch" else array_ops("torch-cpu"))
+                tops = o if o.name == "torch" else array_ops("torch-cpu")
+                screen = Bf16Products(self._f, tops, float32_blocks=self._qg is not None)
                 screen_bytes = screen.nbytes if o.name == "numpy" else 0
         left = max(self._budget - self.precision.torch_bytes - screen_bytes, self._budget // 4)
         self._work = min(self._geometry, left // _WORK_SHARE if self._qg is None else (left - qg_bytes) // 2)

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -53,9 +54,11 @@ MAX_BLOCK = 4096
 #: many within the bound of the largest (ties, or a crowded top within bfloat16's bound: about 1% of
 #: rows held more than 16 on features of concentrated distances) send the row to an exact search.
 FAR_CAPACITY = 64
-#: Pairs `canonical_distances` computes at a time, by library: a fixed batch shape, since torch's
-#: reductions may choose their order by shape; numpy's stays in the core's cache.
-PAIR_CHUNK = {"numpy": 64, "torch": 256, "cuda": 8192}
+#: Pairs `canonical_distances` computes at a time on torch: a fixed batch shape, since torch's
+#: reductions may choose their order by shape.
+PAIR_CHUNK = {"torch": 256, "cuda": 8192}
+#: Threads of numpy's pair computations: at most two, the cores this code is measured on.
+_THREADS = 2
 
 _U64 = float(np.finfo(np.float64).eps) / 2
 
@@ -108,8 +111,26 @@ def canonical_distances(feats: FeatureRows, rows, cols):
         return o.empty((0,), feats.dtype)
     keys, inverse = o.unique_inverse(o.minimum(rows, cols) * n + o.maximum(rows, cols))
     lo, hi = keys // n, keys % n
-    chunk = PAIR_CHUNK["numpy" if o.name == "numpy" else "cuda" if o.device.type == "cuda" else "torch"]
     out = o.empty((len(keys),), feats.dtype)
+    if o.name == "numpy":  # runs of one row; two threads take halves (the gathers release the GIL)
+        cut = [
+            0,
+            *(int(np.searchsorted(lo, lo[len(lo) * t // _THREADS])) for t in range(1, _THREADS)),
+            len(lo),
+        ]
+
+        def part(t: int) -> None:
+            s, e = cut[t], cut[t + 1]
+            out[s:e] = np.maximum(feats.pair_distances_runs(lo[s:e], hi[s:e]), 0)
+
+        if len(lo) < 4096:
+            for t in range(_THREADS):
+                part(t)
+        else:
+            with ThreadPoolExecutor(_THREADS) as pool:
+                list(pool.map(part, range(_THREADS)))
+        return out[inverse]
+    chunk = PAIR_CHUNK["cuda" if o.device.type == "cuda" else "torch"]
     for s in range(0, len(keys), chunk):
         i, j = lo[s : s + chunk], hi[s : s + chunk]
         m = len(i)
@@ -349,6 +370,8 @@ def nearest_neighbours(
             flops += 2.0 * (b - a) * (e - c) * feats.dim
             bar.update(1)
     del state.product, state.mask, left
+    if screen is not None:
+        screen.release()
     o.sync()
     timings["neighbours: block products"] = time.perf_counter() - start
     start = time.perf_counter()

@@ -182,10 +182,20 @@ def choose_precision(precision: str, device: str, n: int, dim: int, budget_bytes
     return PrecisionChoice("bfloat16", f"bfloat16 products measured {speedup:.1f}x faster", torch_bytes)
 
 
-def bfloat16_bits(x: np.ndarray) -> np.ndarray:
-    """float32 values rounded to the nearest bfloat16 (ties to even), as its 16 bits (finite input)."""
+def bfloat16_round(x: np.ndarray) -> np.ndarray:
+    """float32 values rounded to the nearest bfloat16 (ties to even), as float32 (finite input)."""
     u = x.view(np.uint32)
-    return ((u + (0x7FFF + ((u >> 16) & 1))) >> 16).astype(np.uint16)
+    t = u >> 16
+    t &= 1
+    t += 0x7FFF
+    t += u
+    t &= 0xFFFF0000
+    return t.view(np.float32)
+
+
+def bfloat16_bits(x: np.ndarray) -> np.ndarray:
+    """The 16 bits of bfloat16 values held exactly in float32."""
+    return (x.view(np.uint32) >> 16).astype(np.uint16)
 
 
 class Bf16Products:
@@ -197,7 +207,7 @@ class Bf16Products:
     by FeatureRows.finish gives them, written into the pass's own block (numpy's or torch's): the pass
     compares both kinds alike."""
 
-    def __init__(self, feats, tops, chunk: int = 1024):
+    def __init__(self, feats, tops, float32_blocks: bool = False, chunk: int = 1024):
         torch = tops.torch
         self.feats, self.tops, self.torch = feats, tops, torch
         self.dim = d = feats.dim
@@ -219,8 +229,8 @@ class Bf16Products:
                 for out, x in ((a, low), (b, rows - low), (nn, rows)):
                     out[s:e] = tops.to_numpy(x.square().sum(1))
             else:
-                bits[s:e] = bfloat16_bits(rows)
-                low = (bits[s:e].astype(np.uint32) << 16).view(np.float32)
+                low = bfloat16_round(rows)
+                bits[s:e] = bfloat16_bits(low)
                 for out, x in ((a, low), (b, rows - low), (nn, rows)):
                     out[s:e] = np.einsum("ij,ij->i", x, x)
         if not on_torch:
@@ -234,8 +244,8 @@ class Bf16Products:
         # bfloat16 products of -2 n~_i and n~_j: input rounding (Cauchy-Schwarz on the residuals), float32
         # accumulation, flushed subnormals
         err = 2 * (a * big_b + b * big_a + b * big_b) + 2 * gamma * a * big_a + d * 2.0**-100
-        # float32 blocks (where the pass keeps the query-gallery distances) are within this too
-        err += 2 * gamma * (2 * nn * big_n + sq + max_sq)
+        if float32_blocks:  # where the pass keeps the query-gallery distances: their worst case
+            err = np.maximum(err, 2 * gamma * (2 * nn * big_n + sq + max_sq))
         # float32 normalisation and the finishing additions and products
         err += 16 * F32_U * ((nn + 1) * (big_n + 1) + sq + max_sq)
         if self.constant:
@@ -250,6 +260,10 @@ class Bf16Products:
     @property
     def nbytes(self) -> int:
         return 2 * len(self.feats) * self.dim
+
+    def release(self) -> None:
+        """Drop the bfloat16 copy once the pass is over."""
+        self.copy = None
 
     def _rows32(self, a: int, b: int):
         """float32 rows a..b-1 as the product sees them (scaled by the inverse norm for cosine), in the
