@@ -133,13 +133,12 @@ class KReciprocalReranker:
             self._geometry = min(self._geometry, (self._budget - qg_bytes) // 2)
         s = settings
         w1, w2, k2 = min(s.k1 + 1, n), min(s.half_k1 + 1, n), min(s.k2, n)
-        screen, screen_bytes = None, 0
+        screen = None
         if self.precision.precision == "bfloat16":
             with self._phase("features"):
                 tops = o if o.name == "torch" else array_ops("torch-cpu")
                 screen = Bf16Products(self._f, tops, float32_blocks=self._qg is not None)
-                screen_bytes = screen.nbytes if o.name == "numpy" else 0
-        left = max(self._budget - self.precision.torch_bytes - screen_bytes, self._budget // 4)
+        left = max(self._budget - self.precision.torch_bytes, self._budget // 4)
         self._work = min(self._geometry, left // _WORK_SHARE if self._qg is None else (left - qg_bytes) // 2)
         self._work = max(self._work, 1 << 20)
         capacity = min(n, max(w1, k2) * _EXTRA_CANDIDATES[self.precision.precision])

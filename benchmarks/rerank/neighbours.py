@@ -306,19 +306,35 @@ class _Pass:
 
     def _merge_near(self, rows, cols, vals) -> None:
         o = self.ops
-        uniq, kept = _merge(o, self.vals, self.cols, rows, cols, vals)
-        thr = o.max(kept, 1)  # a full row admits only values below its largest
-        if 0 < self.kmax <= self.capacity:
-            thr = o.minimum(thr, self.bound.near_threshold(o.kth_smallest(kept, self.kmax), uniq))
-        self.thr[uniq] = thr
+        for s, e in _pieces(o, rows):
+            uniq, kept = _merge(o, self.vals, self.cols, rows[s:e], cols[s:e], vals[s:e])
+            thr = o.max(kept, 1)  # a full row admits only values below its largest
+            if 0 < self.kmax <= self.capacity:
+                thr = o.minimum(thr, self.bound.near_threshold(o.kth_smallest(kept, self.kmax), uniq))
+            self.thr[uniq] = thr
 
     def _merge_far(self, rows, cols, vals) -> None:
         o = self.ops
-        uniq, kept = _merge(o, self.far_vals, self.far_cols, rows, cols, -vals)
-        # kept holds negated values: its smallest is the largest value, its largest (-inf when the row is
-        # not full) the smallest one a full row would have to beat
-        thr = self.bound.far_threshold(o.max(-kept, 1), uniq)
-        self.far_thr[uniq] = o.maximum(thr, -o.max(kept, 1))
+        for s, e in _pieces(o, rows):
+            uniq, kept = _merge(o, self.far_vals, self.far_cols, rows[s:e], cols[s:e], -vals[s:e])
+            # kept holds negated values: its smallest is the largest value, its largest (-inf when the row
+            # is not full) the smallest one a full row would have to beat
+            thr = self.bound.far_threshold(o.max(-kept, 1), uniq)
+            self.far_thr[uniq] = o.maximum(thr, -o.max(kept, 1))
+
+
+#: Rows merged at a time: the merge's temporaries hold (capacity + new entries) per row.
+_MERGE_ROWS = 1024
+
+
+def _pieces(o, rows):
+    """(start, end) of consecutive pieces of the ascending `rows`, each spanning at most _MERGE_ROWS rows."""
+    if o.name != "numpy" or len(rows) == 0 or int(rows[-1]) - int(rows[0]) < _MERGE_ROWS:
+        return [(0, len(rows))]
+    first = int(rows[0])
+    edges = np.arange(first + _MERGE_ROWS, int(rows[-1]) + 1, _MERGE_ROWS)
+    cuts = [0, *np.searchsorted(rows, edges).tolist(), len(rows)]
+    return [(s, e) for s, e in zip(cuts[:-1], cuts[1:], strict=True) if e > s]
 
 
 def _fill_query_gallery(query_gallery, d, a: int, b: int, c: int, e: int, nq: int) -> None:
@@ -370,8 +386,6 @@ def nearest_neighbours(
             flops += 2.0 * (b - a) * (e - c) * feats.dim
             bar.update(1)
     del state.product, state.mask, left
-    if screen is not None:
-        screen.release()
     o.sync()
     timings["neighbours: block products"] = time.perf_counter() - start
     start = time.perf_counter()

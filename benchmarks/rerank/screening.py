@@ -182,26 +182,10 @@ def choose_precision(precision: str, device: str, n: int, dim: int, budget_bytes
     return PrecisionChoice("bfloat16", f"bfloat16 products measured {speedup:.1f}x faster", torch_bytes)
 
 
-def bfloat16_round(x: np.ndarray) -> np.ndarray:
-    """float32 values rounded to the nearest bfloat16 (ties to even), as float32 (finite input)."""
-    u = x.view(np.uint32)
-    t = u >> 16
-    t &= 1
-    t += 0x7FFF
-    t += u
-    t &= 0xFFFF0000
-    return t.view(np.float32)
-
-
-def bfloat16_bits(x: np.ndarray) -> np.ndarray:
-    """The 16 bits of bfloat16 values held exactly in float32."""
-    return (x.view(np.uint32) >> 16).astype(np.uint16)
-
-
 class Bf16Products:
-    """bfloat16 block products of FeatureRows in torch (`tops`, a TorchOps on the features' device), a
-    bfloat16 copy of the rows they read (2 bytes an element, for the pass only), and the per-row error
-    bound of the values they give (see the module docstring).
+    """bfloat16 block products of FeatureRows in torch (`tops`, a TorchOps on the features' device) and
+    the per-row error bound of the values they give (see the module docstring). Each block's rows are
+    rounded to bfloat16 when it is formed, the same way as for the bound: no copy of the features.
 
     A block's values are its squared distances less FeatureRows.shift, as FeatureRows.product followed
     by FeatureRows.finish gives them, written into the pass's own block (numpy's or torch's): the pass
@@ -213,28 +197,13 @@ class Bf16Products:
         self.dim = d = feats.dim
         self.constant = feats.constant_sq is not None
         o, n = feats.ops, len(feats)
-        on_torch = o.name == "torch"
         a, b, nn = np.empty(n), np.empty(n), np.empty(n)
-        if on_torch:
-            self.copy = torch.empty((n, d), dtype=torch.bfloat16, device=tops.device)
-        else:
-            bits = np.empty((n, d), np.uint16)
         for s in range(0, n, chunk):
             e = min(s + chunk, n)
             rows = self._rows32(s, e)
-            if on_torch:
-                low = rows.to(torch.bfloat16)
-                self.copy[s:e] = low
-                low = low.float()
-                for out, x in ((a, low), (b, rows - low), (nn, rows)):
-                    out[s:e] = tops.to_numpy(x.square().sum(1))
-            else:
-                low = bfloat16_round(rows)
-                bits[s:e] = bfloat16_bits(low)
-                for out, x in ((a, low), (b, rows - low), (nn, rows)):
-                    out[s:e] = np.einsum("ij,ij->i", x, x)
-        if not on_torch:
-            self.copy = torch.from_numpy(bits).view(torch.bfloat16)
+            low = rows.to(torch.bfloat16).float()
+            for out, x in ((a, low), (b, rows - low), (nn, rows)):
+                out[s:e] = tops.to_numpy(x.square().sum(1))
         # float32 sums of D squares: within gamma_D of the exact ones; the square root and its rounding
         gamma = d * F32_U / (1 - d * F32_U)
         a, b, nn = (np.sqrt(v * (1 + 2 * gamma)) * (1 + 4 * F32_U) for v in (a, b, nn))
@@ -257,25 +226,20 @@ class Bf16Products:
         self.row_error = err
         self.sq32 = None if self.constant else tops.asarray(sq.astype(np.float32))
 
-    @property
-    def nbytes(self) -> int:
-        return 2 * len(self.feats) * self.dim
-
-    def release(self) -> None:
-        """Drop the bfloat16 copy once the pass is over."""
-        self.copy = None
-
     def _rows32(self, a: int, b: int):
-        """float32 rows a..b-1 as the product sees them (scaled by the inverse norm for cosine), in the
-        features' library."""
-        f = self.feats
-        x = f.ops.cast(f.rows(a, b), np.float32)
+        """float32 rows a..b-1 in torch as the product sees them: scaled by the inverse norm for cosine."""
+        f, tops = self.feats, self.tops
+        on_torch = f.ops.name == "torch"
+        x = tops.asarray(f.rows(a, b) if on_torch else f.ops.to_numpy(f.rows(a, b)))
+        x = x if x.dtype == self.torch.float32 else x.float()
         if f.scale is None:
             return x
-        return x * f.ops.cast(f.scale[a:b], np.float32)[:, None]
+        scale = tops.asarray(f.scale[a:b] if on_torch else f.ops.to_numpy(f.scale[a:b]))
+        return x * scale.float()[:, None]
 
     def left(self, a: int, b: int):
-        return self.copy[a:b]
+        """Rows a..b-1 rounded to bfloat16 (the right factor of a block is formed the same way)."""
+        return self._rows32(a, b).to(self.torch.bfloat16)
 
     def product(self, left, a: int, b: int, c: int, e: int, out):
         """Rows a..b-1 (their `left`) against rows c..e-1, finished, into `out` (the pass's block): the
@@ -286,7 +250,7 @@ class Bf16Products:
             before = torch.backends.cuda.matmul.allow_bf16_reduced_precision_reduction
             torch.backends.cuda.matmul.allow_bf16_reduced_precision_reduction = False
         try:
-            z = torch.matmul(left, self.copy[c:e].T)
+            z = torch.matmul(left, self.left(c, e).T)
         finally:
             if cuda:
                 torch.backends.cuda.matmul.allow_bf16_reduced_precision_reduction = before
