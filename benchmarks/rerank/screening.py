@@ -191,17 +191,18 @@ class Bf16Products:
     by FeatureRows.finish gives them, written into the pass's own block (numpy's or torch's): the pass
     compares both kinds alike."""
 
-    def __init__(self, feats, tops, float32_blocks: bool = False, chunk: int = 1024):
+    def __init__(self, feats, tops, float32_blocks: bool = False, chunk: int = 256):
         torch = tops.torch
         self.feats, self.tops, self.torch = feats, tops, torch
         self.dim = d = feats.dim
         self.constant = feats.constant_sq is not None
+        self._buffers: dict[str, object] = {}
         o, n = feats.ops, len(feats)
         a, b, nn = np.empty(n), np.empty(n), np.empty(n)
         for s in range(0, n, chunk):
             e = min(s + chunk, n)
-            rows = self._rows32(s, e)
-            low = rows.to(torch.bfloat16).float()
+            low = self._rounded(s, e, "left").float()
+            rows = self._buffer("f32", (e - s) * d, torch.float32).view(e - s, d)
             for out, x in ((a, low), (b, rows - low), (nn, rows)):
                 out[s:e] = tops.to_numpy(x.square().sum(1))
         # float32 sums of D squares: within gamma_D of the exact ones; the square root and its rounding
@@ -226,20 +227,36 @@ class Bf16Products:
         self.row_error = err
         self.sq32 = None if self.constant else tops.asarray(sq.astype(np.float32))
 
-    def _rows32(self, a: int, b: int):
-        """float32 rows a..b-1 in torch as the product sees them: scaled by the inverse norm for cosine."""
-        f, tops = self.feats, self.tops
+    def _buffer(self, name: str, numel: int, dtype):
+        """A reused buffer of at least `numel` elements: fresh tensors for every block would make the
+        allocator keep growing the process."""
+        buf = self._buffers.get(name)
+        if buf is None or buf.numel() < numel:
+            buf = self._buffers[name] = self.torch.empty(numel, dtype=dtype, device=self.tops.device)
+        return buf[:numel]
+
+    def _rounded(self, a: int, b: int, name: str):
+        """Rows a..b-1 as the product sees them (float32, scaled by the inverse norm for cosine) in the
+        buffer "f32", and rounded to bfloat16 in the buffer `name`."""
+        f, tops, torch = self.feats, self.tops, self.torch
         on_torch = f.ops.name == "torch"
         x = tops.asarray(f.rows(a, b) if on_torch else f.ops.to_numpy(f.rows(a, b)))
-        x = x if x.dtype == self.torch.float32 else x.float()
+        rows = self._buffer("f32", (b - a) * self.dim, torch.float32).view(b - a, self.dim)
         if f.scale is None:
-            return x
-        scale = tops.asarray(f.scale[a:b] if on_torch else f.ops.to_numpy(f.scale[a:b]))
-        return x * scale.float()[:, None]
+            rows.copy_(x)
+        else:
+            scale = tops.asarray(f.scale[a:b] if on_torch else f.ops.to_numpy(f.scale[a:b])).float()
+            if x.dtype == torch.float32:
+                torch.mul(x, scale[:, None], out=rows)
+            else:  # float64 features: rounded to float32 first, as FeatureRows' scale is
+                rows.copy_(x)
+                rows.mul_(scale[:, None])
+        low = self._buffer(name, (b - a) * self.dim, torch.bfloat16).view(b - a, self.dim)
+        return low.copy_(rows)  # round to nearest, ties to even
 
     def left(self, a: int, b: int):
         """Rows a..b-1 rounded to bfloat16 (the right factor of a block is formed the same way)."""
-        return self._rows32(a, b).to(self.torch.bfloat16)
+        return self._rounded(a, b, "left")
 
     def product(self, left, a: int, b: int, c: int, e: int, out):
         """Rows a..b-1 (their `left`) against rows c..e-1, finished, into `out` (the pass's block): the
@@ -250,7 +267,8 @@ class Bf16Products:
             before = torch.backends.cuda.matmul.allow_bf16_reduced_precision_reduction
             torch.backends.cuda.matmul.allow_bf16_reduced_precision_reduction = False
         try:
-            z = torch.matmul(left, self.left(c, e).T)
+            z = self._buffer("z", (b - a) * (e - c), torch.bfloat16).view(b - a, e - c)
+            torch.matmul(left, self._rounded(c, e, "right").T, out=z)
         finally:
             if cuda:
                 torch.backends.cuda.matmul.allow_bf16_reduced_precision_reduction = before
