@@ -110,6 +110,12 @@ def canonical_distances(feats: FeatureRows, rows, cols):
     if len(rows) == 0:
         return o.empty((0,), feats.dtype)
     keys, inverse = o.unique_inverse(o.minimum(rows, cols) * n + o.maximum(rows, cols))
+    return _canonical_of_keys(feats, keys)[inverse]
+
+
+def _canonical_of_keys(feats: FeatureRows, keys):
+    """canonical_distances of the pairs lo * N + hi (lo <= hi), given sorted and unique."""
+    o, n = feats.ops, len(feats)
     lo, hi = keys // n, keys % n
     out = o.empty((len(keys),), feats.dtype)
     if o.name == "numpy":  # runs of one row; two threads take halves (the gathers release the GIL)
@@ -129,16 +135,37 @@ def canonical_distances(feats: FeatureRows, rows, cols):
         else:
             with ThreadPoolExecutor(_THREADS) as pool:
                 list(pool.map(part, range(_THREADS)))
-        return out[inverse]
+        return out
     chunk = PAIR_CHUNK["cuda" if o.device.type == "cuda" else "torch"]
     for s in range(0, len(keys), chunk):
         i, j = lo[s : s + chunk], hi[s : s + chunk]
         m = len(i)
-        if o.name != "numpy" and m < chunk:
+        if m < chunk:
             i = o.concat([i, o.full((chunk - m,), 0, np.int64)])
             j = o.concat([j, o.full((chunk - m,), 0, np.int64)])
         out[s : s + m] = o.clamp_min(feats.pair_distances(i, j), 0)[:m]
-    return out[inverse]
+    return out
+
+
+def release_freed_memory() -> None:
+    """Hand the allocator's freed pages back to the system (glibc's malloc_trim): the blocked phases free
+    and allocate arrays of many sizes, and glibc keeps what they freed, by hundreds of MB, in the
+    process's resident set. Nothing elsewhere."""
+    if _LIBC:
+        _LIBC[0].malloc_trim(0)
+
+
+def _libc():
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        return [libc] if hasattr(libc, "malloc_trim") else []
+    except OSError:
+        return []
+
+
+_LIBC = _libc()
 
 
 class ScreenBound:
@@ -376,6 +403,8 @@ def nearest_neighbours(
             in_float32 = screen is None or (query_gallery is not None and a < nq and e > nq)
             key = (a, b, in_float32)
             if key not in left:
+                if left and a != next(iter(left))[0]:
+                    release_freed_memory()
                 left = {key: feats.left(a, b) if in_float32 else screen.left(a, b)}
             out = state.block_buffer(b - a, e - c)
             if in_float32:  # the float32 products are the same blocks, finished the same way, either way
@@ -438,42 +467,83 @@ def _exact_dist(feats: FeatureRows, rows, cols, budget_bytes: int):
     return out
 
 
+#: Rows the exact phase takes at a time: its temporaries are a few (rows, capacity) arrays.
+_EXACT_ROWS = 4096
+
+
 def _exact_lists(feats: FeatureRows, state: _Pass, bounds, err: float, budget_bytes: int,
                  canonical: bool) -> NeighbourLists:  # fmt: skip
-    """From the pass's candidates to exact sets at the boundaries and canonical row maxima."""
+    """From the pass's candidates to exact sets at the boundaries and canonical row maxima, a bounded
+    number of rows at a time."""
     o, n, cap = feats.ops, state.n, state.capacity
-    dtype, shift = feats.dtype, feats.shift
-    bound = state.bound
+    dtype, shift, bound = feats.dtype, feats.shift, state.bound
     vals, cols, thr = state.vals, state.cols, state.thr
     far_vals, far_cols = state.far_vals, state.far_cols
     del state.vals, state.cols, state.far_vals, state.far_cols
-
-    rowmax, far_rows, far_pairs = _row_maxima(feats, bound, -far_vals, far_cols, err, budget_bytes)
-    vals, cols = _sorted_by_value_then_column(o, vals, cols)
-    # anything the pass did not keep has a value of at least `floor`: it was refused below the row's
-    # threshold or pushed out of a full row
-    floor = o.minimum(thr, vals[:, cap - 1])
-    stale = vals >= thr[:, None]  # kept before the window narrowed: surely past every boundary
-    cols = o.where(stale, -1, cols)
-    vals = o.where(stale, np.inf, vals)
-    floor_exact = bound.lo(floor)
-    recomputed = far_pairs
-    canon = None
-    if canonical:  # the candidates' own distances replace the screen's values
-        rr, qq = o.nonzero(cols >= 0)
-        canon = o.full((n, cap), np.nan, dtype)
-        canon[rr, qq] = canonical_distances(feats, rr, cols[rr, qq])
-        recomputed += len(rr)
-        exact_vals = o.where(cols >= 0, canon, np.inf)
-    else:
-        exact_vals = o.where(cols >= 0, o.clamp_min(vals + shift, 0), np.inf)
-    index, canon, rechecked, full_rows = _exact_boundaries(
-        feats, exact_vals, cols, canon, floor_exact, rowmax, err, bounds, budget_bytes
-    )
+    rowmax, far_rows, recomputed = _row_maxima(feats, bound, -far_vals, far_cols, err, budget_bytes)
+    del far_vals, far_cols
+    table = None
+    if canonical:  # the candidates' own distances replace the screen's values; a pair and its mirror once
+        table = _canonical_table(feats, vals, cols, thr)
+        recomputed += len(table[0])
+    index = o.empty((n, cap), np.int64)
+    canon = o.full((n, cap), np.nan, dtype) if canonical else None
+    rechecked = full_rows = 0
+    for s in range(0, n, _EXACT_ROWS):
+        e = min(s + _EXACT_ROWS, n)
+        v, c = _sorted_by_value_then_column(o, vals[s:e], cols[s:e])
+        # anything the pass did not keep has a value of at least `floor`: it was refused below the row's
+        # threshold or pushed out of a full row
+        floor = o.minimum(thr[s:e], v[:, cap - 1])
+        live = (c >= 0) & (v < thr[s:e][:, None])  # else kept before the window narrowed: past every boundary
+        c = o.where(live, c, -1)
+        if canonical:
+            rr, qq = o.nonzero(live)
+            known = o.full((e - s, cap), np.nan, dtype)
+            known[rr, qq] = _lookup(feats, table, rr + s, c[rr, qq])
+            exact_vals = o.where(live, known, np.inf)
+        else:
+            known = None
+            exact_vals = o.where(live, o.clamp_min(v + shift, 0), np.inf)
+        idx, known, r, f = _exact_boundaries(
+            feats, exact_vals, c, known, bound.lo(floor, o.arange(s, e)), rowmax[s:e], err, bounds,
+            budget_bytes, first=s,
+        )  # fmt: skip
+        index[s:e] = idx
+        if canonical:
+            canon[s:e] = known
+        rechecked, full_rows = rechecked + r, full_rows + f
+    release_freed_memory()
     return NeighbourLists(
         index=index, distance=canon, rowmax=rowmax, rechecked=rechecked, full_rows=full_rows,
         far_rows=far_rows, recomputed=recomputed,
     )  # fmt: skip
+
+
+def _canonical_table(feats: FeatureRows, vals, cols, thr):
+    """Sorted unique keys lo * N + hi of the live candidate pairs and their canonical distances."""
+    o, n = feats.ops, len(feats)
+    parts = []
+    for s in range(0, len(cols), _EXACT_ROWS):
+        e = min(s + _EXACT_ROWS, len(cols))
+        c = cols[s:e]
+        rr, qq = o.nonzero((c >= 0) & (vals[s:e] < thr[s:e][:, None]))
+        j = c[rr, qq]
+        rr = rr + s
+        parts.append(o.minimum(rr, j) * n + o.maximum(rr, j))
+    keys = o.sort(o.concat(parts)) if parts else o.empty((0,), np.int64)
+    del parts
+    if len(keys):
+        first = o.concat([o.full((1,), True, bool), keys[1:] != keys[:-1]])
+        keys = keys[first]
+    return keys, _canonical_of_keys(feats, keys)
+
+
+def _lookup(feats: FeatureRows, table, rows, cols):
+    keys, values = table
+    n = len(feats)
+    want = feats.ops.minimum(rows, cols) * n + feats.ops.maximum(rows, cols)
+    return values[feats.ops.searchsorted(keys, want)]
 
 
 def _row_maxima(feats: FeatureRows, bound: ScreenBound, far_vals, far_cols, err: float, budget_bytes: int):
@@ -530,10 +600,11 @@ def _exact_far_rows(feats: FeatureRows, rows, err: float, budget_bytes: int):
 
 
 def _exact_boundaries(feats: FeatureRows, vals, cols, canon, floor, rowmax, err: float, bounds,
-                      budget_bytes: int):  # fmt: skip
+                      budget_bytes: int, first: int = 0):  # fmt: skip
     """Exact sets at each boundary from candidates whose values lie within `err` of the exact distances,
     anything not kept lying at `floor` or beyond. Returns the index (tiers in image order), the canonical
-    distances alongside (or None), and how many distances were re-checked and rows redone whole."""
+    distances alongside (or None), and how many distances were re-checked and rows redone whole. The
+    arrays hold the rows first, first + 1, ..."""
     o, n, cap = feats.ops, vals.shape[0], vals.shape[1]
     np_dtype = feats.dtype
     more = () if canon is None else (canon,)
@@ -547,7 +618,7 @@ def _exact_boundaries(feats: FeatureRows, vals, cols, canon, floor, rowmax, err:
         rows = o.nonzero(incomplete)[0]
         full_rows = len(rows)
         if full_rows:
-            v, c = _exact_full_rows(feats, rows, cap, budget_bytes)
+            v, c = _exact_full_rows(feats, rows + first, cap, budget_bytes)
             vals[rows], cols[rows] = o.cast(v, np_dtype), c
             if canon is not None:
                 canon[rows] = np.nan
@@ -565,7 +636,7 @@ def _exact_boundaries(feats: FeatureRows, vals, cols, canon, floor, rowmax, err:
     rr, qq = o.nonzero(need)
     tier = o.full((n, cap), 0, np.int64)
     if len(rr):
-        key = _exact_dist(feats, rr, cols[rr, qq], budget_bytes) / norm[rr]
+        key = _exact_dist(feats, rr + first, cols[rr, qq], budget_bytes) / norm[rr]
         for p, low, high, amb in zip(bounds, lows, highs, ambiguous, strict=True):
             inside = o.where(amb[:, None], positions < low[:, None], positions < p)
             sel = amb[rr] & (qq >= low[rr]) & (qq < high[rr])
@@ -581,7 +652,8 @@ def _exact_boundaries(feats: FeatureRows, vals, cols, canon, floor, rowmax, err:
         for p in bounds:
             tier += positions >= p
     # each tier in image order: a canonical order, whichever values placed the images
-    order = o.argsort_stable(tier * (n + 1) + o.where(cols >= 0, cols, n), 1)
+    total = len(feats)
+    order = o.argsort_stable(tier * (total + 1) + o.where(cols >= 0, cols, total), 1)
     index = o.take_along(cols, order)
     canon = None if canon is None else o.take_along(canon, order)
     return index, canon, int(len(rr)), full_rows
