@@ -34,7 +34,12 @@ import numpy as np
 from benchmarks.metrics.distances import METRICS, FeatureDistances
 from benchmarks.rerank.array_ops import array_ops, top_k_stable
 from benchmarks.rerank.features import FeatureRows
-from benchmarks.rerank.neighbours import block_side, canonical_distances, nearest_neighbours
+from benchmarks.rerank.neighbours import (
+    block_side,
+    canonical_distances,
+    nearest_neighbours,
+    release_freed_memory,
+)
 from benchmarks.rerank.screening import Bf16Products, choose_precision
 from benchmarks.rerank.settings import DEVICE_HELP, RerankError, RerankSettings
 
@@ -142,8 +147,11 @@ class KReciprocalReranker:
         self._work = min(self._geometry, left // _WORK_SHARE if self._qg is None else (left - qg_bytes) // 2)
         self._work = max(self._work, 1 << 20)
         capacity = min(n, max(w1, k2) * _EXTRA_CANDIDATES[self.precision.precision])
+        # the float32 blocks (those holding query-gallery distances, when kept) must fall the same way
+        # with either precision; a pass of bfloat16 blocks only may take the smaller working share
+        side_budget = self._work if screen is not None and self._qg is None else self._geometry
         lists = nearest_neighbours(
-            self._f, capacity, (w1, w2, k2), self._work, side_budget=self._geometry,
+            self._f, capacity, (w1, w2, k2), self._work, side_budget=side_budget,
             split_capacity=max(w1, k2) * max(_EXTRA_CANDIDATES.values()), query_gallery=self._qg,
             screen=screen, progress=progress,
         )  # fmt: skip
@@ -156,7 +164,7 @@ class KReciprocalReranker:
         p = self.precision
         self.backend = (
             f"{'numpy' if o.name == 'numpy' else f'torch on {o.device}'} {dtype.name} blocks of "
-            f"{block_side(self._geometry, dtype.itemsize)} screened in {p.precision} ({settings.precision}: "
+            f"{block_side(side_budget, dtype.itemsize)} screened in {p.precision} ({settings.precision}: "
             f"{p.reason}); {lists.recomputed} distances recomputed, {lists.rechecked} re-checked in "
             f"float64, {lists.full_rows} rows redone whole"
         )
@@ -364,6 +372,7 @@ class _Timer:
 
     def __exit__(self, *exc) -> None:
         self.reranker.ops.sync()
+        release_freed_memory()
         timings = self.reranker.timings
         timings[self.name] = timings.get(self.name, 0.0) + time.perf_counter() - self.start
 
