@@ -119,14 +119,18 @@ class KReciprocalReranker:
         self._check_budget()
         self._progress = progress
 
+        qg_bytes = self.num_query * self.num_gallery * dtype.itemsize
         with self._phase("screening choice"):
+            dim = query.shape[1]
+            bf16_flops = float(n) * n * dim  # less the query-gallery blocks, float32 either way where kept
+            if qg_bytes <= self._budget // 2:
+                bf16_flops -= 2.0 * self.num_query * self.num_gallery * dim
             #: the screening precision that ran, why, and torch's resident bytes its import added
             self.precision = choose_precision(
-                settings.precision, settings.device, n, query.shape[1], self._budget
+                settings.precision, settings.device, n, dim, self._budget, bf16_flops
             )
         with self._phase("features"):
             self._f = FeatureRows(o, query, gallery, dtype, metric)
-        qg_bytes = self.num_query * self.num_gallery * dtype.itemsize
         self._qg, self._slab = None, (0, ())
         # The blocks' geometry (the side, which query-gallery distances are kept, the slabs) comes from the
         # whole budget, whatever the precision: the float32 products, and so the answer, are then the

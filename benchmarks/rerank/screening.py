@@ -37,6 +37,14 @@ F32_U = 2.0**-24
 MIN_SCREEN_WORK = 1e11
 #: auto's least speed-up of a bfloat16 product over a float32 one, measured on this machine
 MIN_SPEEDUP = 1.5
+#: auto's guess of that speed-up before it imports torch to measure it (AMX: 3.5x, measured on 2 cores)
+ASSUMED_SPEEDUP = 3.5
+#: The bfloat16 screen's own extra work per image, in float32 product flops per feature dimension: the
+#: recomputed candidate distances (about 45 distinct pairs an image on 2048-dimensional features whose
+#: distances concentrate), the wider windows' merges and the torch import, measured against the float32
+#: pass on 2 cores at the Market and OPReID sizes (about 0.5 ms an image). A GPU gathers the pairs far
+#: faster (a guess, unmeasured here).
+EXTRA_WORK_PER_IMAGE = {"cpu": 21_000, "cuda": 2_000}
 #: auto leaves the cpu device's numpy path when loading torch would leave less working memory than this
 MIN_WORK_BYTES = 256 << 20
 #: resident size assumed for torch where /proc cannot tell (measured: about 520 MiB)
@@ -102,7 +110,7 @@ def measured_speedup(device: str, dim: int) -> float:
     (numpy's BLAS for cpu, torch elsewhere): a few milliseconds, once per process."""
     torch, _ = import_torch_measured()
     dev = torch.device("cpu" if device in ("cpu", "torch-cpu") else device)
-    side = 512
+    side = 1024  # smaller products fit in the cache and flatter bfloat16 several times over
     gen = torch.Generator().manual_seed(0)
     a32 = torch.randn(side, dim, generator=gen)
     b32 = torch.randn(side, dim, generator=gen)
@@ -124,7 +132,7 @@ def measured_speedup(device: str, dim: int) -> float:
     def best(fn) -> float:
         fn()
         times = []
-        for _ in range(3):
+        for _ in range(2):
             start = time.perf_counter()
             fn()
             if dev.type == "cuda":
@@ -144,20 +152,34 @@ def _f32_matmul(torch, a, b):
         torch.set_float32_matmul_precision(before)
 
 
-def choose_precision(precision: str, device: str, n: int, dim: int, budget_bytes: int) -> PrecisionChoice:
+def screen_pays(bf16_flops: float, n: int, dim: int, speedup: float, device: str) -> bool:
+    """Whether screening `bf16_flops` of products in bfloat16, `speedup` times faster than float32,
+    saves more than the screen's own extra work (EXTRA_WORK_PER_IMAGE per image, in float32 product
+    flops, so that the machine's speed cancels out)."""
+    extra = EXTRA_WORK_PER_IMAGE["cuda" if device.startswith("cuda") else "cpu"] * dim
+    return bf16_flops * (1 - 1 / max(speedup, 1.0)) > n * extra
+
+
+def choose_precision(precision: str, device: str, n: int, dim: int, budget_bytes: int,
+                     bf16_flops: float | None = None) -> PrecisionChoice:  # fmt: skip
     """The screen's precision for `precision` (auto, float32 or bfloat16) on `device` for N images of
-    dimension D. auto takes bfloat16 only where it pays: enough work, bfloat16 units, room in the budget
-    for torch beside the working arrays (device cpu), and a measured speed-up of at least MIN_SPEEDUP."""
+    dimension D, `bf16_flops` of whose products the screen would run in bfloat16 (default: all N^2 D).
+    auto takes bfloat16 only where it pays: bfloat16 units, an estimate that it pays (screen_pays, with
+    ASSUMED_SPEEDUP) before torch is imported for it, room in the budget for torch beside the working
+    arrays (device cpu), then the same estimate with the speed-up measured on this machine."""
     if precision == "float32":
         return PrecisionChoice("float32", "asked for")
     if precision == "bfloat16":
         torch_bytes = import_torch_measured()[1] if device == "cpu" else 0
         return PrecisionChoice("bfloat16", "asked for", torch_bytes)
-    if n * n * dim / 2 < MIN_SCREEN_WORK:
+    bf16_flops = float(n) * n * dim if bf16_flops is None else bf16_flops
+    if bf16_flops / 2 < MIN_SCREEN_WORK:
         return PrecisionChoice("float32", "too few products for a screen to pay")
     if device in ("cpu", "torch-cpu"):
         if not cpu_has_bf16_units():
             return PrecisionChoice("float32", "no AMX or AVX512-BF16 on this CPU")
+        if not screen_pays(bf16_flops, n, dim, ASSUMED_SPEEDUP, device):
+            return PrecisionChoice("float32", "the screen's own work would outweigh what it saves")
     else:
         torch, _ = import_torch_measured()
         if torch.cuda.get_device_capability(torch.device(device)) < (8, 0):
@@ -172,14 +194,12 @@ def choose_precision(precision: str, device: str, n: int, dim: int, budget_bytes
                 f"torch's {torch_bytes >> 20} MiB would leave too little of the budget",
                 torch_bytes,
             )
-        if loaded:
-            torch_bytes = 0
+        torch_bytes = 0 if loaded else torch_bytes
     speedup = measured_speedup(device, dim)
-    if speedup < MIN_SPEEDUP:
-        return PrecisionChoice(
-            "float32", f"bfloat16 products measured only {speedup:.1f}x faster", torch_bytes
-        )
-    return PrecisionChoice("bfloat16", f"bfloat16 products measured {speedup:.1f}x faster", torch_bytes)
+    verdict = f"bfloat16 products measured {speedup:.1f}x faster"
+    if speedup < MIN_SPEEDUP or not screen_pays(bf16_flops, n, dim, speedup, device):
+        return PrecisionChoice("float32", f"{verdict}: not enough to pay for the screen", torch_bytes)
+    return PrecisionChoice("bfloat16", verdict, torch_bytes)
 
 
 class Bf16Products:

@@ -75,6 +75,21 @@ def reordered_by_bfloat16(seed=3, n=300, dim=64):
     return np.concatenate([centre[None], around]).astype(np.float32)
 
 
+def test_merges_and_the_exact_phase_in_pieces_give_the_same_bits(monkeypatch):
+    from benchmarks.rerank import neighbours
+
+    rng = np.random.default_rng(12)
+    x = rng.normal(size=(1200, 24)).astype(np.float32)
+    x[500:560] = x[9]  # duplicates: rows redone whole, in more than one piece
+    whole = both(x[:300], x[300:], "cosine", memory_mb=1)
+    monkeypatch.setattr(neighbours, "_EXACT_ROWS", 97)
+    monkeypatch.setattr(neighbours, "_MERGE_ROWS", 50)
+    pieces = both(x[:300], x[300:], "cosine", memory_mb=1)
+    for a, b in zip(whole, pieces, strict=True):
+        assert_same_bits(a, b)
+    assert_same_bits(*pieces)
+
+
 def test_a_case_where_bfloat16_reorders_the_neighbours_gives_the_exact_order():
     x = reordered_by_bfloat16()
     q, g = x[:1], x[1:]
@@ -134,21 +149,24 @@ def test_canonical_distances_do_not_depend_on_their_company(device):
 
 
 def test_auto_takes_bfloat16_only_where_it_pays(monkeypatch):
-    assert choose_precision("auto", "cpu", 500, 64, 1 << 30).precision == "float32"  # too small to pay
-    assert choose_precision("float32", "cpu", 10**6, 2048, 1 << 30).reason == "asked for"
-    monkeypatch.setattr(screening, "MIN_SCREEN_WORK", 0)
+    big, dim = 45_214, 2048  # OPReID's size
+    assert choose_precision("auto", "cpu", 500, 64, 1 << 30).reason == "too few products for a screen to pay"
+    assert choose_precision("float32", "cpu", big, dim, 1 << 30).reason == "asked for"
     monkeypatch.setattr(screening, "cpu_has_bf16_units", lambda: False)
-    assert choose_precision("auto", "cpu", 500, 64, 1 << 30).precision == "float32"
+    assert "no AMX" in choose_precision("auto", "cpu", big, dim, 1 << 30).reason
     monkeypatch.setattr(screening, "cpu_has_bf16_units", lambda: True)
+    # Market's size, its query-gallery blocks in float32 either way: the screen's own work outweighs
+    market = 19_281**2 * dim - 2 * 3368 * 15913 * dim
+    assert "outweigh" in choose_precision("auto", "torch-cpu", 19_281, dim, 1 << 30, market).reason
     monkeypatch.setattr(screening, "measured_speedup", lambda device, dim: 1.2)
-    choice = choose_precision("auto", "torch-cpu", 500, 64, 1 << 30)
+    choice = choose_precision("auto", "torch-cpu", big, dim, 1 << 30)
     assert choice.precision == "float32" and "1.2x" in choice.reason
     monkeypatch.setattr(screening, "measured_speedup", lambda device, dim: 3.5)
-    assert choose_precision("auto", "torch-cpu", 500, 64, 1 << 30).precision == "bfloat16"
+    assert choose_precision("auto", "torch-cpu", big, dim, 1 << 30).precision == "bfloat16"
     # on the numpy path torch must fit in the budget beside the working arrays
     monkeypatch.setattr(screening, "_TORCH_BYTES", [600 << 20])
-    assert choose_precision("auto", "cpu", 500, 64, 700 << 20).precision == "float32"
-    assert choose_precision("auto", "cpu", 500, 64, 1 << 30).precision == "bfloat16"
+    assert "too little of the budget" in choose_precision("auto", "cpu", big, dim, 700 << 20).reason
+    assert choose_precision("auto", "cpu", big, dim, 1 << 30).precision == "bfloat16"
 
 
 def test_the_precision_that_ran_is_recorded_and_bad_ones_are_user_errors():
