@@ -211,7 +211,7 @@ class Bf16Products:
     by FeatureRows.finish gives them, written into the pass's own block (numpy's or torch's): the pass
     compares both kinds alike."""
 
-    def __init__(self, feats, tops, float32_blocks: bool = False, chunk: int = 256):
+    def __init__(self, feats, tops, float32_blocks: bool = False, chunk: int = 512):
         torch = tops.torch
         self.feats, self.tops, self.torch = feats, tops, torch
         self.dim = d = feats.dim
@@ -221,10 +221,13 @@ class Bf16Products:
         a, b, nn = np.empty(n), np.empty(n), np.empty(n)
         for s in range(0, n, chunk):
             e = min(s + chunk, n)
-            low = self._rounded(s, e, "left").float()
-            rows = self._buffer("f32", (e - s) * d, torch.float32).view(e - s, d)
+            # rounded by torch as the blocks will be; the norms in numpy (torch's small CPU operations
+            # cost more than they compute)
+            low = tops.to_numpy(self._rounded(s, e, "left").view(torch.int16)).view(np.uint16)
+            low = (low.astype(np.uint32) << 16).view(np.float32)
+            rows = tops.to_numpy(self._buffer("f32", (e - s) * d, torch.float32).view(e - s, d))
             for out, x in ((a, low), (b, rows - low), (nn, rows)):
-                out[s:e] = tops.to_numpy(x.square().sum(1))
+                out[s:e] = np.einsum("ij,ij->i", x, x)
         # float32 sums of D squares: within gamma_D of the exact ones; the square root and its rounding
         gamma = d * F32_U / (1 - d * F32_U)
         a, b, nn = (np.sqrt(v * (1 + 2 * gamma)) * (1 + 4 * F32_U) for v in (a, b, nn))
