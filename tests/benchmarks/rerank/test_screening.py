@@ -38,9 +38,9 @@ def assert_same_bits(a, b):
     np.testing.assert_array_equal(a.view(np.uint8), b.view(np.uint8))
 
 
-@pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize(("metric", "dtype", "memory_mb"), [
-    ("cosine", np.float32, 1), ("euclidean", np.float32, 64), ("cosine", np.float64, 64),
+@pytest.mark.parametrize(("device", "metric", "dtype", "memory_mb"), [
+    ("cpu", "cosine", np.float32, 1), ("torch-cpu", "cosine", np.float32, 1),
+    ("cpu", "euclidean", np.float32, 64), ("torch-cpu", "cosine", np.float64, 64),
 ])  # fmt: skip
 def test_random_features_give_the_same_bits(device, metric, dtype, memory_mb):
     rng = np.random.default_rng(11)
@@ -50,8 +50,9 @@ def test_random_features_give_the_same_bits(device, metric, dtype, memory_mb):
     assert_same_bits(f32, bf16)
 
 
-@pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("metric", ["cosine", "euclidean"])
+@pytest.mark.parametrize(
+    ("device", "metric"), [("cpu", "cosine"), ("cpu", "euclidean"), ("torch-cpu", "cosine")]
+)
 def test_duplicates_near_duplicates_and_exact_ties_give_the_same_bits(device, metric):
     """100 copies of one image (more than a float32 row keeps), 30 copies moved by 1e-7, and small
     integer features where distances tie exactly."""
@@ -114,15 +115,16 @@ def test_bfloat16_products_stay_inside_their_bound(metric):
 
     rng = np.random.default_rng(4)
     for dim in (16, 512, 2048):
-        x = (rng.normal(size=(500, dim)) * rng.uniform(0.1, 10, size=(500, 1))).astype(np.float32)
+        x = (rng.normal(size=(300, dim)) * rng.uniform(0.1, 10, size=(300, 1))).astype(np.float32)
         x[:50] = rng.uniform(0, 1, size=(50, dim))  # non-negative rows: no cancellation in their products
         feats = FeatureRows(array_ops("cpu"), x[:100], x[100:], np.dtype(np.float32), metric)
         screen = Bf16Products(feats, array_ops("torch-cpu"))
-        values = screen.product(screen.left(0, 500), 0, 500, 0, 500, np.empty((500, 500), np.float32))
+        values = screen.product(screen.left(0, 300), 0, 300, 0, 300, np.empty((300, 300), np.float32))
         x64 = x.astype(np.float64)
         if metric == "cosine":
             x64 /= np.linalg.norm(x64, axis=1, keepdims=True)
-        exact = ((x64[:, None, :] - x64[None, :, :]) ** 2).sum(2)
+        sq = (x64**2).sum(1)
+        exact = sq[:, None] + sq[None, :] - 2 * x64 @ x64.T  # float64: 1e-12 of the bound at most
         error = np.abs(values.astype(np.float64) + feats.shift - exact)
         bound = screen.row_error[:, None] + screen.out_factor * np.abs(values)
         assert (error <= bound).all(), (dim, float((error / bound).max()))
