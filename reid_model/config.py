@@ -20,12 +20,14 @@ import yaml
 
 from benchmarks.metrics.distances import METRICS
 from reid_model.choices import (
+    AMP_DTYPES,
     BED_REDUCTIONS,
     BLOCK_EXPANSION,
     CLASSIFIERS,
     ERASE_FILLS,
     FEATURES,
     HEAD_LOSSES,
+    PIPELINES,
     RETRIEVAL_FEATURES,
     RP_INITS,
 )
@@ -91,6 +93,19 @@ class DataConfig:
 
 
 @dataclass
+class LoaderConfig:
+    """How training crops reach the model (docs/model.md §6.4): the speed of training, not its recipe."""
+
+    pipeline: str = (
+        "tensor"  # choices.PIPELINES: tensor (decoded-crop cache, batched aug on the device) | pil
+    )
+    cache_dir: str = (
+        ""  # the decoded-crop cache's folder; "" = DATA/cache/crops (RUN/cache/crops if read-only)
+    )
+    prefetch: int = 2  # batches gathered from the cache ahead of the step, on a background thread
+
+
+@dataclass
 class LossConfig:
     """BED, the baseline triplet (for `bed: false`) and the classification loss (docs/model.md §3, §5.1)."""
 
@@ -133,6 +148,13 @@ class TrainConfig:
     num_threads: int = 0  # torch CPU threads; 0 = torch default
     sync_bn: bool = False  # SyncBatchNorm across DDP processes (CUDA only)
     tensorboard: bool = False  # also write the metrics.jsonl scalars to RUN/tensorboard (extra: tensorboard)
+    # Speed levers (docs/model.md §6.4). Where a lever does not apply (CPU) it is a no-op, recorded as
+    # such in RUN/environment.json; none changes what a CPU run computes except channels_last's layout.
+    channels_last: bool = False  # NHWC activations and weights (any device)
+    amp_dtype: str = "float16"  # choices.AMP_DTYPES: autocast dtype with solver.amp (CUDA)
+    fused_adam: bool = False  # one fused kernel for the Adam update (CUDA)
+    compile: bool = False  # torch.compile the training forward (CUDA; off unless measured to win)
+    cudnn_benchmark: bool = True  # let cuDNN pick the fastest convolution for the fixed input size (CUDA)
 
 
 @dataclass
@@ -158,6 +180,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     input: InputConfig = field(default_factory=InputConfig)
     data: DataConfig = field(default_factory=DataConfig)
+    loader: LoaderConfig = field(default_factory=LoaderConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     solver: SolverConfig = field(default_factory=SolverConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -178,6 +201,8 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "loss.bed_reduction": BED_REDUCTIONS,
     "loss.cls_head_loss": HEAD_LOSSES,
     "test.metric": METRICS,
+    "loader.pipeline": PIPELINES,
+    "train.amp_dtype": AMP_DTYPES,
 }
 
 
@@ -299,6 +324,8 @@ def validate(cfg: Config) -> Config:
         )
     if d.val_ids < 0:
         raise ConfigError("data.val_ids must be 0 (no validation split) or a number of identities")
+    if cfg.loader.prefetch < 0:
+        raise ConfigError("loader.prefetch must be 0 (gather in the training loop) or a number of batches")
     if cfg.solver.max_epochs < 1:
         raise ConfigError("solver.max_epochs must be at least 1")
     return cfg
