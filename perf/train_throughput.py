@@ -7,11 +7,12 @@ Per input path, over `--steps` timed steps after `--warmup` steps (the trainer's
   - sampled images/s (and forward images/s: CBE doubles the batch) and the wall time of the timed steps;
   - the data wait: the share of step time spent in `next(batches)` (waiting for loader workers, plus,
     on the tensor path, gathering from the cache and augmenting in the training loop);
-  - the loader workers' CPU seconds per step (the pil path's decoding, which on a small CPU competes with
-    the model for the cores without showing up as wait);
+  - CPU seconds per step of the training process and of its loader workers (the pil path's decoding,
+    which on a small CPU competes with the model for the cores without showing up as wait);
   - GPU utilisation, sampled every 0.2 s during the timed steps (torch.cuda.utilization, else nvidia-smi);
   - peak memory: CUDA max_memory_allocated on GPU, the process's peak RSS on CPU.
-Each measurement runs in its own process (clean memory and CPU accounting). The decoded-crop cache is
+Each measurement runs in its own process (clean memory and CPU accounting); `--repeat N` alternates
+the two paths N times and reports each path's median round (a shared machine's load changes). The decoded-crop cache is
 built (or found) before any timing; its build time is printed as a one-off cost. `--levers` also measures
 the tensor path with each `train.*` speed lever switched on alone (channels-last, bf16 autocast, fused
 Adam, torch.compile), where the device has it.
@@ -225,6 +226,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--threads", type=int, default=0, help="torch CPU threads (0: the preset's train.num_threads)"
     )
+    ap.add_argument(
+        "--repeat", type=int, default=1, help="alternate pil/tensor measurements N times (medians)"
+    )
     ap.add_argument("--levers", action="store_true", help="also measure each train.* speed lever alone")
     ap.add_argument("--json", action="store_true", help="print the results as one JSON object")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -250,8 +254,14 @@ def main(argv: list[str] | None = None) -> int:
                    "torch": torch.__version__, "cpu_count": os.cpu_count(),
                    "crop_cache": {"path": cache_path, "seconds": cache_s, "built": built}}  # fmt: skip
         base = [*args.overrides]
-        results["pil"] = run_child(args, [*base, "loader.pipeline=pil"])
-        results["tensor"] = run_child(args, [*base, "loader.pipeline=tensor"])
+        rounds = []
+        for _ in range(args.repeat):  # alternated, so that a change of load hits both paths alike
+            rounds.append({p: run_child(args, [*base, f"loader.pipeline={p}"]) for p in ("pil", "tensor")})
+        for p in ("pil", "tensor"):  # the round of median images/s stands for the path
+            ranked = sorted((r[p] for r in rounds), key=lambda r: r["images_per_s"])
+            results[p] = ranked[len(ranked) // 2]
+        results["rounds"] = rounds
+        results["round_ratios"] = [r["tensor"]["images_per_s"] / r["pil"]["images_per_s"] for r in rounds]
         results["speedup"] = results["tensor"]["images_per_s"] / results["pil"]["images_per_s"]
         if args.levers:
             results["levers"] = {}
@@ -276,10 +286,20 @@ def main(argv: list[str] | None = None) -> int:
         mem = "CUDA" if args.device.startswith("cuda") else "RSS"
         print(f"{label:>16}: {r['images_per_s']:8.1f} images/s ({r['forward_images_per_s']:.1f} forward), "
               f"{r['sec_per_step'] * 1000:7.1f} ms/step, {r['steps']} steps in {r['wall_s']:.1f} s, "
-              f"data wait {100 * r['data_wait_share']:4.1f}% of step time, loader workers "
-              f"{r['worker_cpu_s_per_step'] * 1000:.0f} CPU-ms/step{util}, peak {mem} {r['peak_mib']:.0f} MiB")  # fmt: skip
+              f"data wait {100 * r['data_wait_share']:4.1f}% of step time, CPU-ms/step: training process "
+              f"{r['main_cpu_s_per_step'] * 1000:.0f} + loader workers {r['worker_cpu_s_per_step'] * 1000:.0f}"
+              f"{util}, peak {mem} {r['peak_mib']:.0f} MiB")  # fmt: skip
+    cpu = {
+        p: results[p]["main_cpu_s_per_step"] + results[p]["worker_cpu_s_per_step"] for p in ("pil", "tensor")
+    }
+    print(
+        f"CPU time per step (all processes), new / today: {cpu['tensor'] / cpu['pil']:.2f} "
+        "(less sensitive to a shared machine's load than wall time)"
+    )
     print(f"images/s ratio, new / today: {results['speedup']:.2f}; wall time ratio: "
-          f"{results['tensor']['wall_s'] / results['pil']['wall_s']:.2f}")  # fmt: skip
+          f"{results['tensor']['wall_s'] / results['pil']['wall_s']:.2f}"
+          + (f" (medians of {args.repeat} alternated rounds; per-round ratios "
+             f"{', '.join(f'{r:.2f}' for r in results['round_ratios'])})" if args.repeat > 1 else ""))  # fmt: skip
     return 0
 
 

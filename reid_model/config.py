@@ -96,12 +96,10 @@ class DataConfig:
 class LoaderConfig:
     """How training crops reach the model (docs/model.md §6.4): the speed of training, not its recipe."""
 
-    pipeline: str = (
-        "tensor"  # choices.PIPELINES: tensor (decoded-crop cache, batched aug on the device) | pil
-    )
-    cache_dir: str = (
-        ""  # the decoded-crop cache's folder; "" = DATA/cache/crops (RUN/cache/crops if read-only)
-    )
+    # choices.PIPELINES: tensor (decoded-crop cache, batched augmentation on the device) | pil (per image)
+    pipeline: str = "tensor"
+    # the decoded-crop cache's folder; "" = DATA/cache/crops (RUN/cache/crops when DATA is read-only)
+    cache_dir: str = ""
     prefetch: int = 2  # batches gathered from the cache ahead of the step, on a background thread
 
 
@@ -148,8 +146,8 @@ class TrainConfig:
     num_threads: int = 0  # torch CPU threads; 0 = torch default
     sync_bn: bool = False  # SyncBatchNorm across DDP processes (CUDA only)
     tensorboard: bool = False  # also write the metrics.jsonl scalars to RUN/tensorboard (extra: tensorboard)
-    # Speed levers (docs/model.md §6.4). Where a lever does not apply (CPU) it is a no-op, recorded as
-    # such in RUN/environment.json; none changes what a CPU run computes except channels_last's layout.
+    # Speed levers (docs/model.md §6.4): on the CPU only channels_last applies, the others are no-ops
+    # (RUN/environment.json records the levers as applied).
     channels_last: bool = False  # NHWC activations and weights (any device)
     amp_dtype: str = "float16"  # choices.AMP_DTYPES: autocast dtype with solver.amp (CUDA)
     fused_adam: bool = False  # one fused kernel for the Adam update (CUDA)

@@ -195,6 +195,7 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp and self.amp_dtype == torch.float16)
         self._crop_source: CropSource | None = None
         self.crop_cache_path: str | None = None
+        self.compiled: torch.nn.Module | None = None  # the training forward under torch.compile
         self.iteration = 0
         self.best_score = -1.0
         if state is not None:
@@ -206,7 +207,8 @@ class Trainer:
             if ctx.distributed
             else None
         )
-        self.compiled = torch.compile(self._forward_model()) if self.levers["compile"] else None
+        if self.levers["compile"]:
+            self.compiled = torch.compile(self._forward_model())
         self.evaluate_enabled = bool(self.eval_sets)
 
     @staticmethod
@@ -261,7 +263,7 @@ class Trainer:
 
     # -- one step ----------------------------------------------------------------------------------------
     def _forward_model(self) -> torch.nn.Module:
-        if getattr(self, "compiled", None) is not None:
+        if self.compiled is not None:
             return self.compiled
         return self.ddp if self.ddp is not None else self.model
 
