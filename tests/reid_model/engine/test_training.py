@@ -177,17 +177,21 @@ def test_eval_data_records_name_each_release(dataset, other_release, tmp_path):
         )
 
 
-def test_loader_workers_end_with_the_run(dataset, tmp_path):
-    """Runs trained one after another in one process (`opreid ablate`) leave no loader worker behind."""
+@pytest.mark.parametrize("pipeline", ["tensor", pytest.param("pil", marks=pytest.mark.slow)])
+def test_loader_workers_end_with_the_run(dataset, tmp_path, pipeline):
+    """Runs trained one after another in one process (`opreid ablate`) leave no loader worker (nor a
+    cache-building or prefetching one) behind."""
     import multiprocessing
+    import threading
 
     from reid_model.engine.training import train_model
 
     overrides = (*FAST, "data.num_workers=1", "solver.max_epochs=1", "train.eval_period=0",
-                 "train.eval_at_start=false")  # fmt: skip
+                 "train.eval_at_start=false", f"loader.pipeline={pipeline}")  # fmt: skip
     for k in range(2):
         train_model("tiny", dataset, tmp_path / f"run{k}", overrides=overrides)
         assert multiprocessing.active_children() == []
+        assert not [t for t in threading.enumerate() if t.name == "crop-batches"]
 
 
 def test_releases_sharing_a_name_are_told_apart_by_folder(dataset, other_release, tmp_path):
