@@ -16,11 +16,11 @@ from typing import Any
 import click
 
 from manifests import DatasetLayout, progress_enabled, progress_option
+from opreid_builder.curation.config import NO_PERSON_CHOICES, CurateConfig
 from opreid_builder.curation.engines import ENGINES, RAY_EXTRA
 from opreid_builder.curation.faces import DETECTORS, NO_FACE_MODEL, detector_summary
 from opreid_builder.curation.masking import MASK_METHODS
 from opreid_builder.curation.occlusion import RULES
-from opreid_builder.curation.pipeline import NO_PERSON_CHOICES, CurateConfig
 from opreid_builder.curation.review import ONLY_CHOICES
 from opreid_builder.curation.sources import LAYOUTS
 

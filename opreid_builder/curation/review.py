@@ -36,11 +36,13 @@ import numpy as np
 
 from manifests import (
     BODY_PARTS,
+    FORMULA_PREFIXES,
     IMAGES,
     SKELETON,
     DatasetLayout,
     atomic_write_bytes,
     atomic_write_text,
+    csv_cell,
     progress_bar,
     read_manifest,
 )
@@ -249,18 +251,20 @@ def write_review(
         title=Path(out).resolve().name, parts=BODY_PARTS, cameras=cameras,
         statuses=REVIEWABLE, detectors=", ".join(detectors) or "none recorded", data_file=REVIEW_DATA,
         csv_name=REVIEW_CSV, rule=rule, selection=_selection_note(only, sample, len(rows)),
+        formula_prefixes=list(FORMULA_PREFIXES),
     )  # fmt: skip
     atomic_write_text(site / REVIEW_DATA, script)
     atomic_write_text(site / REVIEW_HTML, html)
     csv_path = site / REVIEW_CSV
     buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
+    writer = csv.writer(buf, lineterminator="\r\n")  # RFC 4180: a CR or LF inside a cell is then quoted
     writer.writerow(["image_id", "occluded", "machine_flag", "flag_source", "longest_missing_run", "missing_parts",
                      "status", "camid", "source_path"])  # fmt: skip
     for r in rows:
-        flag = "" if r["occluded"] is None else str(bool(r["occluded"])).lower()
-        writer.writerow([r["image_id"], "", flag, r["occlusion_source"] or "", "" if r["longest_missing_run"] is None else r["longest_missing_run"],
-                         "|".join(r["missing_parts"] or []), r["status"], r["camid"], r["source_path"]])  # fmt: skip
+        flag = None if r["occluded"] is None else str(bool(r["occluded"])).lower()
+        cells = [r["image_id"], None, flag, r["occlusion_source"], r["longest_missing_run"],
+                 "|".join(r["missing_parts"] or []), r["status"], r["camid"], r["source_path"]]  # fmt: skip
+        writer.writerow([csv_cell(v) for v in cells])  # a file name may be a formula to a spreadsheet
     atomic_write_text(csv_path, buf.getvalue())
     pages = max(1, -(-len(rows) // page_size))
     size = len(html.encode()) + len(script.encode())

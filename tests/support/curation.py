@@ -166,9 +166,6 @@ class FakePose:
             if (path.parent / f).is_file():
                 self.by_sha[manifests.sha256_file(path.parent / f)] = kf.lookup(f)
 
-    def cache_key(self) -> str:
-        return "fake"
-
     def describe(self) -> dict:
         return {"source": "pose", "model": "fake"}
 
