@@ -197,7 +197,11 @@ def run_child(args: argparse.Namespace, overrides: list[str]) -> dict:
     res = subprocess.run(cmd, capture_output=True, text=True)
     if res.returncode != 0:
         raise SystemExit(f"measurement {' '.join(overrides)} failed:\n{res.stderr[-3000:]}")
-    return json.loads(res.stdout.strip().splitlines()[-1])
+    result = json.loads(res.stdout.strip().splitlines()[-1])
+    # each figure as soon as it is measured, so that a run cut short by a time limit still reports
+    print(f"measured [{' '.join(overrides)}]: {result['images_per_s']:.1f} images/s, data wait "
+          f"{100 * result['data_wait_share']:.1f}%", file=sys.stderr, flush=True)  # fmt: skip
+    return result
 
 
 def prepare_cache(args: argparse.Namespace) -> tuple[float, bool, str]:

@@ -87,7 +87,7 @@ class DataConfig:
     ims_per_batch: int = 64  # images drawn by the sampler per step (forward batch is 2x with CBE)
     num_instance: int = 4  # K images per identity; SBS-faithful alternative 16
     cbe_batch_is_forward_batch: bool = False  # true: ims_per_batch counts the forward batch (sample half)
-    num_workers: int = 4
+    num_workers: int = 4  # decoding processes: the pil path's loader workers, the crop cache's build
     val_ids: int = 0  # hold out this many training identities as a validation query/gallery (best.pt)
     val_seed: int = 0  # which identities are held out (independent of the training seed)
 

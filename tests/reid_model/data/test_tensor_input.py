@@ -156,6 +156,33 @@ def test_flip_pad_crop_matches_the_per_image_definition():
     assert torch.equal(flip_pad_crop(cl, flip, top, left, 5), out)  # the cache's NHWC layout gives the same
 
 
+def test_without_autoaugment_the_tensor_path_computes_the_pil_paths_images(dataset):
+    """Same crop, same draws (flip, crop offset): the cached crop through the batched ops equals the PIL
+    path's resize, flip, pad, crop, ToTensor and Normalize; the two paths differ only in how they draw."""
+    import torchvision.transforms.functional as TF
+    from torchvision import transforms as T
+
+    from reid_model.data.batch_augment import flip_pad_crop, normalize
+    from reid_model.data.datasets import load_image, read_train
+    from reid_model.data.transforms import IMAGENET_MEAN, IMAGENET_STD, resize
+
+    cfg = _input(128, 64, padding=5)
+    paths = read_train(dataset).paths[:4]
+    resized = [resize(cfg)(load_image(p)) for p in paths]
+    cached = torch.from_numpy(np.stack([np.asarray(img) for img in resized])).permute(0, 3, 1, 2)
+    flip, top, left = (
+        torch.tensor([1, 0, 1, 0], dtype=torch.bool),
+        torch.tensor([0, 3, 10, 7]),
+        torch.tensor([9, 0, 5, 2]),
+    )
+    ours = normalize(flip_pad_crop(cached, flip, top, left, padding=5))
+    to_tensor = T.Compose([T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+    for i, img in enumerate(resized):
+        img = TF.hflip(img) if flip[i] else img
+        img = TF.crop(TF.pad(img, 5, fill=0), int(top[i]), int(left[i]), 128, 64)
+        torch.testing.assert_close(ours[i], to_tensor(img), rtol=0, atol=1e-5)
+
+
 def test_normalize_is_to_tensor_then_normalize():
     from torchvision import transforms as T
 
