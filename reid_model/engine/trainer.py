@@ -20,6 +20,7 @@ Every `log_period` the train record also holds BED's operating range (docs/model
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Iterator, Sequence
@@ -134,6 +135,23 @@ def speed_levers(cfg: Config, device: torch.device) -> dict[str, bool | str]:
         "compile": t.compile and cuda,
         "cudnn_benchmark": t.cudnn_benchmark and cuda,
     }
+
+
+@contextlib.contextmanager
+def serial_cpu_ops(device: torch.device) -> Iterator[None]:
+    """Run the enclosed CPU tensor ops on one thread. The input ops (augmentation, erasing) are a few
+    elementwise passes over one batch: intra-op threads gain little there, while each parallel region
+    costs a fork and a join, and on a shared CPU a join waits for a descheduled thread's time slice.
+    Elementwise results do not depend on the thread count, so neither does any batch."""
+    threads = torch.get_num_threads()
+    if device.type != "cpu" or threads == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 class Trainer:
@@ -415,7 +433,9 @@ class Trainer:
                 dataset, SeededBatches(self._sampler(), start, cfg.seed), cfg.data.num_workers
             )
             for step, (images, pids, camids) in enumerate(loader, start=start):
-                yield self._erase(images, pids, camids, step_generator(cfg.seed, step, rank))
+                with serial_cpu_ops(images.device):
+                    batch = self._erase(images, pids, camids, step_generator(cfg.seed, step, rank))
+                yield batch
             return
         source = self.crop_source()
         pin = device.type == "cuda"
@@ -423,8 +443,10 @@ class Trainer:
             source, self._sampler(), start, cfg.loader.prefetch, pin
         ):
             gen = step_generator(cfg.seed, step, rank)
-            images = augment_batch(images.to(device, non_blocking=True), gen, cfg.input)
-            yield self._erase(images, pids, camids, gen)
+            with serial_cpu_ops(device):
+                images = augment_batch(images.to(device, non_blocking=True), gen, cfg.input)
+                batch = self._erase(images, pids, camids, gen)
+            yield batch
 
     def fit(self) -> dict[str, Any]:
         resumed = self.iteration > 0

@@ -290,3 +290,20 @@ def test_a_failure_while_prefetching_reaches_the_consumer():
     broken = CropSource(source.crops, source.rows[:3], source.pids, source.camids)  # rows missing
     with pytest.raises(IndexError):
         next(crop_batches(broken, sampler, 0, prefetch=2, pin=False))
+
+
+def test_a_batch_does_not_depend_on_the_thread_count():
+    """The trainer runs the CPU input ops on one thread (serial_cpu_ops); that may change nothing."""
+    from reid_model.data.batch_augment import augment_batch
+    from reid_model.modeling.batch_erasing import ErasingParams, compound_batch_erasing
+
+    cfg = _input(128, 64, flip_p=0.5, padding=5, autoaug_p=0.5)
+    x, pids = _batch(32, 128, 64), torch.arange(32)
+    params = ErasingParams(fill="random")
+    out = {}
+    for threads in (1, 2):
+        torch.set_num_threads(threads)
+        gen = torch.Generator().manual_seed(7)
+        out[threads] = compound_batch_erasing(augment_batch(x, gen, cfg), pids, pids, gen, params)[0]
+    torch.set_num_threads(1)
+    assert torch.equal(out[1], out[2])
