@@ -20,7 +20,10 @@ from opreid_builder.curation.engines import ENGINES, RAY_EXTRA
 from opreid_builder.curation.faces import DETECTORS, NO_FACE_MODEL, detector_summary
 from opreid_builder.curation.masking import MASK_METHODS
 from opreid_builder.curation.occlusion import RULES
-from opreid_builder.curation.pipeline import NO_PERSON_CHOICES, CurateConfig
+from opreid_builder.curation.pipeline import CurateConfig
+from opreid_builder.curation.flag_fitting import DEFAULT_FOLDS, DEFAULT_MAX_HOLISTIC_FLAGGED
+from opreid_builder.curation.logistic import DEFAULT_L2
+from opreid_builder.curation.occlusion_flag import DEFAULT_NO_PERSON, NO_PERSON_CHOICES
 from opreid_builder.curation.review import ONLY_CHOICES
 from opreid_builder.curation.sources import LAYOUTS
 
@@ -253,28 +256,44 @@ def review(out: Path, page_size: int, sample: int | None, only: str | None, seed
 
 @click.group("occlusion")
 def occlusion() -> None:
-    """Occlusion rule tools."""
+    """Occlusion flag tools: calibrate rules and flags on labelled crops, fit a learned flag."""
+
+
+_DIR = click.Path(exists=True, file_okay=False, path_type=Path)
+_OPERATING_OPTIONS = [
+    click.option("--max-holistic-flagged", type=click.FloatRange(0, 1, max_open=True),
+                 default=DEFAULT_MAX_HOLISTIC_FLAGGED, show_default=True,
+                 help="Target share of holistic crops (with a person) flagged, on average over the labelled sets: "
+                      "the threshold is chosen for it by cross-validation."),
+    click.option("--folds", type=click.IntRange(min=2), default=DEFAULT_FOLDS, show_default=True,
+                 help="Cross-validation folds (a person's crops, or a synthetic identity, stay in one fold)."),
+    click.option("--seed", type=int, default=0, show_default=True, help="Seed of the folds."),
+]  # fmt: skip
 
 
 @occlusion.command("calibrate")
-@click.option("--occluded", "occluded_dir", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
+@click.option("--occluded", "occluded_dir", required=True, type=_DIR,
               help="Folder of crops a person judged occluded.")  # fmt: skip
-@click.option("--holistic", "holistic_dir", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
+@click.option("--holistic", "holistic_dir", required=True, type=_DIR,
               help="Folder of crops a person judged holistic.")  # fmt: skip
 @pose_options
-@_no_person_option("Crops where pose finds nobody: leave out of the shares, or count as flagged.")
+@click.option("--no-person", type=click.Choice(NO_PERSON_CHOICES), default=DEFAULT_NO_PERSON, show_default=True,
+              help="Crops where pose finds nobody: count as flagged (as curation does), or leave out of the shares.")  # fmt: skip
+@lambda f: _apply(f, _OPERATING_OPTIONS)
 @click.option("--top", type=click.IntRange(min=1), default=None, help="Print only the best N rows.")
 @click.option("--json", "as_json", is_flag=True, help="Print the full report as JSON on stdout.")
 @progress_option
 def calibrate(
     occluded_dir: Path, holistic_dir: Path, pose_model: str | None, keypoints: str | None, device: str | None,
     batch_size: int, imgsz: int | None, half: bool, person_conf: float, workers: int, no_person: str,
-    top: int | None, as_json: bool, progress: bool,
+    max_holistic_flagged: float, folds: int, seed: int, top: int | None, as_json: bool, progress: bool,
 ) -> None:  # fmt: skip
-    """Score every occlusion rule x --kpt-conf (0.3-0.7) x --min-run (2-4) on two labelled folders.
+    """Score every occlusion rule x --kpt-conf (0.3-0.7) x --min-run (2-4), and with a pose model the
+    learned flags, on two labelled folders.
 
-    Prints the share of occluded crops flagged and of holistic crops flagged, best trade-offs
-    (flagged occluded minus flagged holistic) first. Pose runs once.
+    Prints the share of occluded crops flagged and of holistic crops flagged with 95% intervals, best
+    trade-offs (flagged occluded minus flagged holistic) first, and the cross-validated rates of
+    picking a rule on these crops. Pose runs once.
     """
     from opreid_builder.curation.calibration import calibrate as run_calibrate
     from opreid_builder.curation.calibration import format_table
@@ -283,9 +302,76 @@ def calibrate(
     source = keypoint_source(pose_model, keypoints, device, imgsz, half, batch_size, person_conf)
     report = run_calibrate(
         occluded_dir, holistic_dir, source, no_person=no_person, workers=workers,
-        progress=show_progress(progress),
+        progress=show_progress(progress), max_holistic_flagged=max_holistic_flagged, folds=folds, seed=seed,
     )  # fmt: skip
     if as_json:
         click.echo(json.dumps(report.as_dict(), indent=2))
     else:
         click.echo(format_table(report, top))
+
+
+@occlusion.command("fit")
+@click.option("--occluded", "occluded_dirs", multiple=True, type=_DIR,
+              help="Folder of crops a person judged occluded (repeatable; the n-th pairs with the n-th --holistic).")  # fmt: skip
+@click.option("--holistic", "holistic_dirs", multiple=True, type=_DIR,
+              help="Folder of crops a person judged holistic (repeatable).")  # fmt: skip
+@click.option("--name", "names", multiple=True,
+              help="Name of each folder pair in the flag file and the tables (default: their common parent folder).")  # fmt: skip
+@click.option("--synth", "synth_dirs", multiple=True, type=_DIR,
+              help="A folder `opreid synth` wrote (repeatable): its truth.parquet labels the crops; all "
+                   "synthetic folders together are one labelled set.")  # fmt: skip
+@click.option("-o", "--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="The flag file to write (JSON), for --occlusion-flag FILE.")  # fmt: skip
+@pose_options
+@lambda f: _apply(f, _OPERATING_OPTIONS)
+@click.option("--l2", type=click.FloatRange(min=0), default=DEFAULT_L2, show_default=True,
+              help="L2 penalty of the logistic regression (on standardised features).")
+@click.option("--flag-name", default="learned", show_default=True, help="The flag's name in its file and the card.")
+@click.option("--flag-version", default="1", show_default=True, help="The flag's version in its file and the card.")
+@click.option("--json", "as_json", is_flag=True, help="Print the threshold and rates as JSON on stdout.")
+@progress_option
+def fit(
+    occluded_dirs: tuple[Path, ...], holistic_dirs: tuple[Path, ...], names: tuple[str, ...],
+    synth_dirs: tuple[Path, ...], out: Path, pose_model: str | None, keypoints: str | None, device: str | None,
+    batch_size: int, imgsz: int | None, half: bool, person_conf: float, workers: int,
+    max_holistic_flagged: float, folds: int, seed: int, l2: float, flag_name: str, flag_version: str,
+    as_json: bool, progress: bool,
+) -> None:  # fmt: skip
+    """Fit a learned occlusion flag on labelled crops: a logistic regression over what the pose model
+    finds, with the threshold chosen by cross-validation for --max-holistic-flagged.
+
+    Prints the flag's nested cross-validated rates per labelled set with 95% intervals (the model and
+    threshold chosen without each fold), and writes the flag file for `curate --occlusion-flag FILE`.
+    """
+    from opreid_builder.curation.flag_fitting import FolderPair, fit_flag, format_rates, labelled_data, pair_name
+    from opreid_builder.curation.occlusion_flag import write_flag
+    from opreid_builder.curation.pose import keypoint_source
+    from opreid_builder.errors import CurationError
+
+    if len(occluded_dirs) != len(holistic_dirs):
+        raise CurationError(
+            f"give --occluded and --holistic in pairs ({len(occluded_dirs)} --occluded, {len(holistic_dirs)} --holistic)"
+        )
+    if names and len(names) != len(occluded_dirs):
+        raise CurationError(f"give one --name per folder pair ({len(names)} for {len(occluded_dirs)} pairs)")
+    pairs = [
+        FolderPair(o, h, names[i] if names else pair_name(o, h))
+        for i, (o, h) in enumerate(zip(occluded_dirs, holistic_dirs, strict=True))
+    ]
+    source = keypoint_source(pose_model, keypoints, device, imgsz, half, batch_size, person_conf)
+    data = labelled_data(pairs, list(synth_dirs), source, workers, show_progress(progress))
+    report = fit_flag(
+        data, max_holistic_flagged=max_holistic_flagged, folds=folds, seed=seed, l2=l2, name=flag_name,
+        version=flag_version, keypoints=source.describe(),
+    )  # fmt: skip
+    flag = write_flag(report.body, out)
+    if as_json:
+        click.echo(json.dumps({
+            "file": str(out), "sha256": flag.sha256, "threshold": report.threshold,
+            "cv": [r.as_dict() for r in report.cv], "in_sample": [r.as_dict() for r in report.in_sample],
+        }, indent=2))  # fmt: skip
+        return
+    click.echo(format_rates(report.cv, f"Nested {folds}-fold cross-validation (threshold chosen without the fold):"))
+    click.echo("")
+    click.echo(format_rates(report.in_sample, f"In-sample, at the threshold {report.threshold:.4f} (optimistic):"))
+    click.echo(f"\nwrote {out} (sha256 {flag.sha256[:16]}); use it with --occlusion-flag {out}")
