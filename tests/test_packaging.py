@@ -51,7 +51,9 @@ def test_wheel_ships_templates_and_presets(tmp_path):
         p.relative_to(ROOT).as_posix()
         for pkg in ("manifests", "opreid_builder", "reid_model", "benchmarks")
         for p in (ROOT / pkg).rglob("*")
-        if p.suffix in {".html", ".yaml", ".css", ".js", ".onnx"} or p.name.startswith("LICENSE-")
+        if p.suffix in {".html", ".yaml", ".css", ".js", ".onnx"}
+        or p.name.startswith("LICENSE-")
+        or (p.suffix == ".json" and p.parent.name == "models")
     ]
     assert runtime_files, "expected templates in the packages"
     assert (
@@ -60,6 +62,7 @@ def test_wheel_ships_templates_and_presets(tmp_path):
     assert (
         "opreid_builder/curation/models/LICENSE-face_detection_yunet.txt" in runtime_files
     )  # and its MIT notice
+    assert "opreid_builder/curation/models/occlusion_flag.json" in runtime_files  # the learned occlusion flag
     missing = [f for f in runtime_files if f not in names]
     assert not missing, f"not in the wheel: {missing}"
     presets = {p.name for p in (ROOT / "configs").glob("*.yaml")}

@@ -23,8 +23,8 @@ from opreid_builder.curation.occlusion import RULES
 from opreid_builder.curation.pipeline import CurateConfig
 from opreid_builder.curation.flag_fitting import DEFAULT_FOLDS, DEFAULT_MAX_HOLISTIC_FLAGGED
 from opreid_builder.curation.logistic import DEFAULT_L2
-from opreid_builder.curation.occlusion_flag import DEFAULT_NO_PERSON, NO_PERSON_CHOICES
-from opreid_builder.curation.review import ONLY_CHOICES
+from opreid_builder.curation.occlusion_flag import DEFAULT_FLAG, DEFAULT_NO_PERSON, NO_PERSON_CHOICES
+from opreid_builder.curation.review import DEFAULT_BAND, ONLY_CHOICES, ORDER_CHOICES
 from opreid_builder.curation.sources import LAYOUTS
 
 _D = CurateConfig()
@@ -63,6 +63,10 @@ def _no_person_option(help_text: str) -> Callable:
 
 
 _RULE_OPTIONS = [
+    click.option("--occlusion-flag", default=_D.occlusion_flag, metavar="paper|learned|FILE",
+                 help=f"Occlusion flag: the paper's rule (paper: --rule, --kpt-conf, --min-run), the learned flag "
+                      f"bundled with opreid (learned), or a flag file `opreid occlusion fit` wrote. Default: "
+                      f"{DEFAULT_FLAG} with a pose model, paper with --keypoints."),
     click.option("--rule", type=click.Choice(RULES), default=_D.rule, show_default=True,
                  help="Occlusion rule: keypoint order for the run test (coco18 = the paper's OpenPose order), or count."),
     click.option("--kpt-conf", type=click.FloatRange(0, 1), default=_D.kpt_conf, show_default=True,
@@ -128,7 +132,8 @@ def curate_options(f: Callable) -> Callable:
         click.option("--layout", type=click.Choice(LAYOUTS), default=_D.layout, show_default=True,
                      help="How RAW names identities: Market-1501 names, one folder per identity, or an index file."),
         *_RULE_OPTIONS,
-        _no_person_option("What to do with crops where pose finds nobody."),
+        _no_person_option("Crops where pose finds nobody: keep them flagged occluded (finding nobody is evidence "
+                          "of heavy occlusion), or exclude them from the benchmark."),
         click.option("--min-size", type=click.IntRange(min=1), default=_D.min_size, show_default=True,
                      help="Crops with a side shorter than this (pixels) are excluded."),
         click.option("--max-pixels", type=click.IntRange(min=1), default=_D.max_pixels, show_default=True,
@@ -159,6 +164,11 @@ def _print_counts(result, out: Path) -> None:
         f"{c['status_unreadable']} unreadable, {c['status_duplicate']} duplicate, {c['status_excluded']} excluded, "
         f"{c['status_no_person']} no person; {c['junk']} junk (pid -1) dropped, {c['refused']} refused"
     )
+    flag, no_person = result.curation["occlusion"]["flag"], result.curation["no_person"]
+    which = "the paper's rule" if flag["flag"] == "paper" else (
+        f"learned flag {flag['name']} v{flag['version']} ({flag['file']}, threshold {flag['threshold']:.3f})"
+    )
+    click.echo(f"occlusion flag: {which}; {no_person['crops']} crops without a person found ({no_person['policy']})")
     faces = result.curation["faces"]
     click.echo(
         f"faces masked in {c['with_face']} crops, none found in {c['without_face']} "
@@ -213,6 +223,11 @@ def curate(raw: Path, out: Path, as_json: bool, progress: bool, **options: Any) 
     help="Review only these crops: flagged (occluded), holistic, unflagged, or where the face detectors disagree.",
 )
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of --sample.")
+@click.option("--order", type=click.Choice(ORDER_CHOICES), default="file", show_default=True,
+              help="Crops as curated (file), or the most doubtful first: no person found, then P(occluded) "
+                   "nearest the flag's threshold (doubt).")  # fmt: skip
+@click.option("--band", type=click.FloatRange(0, 1), default=DEFAULT_BAND, show_default=True,
+              help="Crops with |P(occluded) - threshold| at most this are counted as uncertain.")
 @click.option(
     "--workers",
     type=click.IntRange(min=0),
@@ -222,8 +237,8 @@ def curate(raw: Path, out: Path, as_json: bool, progress: bool, **options: Any) 
 )
 @click.option("--json", "as_json", is_flag=True, help="Print what was written as JSON on stdout.")
 @progress_option
-def review(out: Path, page_size: int, sample: int | None, only: str | None, seed: int, workers: int,
-           as_json: bool, progress: bool | None) -> None:  # fmt: skip
+def review(out: Path, page_size: int, sample: int | None, only: str | None, seed: int, order: str, band: float,
+           workers: int, as_json: bool, progress: bool | None) -> None:  # fmt: skip
     """Write a static review site of the occlusion flags (OUT/review/index.html) and a corrections CSV.
 
     Open the page from disk: filter, click crops to toggle their flags, and download corrections.csv
@@ -232,8 +247,9 @@ def review(out: Path, page_size: int, sample: int | None, only: str | None, seed
     from opreid_builder.curation.review import write_review
 
     result = write_review(
-        out, page_size, sample=sample, only=only, seed=seed, workers=workers, progress=show_progress(progress)
-    )
+        out, page_size, sample=sample, only=only, seed=seed, workers=workers, progress=show_progress(progress),
+        order=order, band=band,
+    )  # fmt: skip
     if as_json:
         click.echo(
             json.dumps(
@@ -244,11 +260,23 @@ def review(out: Path, page_size: int, sample: int | None, only: str | None, seed
                     "corrections_template": str(result.csv),
                     "thumbnails_written": result.thumbnails,
                     "site_bytes": result.site_bytes,
+                    "order": result.order,
+                    "threshold": result.threshold,
+                    "band": result.band,
+                    "uncertain": result.uncertain,
+                    "no_person": result.no_person,
                 }  # fmt: skip
             )
         )
         return
-    click.echo(f"{result.items} crops on {result.pages} page(s): open {result.html}")
+    click.echo(f"{result.items} crops on {result.pages} page(s), {result.order} order: open {result.html}")
+    if result.threshold is not None:
+        click.echo(
+            f"{result.uncertain} crops in the uncertain band (|P(occluded) - {result.threshold:.3f}| <= {result.band:g}); "
+            f"{result.no_person} where pose found nobody"
+        )
+    else:
+        click.echo(f"{result.no_person} crops where pose found nobody (the paper's rule gives no P(occluded))")
     click.echo(
         "click crops to toggle their flags, then download corrections.csv and pass it as --corrections"
     )

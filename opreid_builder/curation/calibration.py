@@ -127,7 +127,7 @@ def calibrate(
         raise CurationError("calibration needs at least one crop in each of --occluded and --holistic")
     crops = folder_crops(occluded_dir, holistic_dir, _SOURCE)
     pose = run_pose(crops, source, workers, progress)
-    data = LabelledData.build(crops, pose) if isinstance(source, PoseEstimator) else None
+    data = None if isinstance(source, KeypointsFile) else LabelledData.build(crops, pose)
     person, readable = pose.found, pose.readable
     is_occ = np.array([c.occluded for c in crops], dtype=bool)
     grid = evaluate_grid(

@@ -92,6 +92,7 @@ class LearnedFlag:
     sha256: str
     file: str
     bundled: bool = False
+    data: bytes = field(default=b"", repr=False)  # the file's bytes
 
     @property
     def kind(self) -> str:
@@ -184,7 +185,7 @@ def parse_flag(data: bytes, file: str, bundled: bool = False) -> LearnedFlag:
     if not (math.isfinite(threshold) and 0.0 <= threshold <= 1.0):
         raise FlagFileError(f"{file}: threshold must be a probability in [0, 1], got {threshold}")
     digest = hashlib.sha256(data).hexdigest()
-    return LearnedFlag(model, threshold, body, digest, file, bundled)
+    return LearnedFlag(model, threshold, body, digest, file, bundled, data)
 
 
 def read_flag_file(path: str | os.PathLike) -> LearnedFlag:

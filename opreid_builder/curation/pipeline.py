@@ -1,8 +1,9 @@
 """`opreid curate`: raw crops -> decode + checksum -> pose -> occlusion rule -> faces -> masked crops.
 
 Writes `OUT/private/images.parquet` (one row per raw crop, schema manifests.IMAGES),
-`OUT/private/curation.json` (rule, parameters, counts, refused files) and the masked crops
-`OUT/masked/{image_id}.jpg`.
+`OUT/private/curation.json` (rule, flag, parameters, counts, refused files), the masked crops
+`OUT/masked/{image_id}.jpg`, and with a learned occlusion flag a copy of its file
+(`OUT/private/occlusion_flag.json`, occlusion_flag.py).
 
 The stages are plain batch functions (curate_stages.py) composed by an engine (curate_engines.py:
 threads in this process, or Ray Data). This module is the driver, the same for every engine: it
@@ -23,8 +24,9 @@ Statuses, first match wins:
   since there is no image content to hash.
 - `duplicate`: same content as a crop earlier in path order (`duplicate_of` names it).
 - `excluded`: smaller than `min_size` pixels on a side (e.g. 1x1).
-- `no_person`: pose found nobody (or the keypoints file has no entry); `--no-person occluded`
-  keeps it as an occluded `ok` crop instead.
+- `no_person`: pose found nobody (or the keypoints file has no entry) and `--no-person exclude`
+  was asked for; by default (`--no-person occluded`) such a crop is an `ok` crop flagged occluded
+  with `occlusion_source` `no-person`: finding nobody is itself evidence of heavy occlusion.
 - `ok`: released: masked and written to `OUT/masked/`.
 Greyscale, CMYK, 16-bit and PNG-data-named-.jpg crops are converted to RGB and are `ok`
 (`status_detail` says what was converted).
@@ -55,6 +57,7 @@ from manifests import (
     IMAGE_STATUSES,
     IMAGES,
     DatasetLayout,
+    atomic_write_bytes,
     atomic_write_text,
     progress_bar,
     write_manifest,
@@ -65,6 +68,14 @@ from opreid_builder.curation.engines import EngineConfig, StageSpec, make_engine
 from opreid_builder.curation.faces import HEAD_ONLY_WARNING, FaceConfig, FaceDetectors, detector_summary
 from opreid_builder.curation.masking import BLUR_WARNING, check_method
 from opreid_builder.curation.occlusion import PAPER_RULE, OcclusionRule
+from opreid_builder.curation.occlusion_flag import (
+    DEFAULT_NO_PERSON,
+    NO_PERSON_CHOICES,
+    RELEASE_FLAG_NAME,
+    Flag,
+    LearnedFlag,
+    load_flag,
+)
 from opreid_builder.curation.pose import KeypointsFile, PoseEstimator, keypoint_source
 from opreid_builder.curation.shards import DEFAULT_SHARD_SIZE, Shard, ShardStore, plan_shards
 from opreid_builder.curation.sources import DEFAULT_MAX_PIXELS, NOT_UTF8, SourceScan, scan_sources
@@ -90,7 +101,8 @@ from opreid_builder.errors import CurationError
 
 log = logging.getLogger(__name__)
 
-NO_PERSON_CHOICES = ("exclude", "occluded")
+#: occlusion_source of a crop where pose found nobody, kept and flagged occluded.
+NO_PERSON_SOURCE = "no-person"
 #: Bumped when a stage's output for the same input changes (old shards are then ignored).
 STAGE_VERSION = {"read": 1, "pose": 1, "faces": 1, "masks": 1}
 #: What the pose head box covers, by keypoint source (recorded for the card).
@@ -115,7 +127,8 @@ class CurateConfig:
     rule: str = PAPER_RULE.rule
     kpt_conf: float = PAPER_RULE.kpt_conf
     min_run: int = PAPER_RULE.min_run
-    no_person: str = "exclude"
+    occlusion_flag: str | None = None  # paper | learned | a flag file; None: occlusion_flag.DEFAULT_FLAG
+    no_person: str = DEFAULT_NO_PERSON
     min_size: int = 16
     max_pixels: int = DEFAULT_MAX_PIXELS
     face_detectors: tuple[str, ...] = ()
@@ -158,6 +171,10 @@ class CurateConfig:
     @property
     def occlusion_rule(self) -> OcclusionRule:
         return OcclusionRule(self.rule, self.kpt_conf, self.min_run)
+
+    def flag(self, from_keypoints_file: bool) -> Flag:
+        """The occlusion flag these options name, for a pose model or a keypoints file."""
+        return load_flag(self.occlusion_flag, self.occlusion_rule, from_keypoints_file=from_keypoints_file)
 
     @property
     def face_config(self) -> FaceConfig:
@@ -596,6 +613,7 @@ def curate_scan(
         config.pose_model, config.keypoints, config.device, config.imgsz, config.half, config.batch_size,
         config.person_conf,
     )  # fmt: skip
+    occlusion_flag = config.flag(isinstance(source, KeypointsFile))
     detectors = FaceDetectors(config.face_config, keypoints_available=True) if mask_faces else None
     if detectors is not None and not detectors.models:
         log.warning(HEAD_ONLY_WARNING)
@@ -625,7 +643,7 @@ def curate_scan(
 
     # 2. pose, faces and masks of every distinct content; 3. the occlusion rule (never cached)
     content = _content_pass(cand, scan.root, source, detectors, config, layout, engine, progress)
-    content = OcclusionStage(rule)(
+    content = OcclusionStage(rule, occlusion_flag)(
         content.append_column("width", cand.column("width")).append_column("height", cand.column("height"))
     )
     at = [None] * n
@@ -637,12 +655,14 @@ def curate_scan(
     occluded = taken.column("occluded").to_pylist()
     source_col: list[str | None] = [occlusion_source if v is not None else None for v in occluded]
     keypoints_missing = taken.column("keypoints").is_null().to_pylist()
+    no_person = 0
     for i in candidates:
         if not keypoints_missing[i]:
             continue
+        no_person += 1
         detail = "not in the keypoints file" if from_file else "no person detected"
         if config.no_person == "occluded":
-            occluded[i], source_col[i] = True, occlusion_source
+            occluded[i], source_col[i] = True, NO_PERSON_SOURCE
             cols["status_detail"][i] = f"{detail}; counted occluded"
         else:
             cols["status"][i], cols["status_detail"][i] = "no_person", detail
@@ -692,10 +712,13 @@ def curate_scan(
             "keypoints": taken.column("keypoints"),
             "n_persons": taken.column("n_persons"),
             "person_index": taken.column("person_index"),
+            "pose_box": taken.column("pose_box"),
+            "pose_score": taken.column("pose_score"),
             "longest_missing_run": taken.column("longest_missing_run"),
             "missing_parts": taken.column("missing_parts"),
             "occluded": pa.array(occluded, pa.bool_()),
             "occlusion_source": pa.array(source_col, pa.string()),
+            "occlusion_score": taken.column("occlusion_score"),
             "face_boxes": when_released("face_boxes"),
             "mask_method": when_released("mask_method"),
             "masked_path": pa.array(masked_path, pa.string()),
@@ -705,6 +728,7 @@ def curate_scan(
         }
     ).combine_chunks()
     write_manifest(table, layout.images_table, IMAGES)
+    _keep_flag_file(layout, occlusion_flag)
     if detectors is not None:
         _remove_stale_masks(layout, set(cand.column("image_id").to_pylist()))
     table = table.cast(IMAGES.schema)
@@ -723,8 +747,8 @@ def curate_scan(
         "tool_version": __version__,
         "layout": scan.layout,
         "keypoints": source.describe(),
-        "occlusion": rule.describe(),
-        "no_person": config.no_person,
+        "occlusion": {**rule.describe(), "flag": occlusion_flag.describe()},
+        "no_person": {"policy": config.no_person, "crops": no_person},
         "min_size": config.min_size,
         "faces": faces,
         "corrections": None
@@ -741,6 +765,16 @@ def curate_scan(
     private = {**curation, "refused": [{"path": p, "reason": why} for p, why in scan.refused]}
     atomic_write_text(layout.curation_record, json.dumps(private, indent=2, sort_keys=True) + "\n")
     return CurationResult(table, counts, curation, list(scan.refused))
+
+
+def _keep_flag_file(layout: DatasetLayout, flag: Flag) -> None:
+    """A learned flag's file beside images.parquet (byte for byte, so its sha256 is the one recorded);
+    none with the paper's rule."""
+    target = layout.private / RELEASE_FLAG_NAME
+    if isinstance(flag, LearnedFlag):
+        atomic_write_bytes(target, flag.data)
+    else:
+        target.unlink(missing_ok=True)
 
 
 #: Stage caches of opreid before shards (one keyed table per stage): never read again.

@@ -41,11 +41,11 @@ def table(header: list[str], rows: list[list[Any]]) -> str:
 
 
 def _occlusion_rule(curation: dict[str, Any]) -> str:
-    """The occlusion rule in words, with the values this build used (as curation recorded them)."""
+    """The occlusion flag in words, with the values this build used (as curation recorded them)."""
     rule = curation.get("occlusion") or {}
     if rule.get("test") and rule.get("order"):
         text = (
-            f"An image is **occluded** when its pose keypoints show {rule['test']}: "
+            f"The paper's rule finds an image **occluded** when its pose keypoints show {rule['test']}: "
             f"{', '.join(rule['order'])}. A keypoint is missing when its {rule.get('missing', 'confidence is low')}."
         )
     else:
@@ -55,12 +55,66 @@ def _occlusion_rule(curation: dict[str, Any]) -> str:
         )
     if rule.get("rule") == "coco18":
         text += " This is the paper's rule in OpenPose's COCO-18 order (neck = midpoint of the shoulders)."
+    flag = rule.get("flag") or {}
+    if flag.get("flag") == "learned":
+        text += "\n\n" + _learned_flag(flag)
+    elif rule.get("test"):
+        text += " **This build flagged images by that rule** (`--occlusion-flag paper`)."
     text += (
-        " Keypoints come "
+        "\n\nKeypoints come "
         f"from: `{json.dumps(curation.get('keypoints', 'not recorded'), sort_keys=True)}`. Flags corrected "
         "in manual review carry the source `review` in `private/images.parquet`."
     )
+    no_person = curation.get("no_person")
+    if isinstance(no_person, dict):
+        policy, n = no_person.get("policy"), no_person.get("crops", 0)
+        what = (
+            "kept and flagged occluded (finding nobody is itself evidence of heavy occlusion; source "
+            "`no-person` in `private/images.parquet`)"
+            if policy == "occluded"
+            else "excluded from the benchmark (status `no_person`)"
+        )
+        text += f"\n\nCrops where the pose model found nobody (`--no-person {policy}`): {n:,}, {what}."
+    elif no_person:
+        text += f"\n\nCrops where the pose model found nobody: `--no-person {no_person}`."
     return text
+
+
+def _learned_flag(flag: dict[str, Any]) -> str:
+    """A learned flag's provenance: which file, its version and digest, its threshold and how it was
+    chosen, and its cross-validated rates on what it was fitted on."""
+    op = flag.get("operating_point") or {}
+    origin = "bundled with opreid" if flag.get("bundled") else "a flag file given to this build"
+    lines = [
+        f"**This build flagged images with a learned flag**: `{flag.get('name')}` version "
+        f"{flag.get('version')} (`{flag.get('file')}`, {origin}; sha256 `{flag.get('sha256')}`, kept in "
+        f"`private/occlusion_flag.json`). It is a logistic regression over what the pose model found "
+        f"(keypoint confidences, missing body parts, the person box against the crop, the keypoints' "
+        f"vertical extent, the number of people), and an image is occluded when its P(occluded) is at "
+        f"least **{float(flag.get('threshold', 0)):.4f}**. The threshold was chosen by "
+        f"{op.get('folds', '?')}-fold cross-validation on the flag's fitting data for at most "
+        f"{op.get('max_holistic_flagged', '?')} of holistic crops flagged ({op.get('rule', '')}). "
+        "The rule above is still recorded per image as evidence (`longest_missing_run`, `missing_parts`).",
+    ]
+    cv = (flag.get("cv") or {}).get("sources") or []
+    if cv:
+        lines.append(
+            f"\nCross-validated rates on the fitting data ({(flag.get('cv') or {}).get('method', '')}):\n\n"
+            + table(
+                ["labelled set", "occluded", "occluded flagged (95% CI)", "holistic", "holistic flagged (95% CI)"],
+                [
+                    [r["name"], r["occluded"], _share(r["occluded_flagged"], r.get("occluded_ci")),
+                     r["holistic"], _share(r["holistic_flagged"], r.get("holistic_ci"))]
+                    for r in cv
+                ],
+            )  # fmt: skip
+        )
+    return "\n".join(lines)
+
+
+def _share(value: float, ci: list[float] | None) -> str:
+    low, high = ci or (value, value)
+    return f"{100 * value:.1f}% ({100 * low:.1f}-{100 * high:.1f}%)"
 
 
 def _faces(curation: dict[str, Any]) -> str:
