@@ -18,12 +18,12 @@ import click
 from manifests import DatasetLayout, progress_enabled, progress_option
 from opreid_builder.curation.engines import ENGINES, RAY_EXTRA
 from opreid_builder.curation.faces import DETECTORS, NO_FACE_MODEL, detector_summary
-from opreid_builder.curation.masking import MASK_METHODS
-from opreid_builder.curation.occlusion import RULES
-from opreid_builder.curation.pipeline import CurateConfig
 from opreid_builder.curation.flag_fitting import DEFAULT_FOLDS, DEFAULT_MAX_HOLISTIC_FLAGGED
 from opreid_builder.curation.logistic import DEFAULT_L2
+from opreid_builder.curation.masking import MASK_METHODS
+from opreid_builder.curation.occlusion import RULES
 from opreid_builder.curation.occlusion_flag import DEFAULT_FLAG, DEFAULT_NO_PERSON, NO_PERSON_CHOICES
+from opreid_builder.curation.pipeline import CurateConfig
 from opreid_builder.curation.review import DEFAULT_BAND, ONLY_CHOICES, ORDER_CHOICES
 from opreid_builder.curation.sources import LAYOUTS
 
@@ -165,10 +165,16 @@ def _print_counts(result, out: Path) -> None:
         f"{c['status_no_person']} no person; {c['junk']} junk (pid -1) dropped, {c['refused']} refused"
     )
     flag, no_person = result.curation["occlusion"]["flag"], result.curation["no_person"]
-    which = "the paper's rule" if flag["flag"] == "paper" else (
-        f"learned flag {flag['name']} v{flag['version']} ({flag['file']}, threshold {flag['threshold']:.3f})"
+    which = (
+        "the paper's rule"
+        if flag["flag"] == "paper"
+        else (
+            f"learned flag {flag['name']} v{flag['version']} ({flag['file']}, threshold {flag['threshold']:.3f})"
+        )
     )
-    click.echo(f"occlusion flag: {which}; {no_person['crops']} crops without a person found ({no_person['policy']})")
+    click.echo(
+        f"occlusion flag: {which}; {no_person['crops']} crops without a person found ({no_person['policy']})"
+    )
     faces = result.curation["faces"]
     click.echo(
         f"faces masked in {c['with_face']} crops, none found in {c['without_face']} "
@@ -226,8 +232,13 @@ def curate(raw: Path, out: Path, as_json: bool, progress: bool, **options: Any) 
 @click.option("--order", type=click.Choice(ORDER_CHOICES), default="file", show_default=True,
               help="Crops as curated (file), or the most doubtful first: no person found, then P(occluded) "
                    "nearest the flag's threshold (doubt).")  # fmt: skip
-@click.option("--band", type=click.FloatRange(0, 1), default=DEFAULT_BAND, show_default=True,
-              help="Crops with |P(occluded) - threshold| at most this are counted as uncertain.")
+@click.option(
+    "--band",
+    type=click.FloatRange(0, 1),
+    default=DEFAULT_BAND,
+    show_default=True,
+    help="Crops with |P(occluded) - threshold| at most this are counted as uncertain.",
+)
 @click.option(
     "--workers",
     type=click.IntRange(min=0),
@@ -276,7 +287,9 @@ def review(out: Path, page_size: int, sample: int | None, only: str | None, seed
             f"{result.no_person} where pose found nobody"
         )
     else:
-        click.echo(f"{result.no_person} crops where pose found nobody (the paper's rule gives no P(occluded))")
+        click.echo(
+            f"{result.no_person} crops where pose found nobody (the paper's rule gives no P(occluded))"
+        )
     click.echo(
         "click crops to toggle their flags, then download corrections.csv and pass it as --corrections"
     )
@@ -352,10 +365,19 @@ def calibrate(
               help="The flag file to write (JSON), for --occlusion-flag FILE.")  # fmt: skip
 @pose_options
 @lambda f: _apply(f, _OPERATING_OPTIONS)
-@click.option("--l2", type=click.FloatRange(min=0), default=DEFAULT_L2, show_default=True,
-              help="L2 penalty of the logistic regression (on standardised features).")
-@click.option("--flag-name", default="learned", show_default=True, help="The flag's name in its file and the card.")
-@click.option("--flag-version", default="1", show_default=True, help="The flag's version in its file and the card.")
+@click.option(
+    "--l2",
+    type=click.FloatRange(min=0),
+    default=DEFAULT_L2,
+    show_default=True,
+    help="L2 penalty of the logistic regression (on standardised features).",
+)
+@click.option(
+    "--flag-name", default="learned", show_default=True, help="The flag's name in its file and the card."
+)
+@click.option(
+    "--flag-version", default="1", show_default=True, help="The flag's version in its file and the card."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the threshold and rates as JSON on stdout.")
 @progress_option
 def fit(
@@ -371,7 +393,13 @@ def fit(
     Prints the flag's nested cross-validated rates per labelled set with 95% intervals (the model and
     threshold chosen without each fold), and writes the flag file for `curate --occlusion-flag FILE`.
     """
-    from opreid_builder.curation.flag_fitting import FolderPair, fit_flag, format_rates, labelled_data, pair_name
+    from opreid_builder.curation.flag_fitting import (
+        FolderPair,
+        fit_flag,
+        format_rates,
+        labelled_data,
+        pair_name,
+    )
     from opreid_builder.curation.occlusion_flag import write_flag
     from opreid_builder.curation.pose import keypoint_source
     from opreid_builder.errors import CurationError
@@ -399,7 +427,11 @@ def fit(
             "cv": [r.as_dict() for r in report.cv], "in_sample": [r.as_dict() for r in report.in_sample],
         }, indent=2))  # fmt: skip
         return
-    click.echo(format_rates(report.cv, f"Nested {folds}-fold cross-validation (threshold chosen without the fold):"))
+    click.echo(
+        format_rates(report.cv, f"Nested {folds}-fold cross-validation (threshold chosen without the fold):")
+    )
     click.echo("")
-    click.echo(format_rates(report.in_sample, f"In-sample, at the threshold {report.threshold:.4f} (optimistic):"))
+    click.echo(
+        format_rates(report.in_sample, f"In-sample, at the threshold {report.threshold:.4f} (optimistic):")
+    )
     click.echo(f"\nwrote {out} (sha256 {flag.sha256[:16]}); use it with --occlusion-flag {out}")

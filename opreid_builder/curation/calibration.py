@@ -192,7 +192,9 @@ def _row(r: dict, pareto: bool) -> CalibrationRow:
     )  # fmt: skip
 
 
-def _learned_rows(data: LabelledData, counted, is_occ, as_flagged, max_hol: float, folds: int, seed: int) -> list:
+def _learned_rows(
+    data: LabelledData, counted, is_occ, as_flagged, max_hol: float, folds: int, seed: int
+) -> list:
     out = []
     bundled = load_flag(LEARNED)
     found = data.found

@@ -19,7 +19,14 @@ import pyarrow as pa
 
 from manifests import COCO17
 from opreid_builder.curation.occlusion import OcclusionRule, missing_keypoints
-from opreid_builder.curation.occlusion_flag import LEARNED, PAPER, Flag, PaperFlag, PoseEvidence, read_flag_file
+from opreid_builder.curation.occlusion_flag import (
+    LEARNED,
+    PAPER,
+    Flag,
+    PaperFlag,
+    PoseEvidence,
+    read_flag_file,
+)
 from opreid_builder.errors import CurationError
 
 #: Scores are stored as float32: a recomputed P(occluded) may differ in the last bits.
@@ -38,14 +45,18 @@ def recorded_flag(curation: dict[str, Any], flag_file: Path) -> Flag:
     """The flag a curation record names, checked against the flag file kept with it."""
     occ = curation.get("occlusion") or {}
     try:
-        rule = OcclusionRule(occ.get("rule", "coco18"), float(occ.get("kpt_conf", 0.5)), int(occ.get("min_run", 3)))
+        rule = OcclusionRule(
+            occ.get("rule", "coco18"), float(occ.get("kpt_conf", 0.5)), int(occ.get("min_run", 3))
+        )
     except (CurationError, TypeError, ValueError) as exc:
         raise CurationError(f"the recorded occlusion rule is unusable: {exc}") from None
     named = occ.get("flag") or {"flag": PAPER}
     if named.get("flag") == PAPER:
         return PaperFlag(rule)
     if named.get("flag") != LEARNED:
-        raise CurationError(f"the recorded occlusion flag {named.get('flag')!r} is neither {PAPER} nor {LEARNED}")
+        raise CurationError(
+            f"the recorded occlusion flag {named.get('flag')!r} is neither {PAPER} nor {LEARNED}"
+        )
     if not flag_file.is_file():
         raise CurationError(
             f"the release names the learned flag {named.get('name')} v{named.get('version')} "
@@ -60,7 +71,9 @@ def recorded_flag(curation: dict[str, Any], flag_file: Path) -> Flag:
     return flag
 
 
-def check_flags(images: pa.Table, curation: dict[str, Any], flag_file: Path, image_ids: set[str] | None = None) -> list[FlagFinding]:
+def check_flags(
+    images: pa.Table, curation: dict[str, Any], flag_file: Path, image_ids: set[str] | None = None
+) -> list[FlagFinding]:
     """Findings where images.parquet's flags differ from what the recorded flag gives (`image_ids`: only these)."""
     try:
         flag = recorded_flag(curation, flag_file)
@@ -76,13 +89,17 @@ def check_flags(images: pa.Table, curation: dict[str, Any], flag_file: Path, ima
     if wrong:
         findings.append(FlagFinding("occlusion-flag", f"{len(wrong)} crop(s) marked no-person are not flagged "
                                                      f"occluded without keypoints (e.g. {wrong[0]})"))  # fmt: skip
-    machine = [r for r in rows if r["occlusion_source"] in ("pose", "keypoints-file") and r["keypoints"] is not None]
+    machine = [
+        r for r in rows if r["occlusion_source"] in ("pose", "keypoints-file") and r["keypoints"] is not None
+    ]
     if not machine:
         return findings
     kp = np.asarray([r["keypoints"] for r in machine], dtype=np.float32).reshape(-1, len(COCO17), 3)
     sizes = np.asarray([[r["width"], r["height"]] for r in machine], dtype=np.float64)
     boxes = np.asarray([r["pose_box"] or [np.nan] * 4 for r in machine], dtype=np.float64).reshape(-1, 4)
-    scores = np.asarray([np.nan if r["pose_score"] is None else r["pose_score"] for r in machine], dtype=np.float64)
+    scores = np.asarray(
+        [np.nan if r["pose_score"] is None else r["pose_score"] for r in machine], dtype=np.float64
+    )
     people = np.asarray([1 if r["n_persons"] is None else r["n_persons"] for r in machine], dtype=np.float64)
     kpt_conf = float((curation.get("occlusion") or {}).get("kpt_conf", 0.5))
     missing = missing_keypoints(kp, sizes[:, 0], sizes[:, 1], kpt_conf)
@@ -92,11 +109,19 @@ def check_flags(images: pa.Table, curation: dict[str, Any], flag_file: Path, ima
         return [*findings, FlagFinding("occlusion-flag", f"cannot recompute the flags: {exc}")]
     differ = [r["image_id"] for r, f in zip(machine, flags, strict=True) if r["occluded"] is not bool(f)]
     if probs is not None:
-        stored = np.asarray([np.nan if r["occlusion_score"] is None else r["occlusion_score"] for r in machine])
+        stored = np.asarray(
+            [np.nan if r["occlusion_score"] is None else r["occlusion_score"] for r in machine]
+        )
         off = ~(np.abs(stored - probs) <= SCORE_TOLERANCE)
-        differ += [r["image_id"] for r, bad in zip(machine, off, strict=True) if bad and r["image_id"] not in differ]
+        differ += [
+            r["image_id"] for r, bad in zip(machine, off, strict=True) if bad and r["image_id"] not in differ
+        ]
     if differ:
-        which = "the paper's rule" if isinstance(flag, PaperFlag) else f"the flag file {flag_file.name} ({flag.name} v{flag.version})"
+        which = (
+            "the paper's rule"
+            if isinstance(flag, PaperFlag)
+            else f"the flag file {flag_file.name} ({flag.name} v{flag.version})"
+        )
         findings.append(FlagFinding(
             "occlusion-flag",
             f"{len(differ)} of {len(machine)} machine flags differ from what {which} gives "

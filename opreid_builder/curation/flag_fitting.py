@@ -141,9 +141,7 @@ def threshold_for(
 
 
 def _fit(data: LabelledData, rows: np.ndarray, l2: float) -> LogisticModel:
-    return fit_logistic(
-        data.features[rows], data.labels[rows], source_weights(data.source_index[rows]), l2
-    )
+    return fit_logistic(data.features[rows], data.labels[rows], source_weights(data.source_index[rows]), l2)
 
 
 def out_of_fold(data: LabelledData, rows: np.ndarray, folds: int, seed: int, l2: float) -> np.ndarray:
@@ -193,8 +191,13 @@ def rates_by_source(data: LabelledData, flagged: np.ndarray, *, pooled: bool = T
         k_h, n_h = int(flagged[hol].sum()), int(hol.sum())
         out.append(
             SourceRates(
-                name, n_o, n_h, k_o / n_o if n_o else 0.0, wilson_interval(k_o, n_o),
-                k_h / n_h if n_h else 0.0, wilson_interval(k_h, n_h),
+                name,
+                n_o,
+                n_h,
+                k_o / n_o if n_o else 0.0,
+                wilson_interval(k_o, n_o),
+                k_h / n_h if n_h else 0.0,
+                wilson_interval(k_h, n_h),
                 {"occluded": int((occ & ~data.found).sum()), "holistic": int((hol & ~data.found).sum())},
                 int((sel & ~data.readable).sum()),
             )  # fmt: skip
@@ -253,7 +256,9 @@ def fit_flag(
     if labels.all() or not labels.any():
         raise CurationError("fitting needs occluded and holistic crops where the pose model finds a person")
     if len(np.unique(data.groups[rows])) < folds:
-        raise CurationError(f"{len(np.unique(data.groups[rows]))} groups of crops are too few for {folds} folds")
+        raise CurationError(
+            f"{len(np.unique(data.groups[rows]))} groups of crops are too few for {folds} folds"
+        )
     model = _fit(data, rows, l2)
     oof = out_of_fold(data, rows, folds, seed, l2)
     threshold = threshold_for(oof, labels, data.source_index[rows], max_holistic_flagged)

@@ -53,7 +53,9 @@ def folder_crops(occluded_dir: str | Path, holistic_dir: str | Path, source: str
             raise CurationError(f"{folder}: no crops (a labelled set needs occluded and holistic crops)")
         for p in files:
             rel = p.relative_to(folder)
-            out.append(LabelledCrop(p, rel.as_posix(), flag, source, f"{source}:{rel.with_suffix('').as_posix()}"))
+            out.append(
+                LabelledCrop(p, rel.as_posix(), flag, source, f"{source}:{rel.with_suffix('').as_posix()}")
+            )
     return out
 
 

@@ -200,13 +200,19 @@ def read_flag_file(path: str | os.PathLike) -> LearnedFlag:
     return parse_flag(p.read_bytes(), p.name)
 
 
-def load_flag(spec: str | None, rule: OcclusionRule = PAPER_RULE, *, from_keypoints_file: bool = False) -> Flag:
+def load_flag(
+    spec: str | None, rule: OcclusionRule = PAPER_RULE, *, from_keypoints_file: bool = False
+) -> Flag:
     """The flag `--occlusion-flag` names (None: the default for this keypoint source)."""
     if spec in (None, ""):
         spec = PAPER if from_keypoints_file else DEFAULT_FLAG
     if spec == PAPER:
         return PaperFlag(rule)
-    flag = parse_flag(bundled_flag_bytes(), BUNDLED_FLAG, bundled=True) if spec == LEARNED else read_flag_file(spec)
+    flag = (
+        parse_flag(bundled_flag_bytes(), BUNDLED_FLAG, bundled=True)
+        if spec == LEARNED
+        else read_flag_file(spec)
+    )
     if from_keypoints_file:
         raise CurationError(
             "a learned occlusion flag reads the person box and the number of people a pose model "

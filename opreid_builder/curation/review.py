@@ -353,9 +353,15 @@ def write_review(
 
 def _doubt_note(order: str, uncertain: int, no_person: int, band: float, threshold: float | None) -> str:
     """The site's one-line summary of where the doubtful crops are."""
-    first = "Most doubtful first: " if order == "doubt" else "In file order (--order doubt puts the doubtful first): "
+    first = (
+        "Most doubtful first: "
+        if order == "doubt"
+        else "In file order (--order doubt puts the doubtful first): "
+    )
     if threshold is None:
-        band_text = "the paper's rule gives no probability, so doubt is the run length's distance from min_run"
+        band_text = (
+            "the paper's rule gives no probability, so doubt is the run length's distance from min_run"
+        )
     else:
         band_text = f"{uncertain} crops lie in the uncertain band (|P - {threshold:.3f}| <= {band:g})"
     return f"{first}{no_person} crops where pose found nobody; {band_text}."

@@ -247,7 +247,12 @@ class OcclusionStage:
                 score[i] = None if probs is None else float(probs[j])
         return with_columns(
             table,
-            {"longest_missing_run": run, "missing_parts": parts, "occluded": occluded, "occlusion_score": score},
+            {
+                "longest_missing_run": run,
+                "missing_parts": parts,
+                "occluded": occluded,
+                "occlusion_score": score,
+            },
         )
 
 

@@ -101,10 +101,21 @@ def _learned_flag(flag: dict[str, Any]) -> str:
         lines.append(
             f"\nCross-validated rates on the fitting data ({(flag.get('cv') or {}).get('method', '')}):\n\n"
             + table(
-                ["labelled set", "occluded", "occluded flagged (95% CI)", "holistic", "holistic flagged (95% CI)"],
                 [
-                    [r["name"], r["occluded"], _share(r["occluded_flagged"], r.get("occluded_ci")),
-                     r["holistic"], _share(r["holistic_flagged"], r.get("holistic_ci"))]
+                    "labelled set",
+                    "occluded",
+                    "occluded flagged (95% CI)",
+                    "holistic",
+                    "holistic flagged (95% CI)",
+                ],
+                [
+                    [
+                        r["name"],
+                        r["occluded"],
+                        _share(r["occluded_flagged"], r.get("occluded_ci")),
+                        r["holistic"],
+                        _share(r["holistic_flagged"], r.get("holistic_ci")),
+                    ]
                     for r in cv
                 ],
             )  # fmt: skip

@@ -434,7 +434,11 @@ def _check_face_detectors(
 
 
 def _check_occlusion_flags(
-    layout: DatasetLayout, info: dict[str, Any], mapping: pd.DataFrame, gt: pd.DataFrame, report: ValidationReport
+    layout: DatasetLayout,
+    info: dict[str, Any],
+    mapping: pd.DataFrame,
+    gt: pd.DataFrame,
+    report: ValidationReport,
 ) -> None:
     """Recompute the machine flags from images.parquet and the flag the release names; the ground
     truth of every released image carries its curated flag."""
@@ -447,7 +451,9 @@ def _check_occlusion_flags(
         return  # reported by the face detector check
     for finding in check_flags(images, curation, layout.private / RELEASE_FLAG_NAME):
         report.add(finding.code, finding.message)
-    curated = dict(zip(images.column("image_id").to_pylist(), images.column("occluded").to_pylist(), strict=True))
+    curated = dict(
+        zip(images.column("image_id").to_pylist(), images.column("occluded").to_pylist(), strict=True)
+    )
     released = mapping.merge(gt[["image_id", "occluded"]], on="image_id", how="inner")
     differ = [
         row.image_id for row in released.itertuples()

@@ -41,7 +41,11 @@ def test_truth_rule_is_perfect_and_ranked_first(folders):
     assert scores == sorted(scores, reverse=True)
     lax = next(r for r in report.rows if (r.rule, r.kpt_conf, r.min_run) == ("count", 0.5, 2))
     assert lax.holistic_flagged >= paper.holistic_flagged
-    assert paper.occluded_ci[0] > 0.85 and paper.holistic_ci == (0.0, paper.holistic_ci[1]) and paper.holistic_ci[1] < 0.1
+    assert (
+        paper.occluded_ci[0] > 0.85
+        and paper.holistic_ci == (0.0, paper.holistic_ci[1])
+        and paper.holistic_ci[1] < 0.1
+    )
     assert all(r.rates == "out-of-sample" for r in report.rows)  # a keypoints file: rules only
     assert report.selection is not None and report.selection.rates == "cross-validated"
     assert report.selection.occluded_flagged == 1.0 and report.selection.holistic_flagged == 0.0

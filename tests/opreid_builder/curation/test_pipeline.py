@@ -134,7 +134,9 @@ def test_no_person_kept_occluded_by_default_or_excluded(tmp_path, synth):
     st = {r["source_path"]: r for r in r1.images.to_pylist()}
     assert all(st[n]["status"] == "ok" and st[n]["occluded"] is True for n in names[4:])
     assert all(st[n]["n_persons"] == 0 and st[n]["masked_path"] for n in names[4:])
-    assert all(st[n]["occlusion_source"] == "no-person" and st[n]["occlusion_score"] is None for n in names[4:])
+    assert all(
+        st[n]["occlusion_source"] == "no-person" and st[n]["occlusion_score"] is None for n in names[4:]
+    )
     assert all(st[n]["occlusion_source"] == "keypoints-file" for n in names[:4])
     assert r1.curation["no_person"] == {"policy": "occluded", "crops": 2}
     r2 = curate(
