@@ -118,6 +118,14 @@ SYNTH_TRUTH = ManifestSchema(
     ),
 )  # fmt: skip
 
+# Written by curate beside its cache: what each masked crop held when it was written, so that
+# `validate` can tell a released image from a crop swapped in afterwards.
+MASKED_DIGESTS = ManifestSchema(
+    "masked_digests",
+    _schema(("image_id", pa.string()), ("sha256", pa.string())),  # sha256 of masked/{image_id}.jpg
+)
+
 SCHEMAS: dict[str, ManifestSchema] = {
-    s.kind: s for s in (TRAIN, QUERY, GALLERY, GROUND_TRUTH, IMAGES, KEYPOINTS_FILE, SYNTH_TRUTH)
+    s.kind: s
+    for s in (TRAIN, QUERY, GALLERY, GROUND_TRUTH, IMAGES, KEYPOINTS_FILE, SYNTH_TRUTH, MASKED_DIGESTS)
 }

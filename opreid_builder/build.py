@@ -18,8 +18,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from manifests import IMAGES, DatasetLayout, ManifestError, read_manifest
-from opreid_builder.curation.pipeline import CurateConfig
-from opreid_builder.errors import LeaderboardReleaseError, SplitError, SplitPoolError
+from opreid_builder.curation.config import CurateConfig
+from opreid_builder.curation.masked_digests import changed_masked_crops
+from opreid_builder.curation.pipeline import curate
+from opreid_builder.errors import LeaderboardReleaseError, MaskedCropError, SplitError, SplitPoolError
 from opreid_builder.release.validate import ValidationReport, validate
 from opreid_builder.release.writer import ReleaseSummary, write_release
 from opreid_builder.split.presets import PRESET_NOTES, SplitTargets, resolve_targets
@@ -126,8 +128,6 @@ def build_release(
     else:
         if raw is None:
             raise SplitError("RAW is required unless the curated table in OUT is split as it stands")
-        from opreid_builder.curation.pipeline import curate
-
         result = curate(Path(raw), out, curate_config, progress=progress)
         curation = dict(result.curation)
         table = _ok_rows(result.images)
@@ -137,11 +137,24 @@ def build_release(
         fits = largest_fitting_scale(table, split)
         hint = f"; the largest --scale that fits this pool is {fits:g}" if fits else ""
         raise SplitPoolError(exc.constraint, exc.needed + hint, exc.pool) from None
+    if curate_config is None:
+        _refuse_changed_masked_crops(out, selection)
     parameters = {"curation": curation, "split": split.parameters(config)}
     release = write_release(out, selection, seed=config.seed, parameters=parameters, progress=progress)
     report = validate(out)
     _warn_shortfalls(release.target_vs_achieved)
     return BuildResult(out=out, selection=selection, release=release, report=report, curation=curation)
+
+
+def _refuse_changed_masked_crops(out: Path, selection: SplitSelection) -> None:
+    """OUT's curated table split as it stands releases `masked/` as it stands: refuse a crop changed since
+    curate wrote it (a raw crop swapped in would be released with a face) before anything is written."""
+    changed = changed_masked_crops(DatasetLayout(out), selection.rows.column("image_id").to_pylist())
+    if changed:
+        raise MaskedCropError(
+            f"{len(changed)} masked crop(s) to release differ from what curate wrote (e.g. masked/{changed[0]}.jpg); "
+            "run `opreid curate` again on OUT: it masks them again"
+        )
 
 
 def _refuse_leaderboard_release(out: Path, force: bool) -> None:

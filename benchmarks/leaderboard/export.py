@@ -7,6 +7,7 @@ import io
 import json
 
 from benchmarks.leaderboard.standings import Standings, metric_columns
+from manifests import csv_cell
 
 FORMATS = ("csv", "json", "md")
 
@@ -34,15 +35,6 @@ def _table(standings: Standings) -> tuple[list[str], list[list[object]]]:
     return header, rows
 
 
-def _csv_cell(value: object) -> object:
-    """Text that a spreadsheet would run as a formula gets a leading quote (CSV injection)."""
-    if value is None:
-        return ""
-    if isinstance(value, str) and value[:1] in ("=", "+", "@", "-", "\t", "\r"):
-        return "'" + value
-    return value
-
-
 def _md_cell(value: object) -> str:
     text = "" if value is None else str(value)
     return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
@@ -56,7 +48,7 @@ def render(standings: Standings, fmt: str) -> str:
         buf = io.StringIO()
         writer = csv.writer(buf, lineterminator="\n")
         writer.writerow(header)
-        writer.writerows([[_csv_cell(v) for v in row] for row in rows])
+        writer.writerows([[csv_cell(v) for v in row] for row in rows])
         return buf.getvalue()
     if fmt == "md":
         lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]

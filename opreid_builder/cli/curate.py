@@ -16,14 +16,14 @@ from typing import Any
 import click
 
 from manifests import DatasetLayout, progress_enabled, progress_option
+from opreid_builder.curation.config import NO_PERSON_CHOICES, CurateConfig
 from opreid_builder.curation.engines import ENGINES, RAY_EXTRA
 from opreid_builder.curation.faces import DETECTORS, NO_FACE_MODEL, detector_summary
 from opreid_builder.curation.flag_fitting import DEFAULT_FOLDS, DEFAULT_MAX_HOLISTIC_FLAGGED
 from opreid_builder.curation.logistic import DEFAULT_L2
 from opreid_builder.curation.masking import MASK_METHODS
 from opreid_builder.curation.occlusion import RULES
-from opreid_builder.curation.occlusion_flag import DEFAULT_FLAG, DEFAULT_NO_PERSON, NO_PERSON_CHOICES
-from opreid_builder.curation.pipeline import CurateConfig
+from opreid_builder.curation.occlusion_flag import DEFAULT_FLAG
 from opreid_builder.curation.review import DEFAULT_BAND, ONLY_CHOICES, ORDER_CHOICES
 from opreid_builder.curation.sources import LAYOUTS
 
@@ -318,7 +318,7 @@ _OPERATING_OPTIONS = [
 @click.option("--holistic", "holistic_dir", required=True, type=_DIR,
               help="Folder of crops a person judged holistic.")  # fmt: skip
 @pose_options
-@click.option("--no-person", type=click.Choice(NO_PERSON_CHOICES), default=DEFAULT_NO_PERSON, show_default=True,
+@click.option("--no-person", type=click.Choice(NO_PERSON_CHOICES), default=NO_PERSON_CHOICES[0], show_default=True,
               help="Crops where pose finds nobody: count as flagged (as curation does), or leave out of the shares.")  # fmt: skip
 @lambda f: _apply(f, _OPERATING_OPTIONS)
 @click.option("--top", type=click.IntRange(min=1), default=None, help="Print only the best N rows.")

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from opreid_builder.curation.config import NO_PERSON_CHOICES
 from opreid_builder.curation.flag_fitting import (
     DEFAULT_FOLDS,
     DEFAULT_MAX_HOLISTIC_FLAGGED,
@@ -36,7 +37,7 @@ from opreid_builder.curation.flag_fitting import (
 )
 from opreid_builder.curation.labelled_crops import folder_crops, list_images, run_pose
 from opreid_builder.curation.occlusion import RULES, evaluate_grid
-from opreid_builder.curation.occlusion_flag import DEFAULT_NO_PERSON, LEARNED, NO_PERSON_CHOICES, load_flag
+from opreid_builder.curation.occlusion_flag import LEARNED, load_flag
 from opreid_builder.curation.pose import KeypointsFile, PoseEstimator
 from opreid_builder.errors import CurationError
 
@@ -111,7 +112,7 @@ def calibrate(
     rules: tuple[str, ...] = RULES,
     confs: tuple[float, ...] = CONFS,
     runs: tuple[int, ...] = RUNS,
-    no_person: str = DEFAULT_NO_PERSON,
+    no_person: str = NO_PERSON_CHOICES[0],
     workers: int = 2,
     progress: bool = True,
     max_holistic_flagged: float = DEFAULT_MAX_HOLISTIC_FLAGGED,

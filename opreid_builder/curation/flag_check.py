@@ -17,10 +17,11 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from manifests import COCO17
-from opreid_builder.curation.occlusion import OcclusionRule, missing_keypoints
+from manifests import COCO17, missing_keypoints
+from opreid_builder.curation.occlusion import OcclusionRule
 from opreid_builder.curation.occlusion_flag import (
     LEARNED,
+    NO_PERSON_SOURCE,
     PAPER,
     Flag,
     PaperFlag,
@@ -84,7 +85,7 @@ def check_flags(
         if r["status"] == "ok" and (image_ids is None or r["image_id"] in image_ids)
     ]  # fmt: skip
     findings: list[FlagFinding] = []
-    no_person = [r for r in rows if r["occlusion_source"] == "no-person"]
+    no_person = [r for r in rows if r["occlusion_source"] == NO_PERSON_SOURCE]
     wrong = [r["image_id"] for r in no_person if r["occluded"] is not True or r["keypoints"] is not None]
     if wrong:
         findings.append(FlagFinding("occlusion-flag", f"{len(wrong)} crop(s) marked no-person are not flagged "

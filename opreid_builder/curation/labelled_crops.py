@@ -15,8 +15,15 @@ from pathlib import Path
 
 import numpy as np
 
-from manifests import COCO17, SYNTH_TRUTH, ManifestError, progress_bar, read_manifest, sha256_bytes
-from opreid_builder.curation.occlusion import missing_keypoints
+from manifests import (
+    COCO17,
+    SYNTH_TRUTH,
+    ManifestError,
+    missing_keypoints,
+    progress_bar,
+    read_manifest,
+    sha256_bytes,
+)
 from opreid_builder.curation.occlusion_flag import PoseEvidence
 from opreid_builder.curation.pose import KeypointsFile, PoseEstimator
 from opreid_builder.curation.sources import IMAGE_SUFFIXES, prefetch, read_and_decode

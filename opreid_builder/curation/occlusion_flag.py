@@ -38,10 +38,8 @@ PAPER, LEARNED = "paper", "learned"
 FLAG_NAMES = (PAPER, LEARNED)
 #: The flag a curation with a pose model uses when none is named (README, "Occlusion flag").
 DEFAULT_FLAG = LEARNED
-#: `--no-person`: a crop where pose finds nobody is kept and flagged occluded (nobody found is itself
-#: evidence of heavy occlusion), or excluded from the benchmark (status `no_person`).
-NO_PERSON_CHOICES = ("occluded", "exclude")
-DEFAULT_NO_PERSON = "occluded"
+#: occlusion_source of a crop where pose found nobody, kept and flagged occluded (`--no-person occluded`).
+NO_PERSON_SOURCE = "no-person"
 FLAG_KIND = "opreid.occlusion_flag"
 FLAG_SCHEMA_VERSION = 1
 #: The bundled flag, in opreid_builder/curation/models/.

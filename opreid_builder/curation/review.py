@@ -42,16 +42,19 @@ import numpy as np
 
 from manifests import (
     BODY_PARTS,
+    FORMULA_PREFIXES,
     IMAGES,
     SKELETON,
     DatasetLayout,
     atomic_write_bytes,
     atomic_write_text,
+    csv_cell,
     progress_bar,
     read_manifest,
 )
 from opreid_builder.curation.faces import DETECTORS
 from opreid_builder.curation.occlusion import missing_keypoints
+from opreid_builder.curation.occlusion_flag import NO_PERSON_SOURCE
 from opreid_builder.curation.sources import prefetch
 from opreid_builder.errors import CurationError
 
@@ -73,8 +76,7 @@ FIELDS = ("pid", "cam", "status", "flag", "source", "run", "parts", "found", "di
 ORDER_CHOICES = ("file", "doubt")
 #: `--band`: crops with |P(occluded) - threshold| at most this are counted as uncertain.
 DEFAULT_BAND = 0.15
-#: occlusion_source of a crop kept without a person found (flagged occluded by the no-person policy).
-NO_PERSON_SOURCE = "no-person"
+
 ID_WIDTH, THUMB_WIDTH = 16, 8
 _NO_THUMB = "-" * THUMB_WIDTH
 THUMB_HEIGHT = 128
@@ -329,19 +331,21 @@ def write_review(
         statuses=REVIEWABLE, detectors=", ".join(detectors) or "none recorded", data_file=REVIEW_DATA,
         csv_name=REVIEW_CSV, rule=rule, selection=_selection_note(only, sample, len(rows)),
         summary=_doubt_note(order, uncertain, no_person, band, curated.threshold),
+        formula_prefixes=list(FORMULA_PREFIXES),
     )  # fmt: skip
     atomic_write_text(site / REVIEW_DATA, script)
     atomic_write_text(site / REVIEW_HTML, html)
     csv_path = site / REVIEW_CSV
     buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
+    writer = csv.writer(buf, lineterminator="\r\n")  # RFC 4180: a CR or LF inside a cell is then quoted
     writer.writerow(["image_id", "occluded", "machine_flag", "flag_source", "p_occluded", "longest_missing_run",
                      "missing_parts", "status", "camid", "source_path"])  # fmt: skip
     for r in rows:
-        flag = "" if r["occluded"] is None else str(bool(r["occluded"])).lower()
-        prob = "" if r.get("occlusion_score") is None else f"{float(r['occlusion_score']):.4f}"
-        writer.writerow([r["image_id"], "", flag, r["occlusion_source"] or "", prob, "" if r["longest_missing_run"] is None else r["longest_missing_run"],
-                         "|".join(r["missing_parts"] or []), r["status"], r["camid"], r["source_path"]])  # fmt: skip
+        flag = None if r["occluded"] is None else str(bool(r["occluded"])).lower()
+        prob = None if r.get("occlusion_score") is None else f"{float(r['occlusion_score']):.4f}"
+        cells = [r["image_id"], None, flag, r["occlusion_source"], prob, r["longest_missing_run"],
+                 "|".join(r["missing_parts"] or []), r["status"], r["camid"], r["source_path"]]  # fmt: skip
+        writer.writerow([csv_cell(v) for v in cells])  # a file name may be a formula to a spreadsheet
     atomic_write_text(csv_path, buf.getvalue())
     pages = max(1, -(-len(rows) // page_size))
     size = len(html.encode()) + len(script.encode())

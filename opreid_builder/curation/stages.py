@@ -13,7 +13,7 @@ any worker concatenate.
 | `PoseStage` / `KeypointsFileStage` | data (source_path) | n_persons, person_index, keypoints, persons, pose_box, pose_score |
 | `OcclusionStage` | keypoints, width, height (+ n_persons, pose_box, pose_score) | longest_missing_run, missing_parts, occluded, occlusion_score |
 | `FaceStage` | data | model_faces (boxes of the face detector models) |
-| `MaskStage` (masking + encode) | data, persons, model_faces | face_boxes, face_detectors, mask_method, masked (JPEG bytes) |
+| `MaskStage` (masking + encode) | data, persons, model_faces | face_boxes, face_detectors, mask_method, masked (JPEG bytes), masked_sha256 |
 | `WriteMaskedStage` | image_id, masked | writes masked/{image_id}.jpg; drops the byte columns |
 
 Pixels travel as the crop's encoded bytes and are decoded by each stage that needs them: a 64 x 128
@@ -32,11 +32,11 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from manifests import COCO17, IMAGES, PART_KEYPOINTS, atomic_write_bytes, sha256_bytes
+from manifests import COCO17, IMAGES, PART_KEYPOINTS, atomic_write_bytes, missing_keypoints, sha256_bytes
 from opreid_builder.curation import pose as pose_module
 from opreid_builder.curation.faces import FaceBox, FaceConfig, FaceDetectors, pose_head_box
-from opreid_builder.curation.masking import encode_jpeg, mask_faces
-from opreid_builder.curation.occlusion import OcclusionRule, missing_keypoints
+from opreid_builder.curation.masking import MaskSettings, encode_jpeg, mask_faces
+from opreid_builder.curation.occlusion import OcclusionRule
 from opreid_builder.curation.occlusion_flag import Flag, PaperFlag, PoseEvidence
 from opreid_builder.curation.sources import (
     DEFAULT_MAX_PIXELS,
@@ -58,13 +58,13 @@ COLUMN_TYPES: dict[str, pa.DataType] = {
     "longest_missing_run": pa.int32(), "missing_parts": pa.list_(pa.string()), "occluded": pa.bool_(),
     "occlusion_score": pa.float32(),
     "model_faces": _FACES, "face_boxes": _FACES, "face_detectors": pa.int32(), "mask_method": pa.string(),
-    "masked": pa.binary(),
+    "masked": pa.binary(), "masked_sha256": pa.string(),
 }  # fmt: skip
 READ_COLUMNS = ("sha256", "readable", "detail", "width", "height")
 POSE_COLUMNS = ("n_persons", "person_index", "keypoints", "persons", "pose_box", "pose_score")
 FACE_COLUMNS = ("model_faces",)
-MASK_COLUMNS = ("face_boxes", "face_detectors", "mask_method")
-OCCLUSION_COLUMNS = ("longest_missing_run", "missing_parts", "occluded", "occlusion_score")
+#: `masked_sha256` is what the masked crop held when written: a cached mask is reused only while it holds that.
+MASK_COLUMNS = ("face_boxes", "face_detectors", "mask_method", "masked_sha256")
 
 
 def as_table(batch: Batch) -> pa.Table:
@@ -175,8 +175,8 @@ class PoseSettings:
     device: str | None = None
     imgsz: int | None = None
     half: bool = False
-    batch_size: int = 32
-    person_conf: float = 0.25
+    batch_size: int = pose_module.BATCH_SIZE
+    person_conf: float = pose_module.PERSON_CONF
 
 
 class PoseStage:
@@ -286,19 +286,6 @@ class FaceStage:
         return with_columns(table, {"model_faces": found})
 
 
-@dataclass(frozen=True)
-class MaskSettings:
-    """How faces are masked: the detector boxes plus the pose head box of every person found."""
-
-    method: str = "fill"
-    enlarge: float = 1.3
-    jpeg_quality: int = 95
-    pose_head: bool = True
-    head_enlarge: float = 2.0
-    kpt_conf: float = 0.5
-    detector_count: int = 0  # how many detectors ran on each crop (recorded per crop)
-
-
 class MaskStage:
     """Masking + encode: every face box (models, then the head of each person) filled, EXIF-free JPEG."""
 
@@ -334,10 +321,12 @@ class MaskStage:
             masked = mask_faces(
                 pixels(data, w, h), [FaceBox(**b) for b in boxes], self.s.method, self.s.enlarge
             )
+            jpeg = encode_jpeg(masked, self.s.jpeg_quality)
             out["face_boxes"].append(boxes)
             out["face_detectors"].append(self.s.detector_count)
             out["mask_method"].append(self.s.method if boxes else "none")
-            out["masked"].append(encode_jpeg(masked, self.s.jpeg_quality))
+            out["masked"].append(jpeg)
+            out["masked_sha256"].append(sha256_bytes(jpeg))
         return with_columns(table, out)
 
 

@@ -52,7 +52,8 @@ from manifests import (
     write_dataset_json,
 )
 from opreid.version import __version__
-from opreid_builder.curation.pipeline import CurateConfig, curate_scan
+from opreid_builder.curation.config import CurateConfig
+from opreid_builder.curation.pipeline import curate_scan
 from opreid_builder.curation.sources import SourceItem, SourceScan, decode_image, prefetch
 from opreid_builder.errors import BenchmarkImportError
 from opreid_builder.public_datasets.card import render_benchmark_card
@@ -66,8 +67,6 @@ from opreid_builder.split.public_formats import FORMATS, BenchmarkLayout, get_la
 log = logging.getLogger(__name__)
 
 _IMPORT_SALT = 0x1AB0127  # separates the import's draws from a build-split release of the same seed
-#: Where each split's occlusion flags come from (dataset.json `occlusion_flags`).
-FLAG_SOURCES = ("dataset", "pose", "keypoints-file", UNKNOWN_FLAGS)
 #: How an image reached images/ (dataset.json `images`).
 IMAGE_METHODS = ("hardlink", "copy", "stripped", "masked")
 

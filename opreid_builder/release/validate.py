@@ -39,6 +39,7 @@ from manifests import (
     GALLERY,
     GROUND_TRUTH,
     IMAGES,
+    MASKED_DIGESTS,
     OPREID_PROTOCOL,
     QUERY,
     SPLITS,
@@ -55,6 +56,7 @@ from manifests.layout import DATABASE_SUFFIXES, IMAGES_DIR
 from opreid_builder.curation.flag_check import check_flags
 from opreid_builder.curation.occlusion_flag import RELEASE_FLAG_NAME
 from opreid_builder.errors import BuilderError
+from opreid_builder.release.archive import package_format, unpack_archive
 from opreid_builder.release.jpeg_segments import metadata_segment
 from opreid_builder.release.writer import PUBLIC_ID_HEX, RELEASE_MAP, release_files, stale_staging
 from opreid_builder.split.protocol import DISTRACTOR_PID, ProtocolRules
@@ -464,6 +466,36 @@ def _check_occlusion_flags(
                                      f"in private/images.parquet (e.g. {differ[0]})")  # fmt: skip
 
 
+def _check_masked_crops(
+    layout: DatasetLayout, public: dict[str, pd.DataFrame], mapping: pd.DataFrame, report: ValidationReport
+) -> None:
+    """Every released image is, byte for byte, the masked crop curate wrote for its source (as recorded in
+    cache/masked_digests.parquet): a crop swapped into masked/ after curation is not released unnoticed."""
+    if not layout.masked_digests.is_file():
+        return
+    recorded = _read(layout.masked_digests, MASKED_DIGESTS, report)
+    if recorded is None:
+        return
+    wanted = recorded.drop_duplicates("image_id").set_index("image_id")["sha256"]
+    frames = [frame[["image_id", "path"]] for frame in public.values()]
+    paths = pd.concat(frames).drop_duplicates("image_id").set_index("image_id")["path"] if frames else {}
+    differ = []
+    for image_id, source in zip(mapping["image_id"], mapping["source_image_id"], strict=True):
+        file = layout.resolve(paths[image_id]) if image_id in paths else None
+        if file is not None and file.is_file() and sha256_file(file) != wanted.get(source):
+            differ.append((image_id, source))
+    for image_id, source in differ[:_NAMED]:
+        report.add(
+            "masked-crop",
+            f"released image {image_id} is not the masked crop curate wrote for its source {source} "
+            "(masked/ changed after curation: run `opreid curate` again, then build-split)",
+        )
+    if len(differ) > _NAMED:
+        report.add(
+            "masked-crop", f"{len(differ) - _NAMED} more released image(s) differ from their masked crop"
+        )
+
+
 def validate(out: str | Path) -> ValidationReport:
     """Run every check on the release in `out`; never raises for a broken release, reports instead."""
     out = Path(out)
@@ -538,6 +570,7 @@ def validate(out: str | Path) -> ValidationReport:
             _check_face_detectors(layout, info, mapping, report)
             if protocol == OPREID_PROTOCOL:
                 _check_occlusion_flags(layout, info, mapping, gt, report)
+            _check_masked_crops(layout, public, mapping, report)
     report.summary["violations"] = len(report.violations)
     return report
 
@@ -717,8 +750,6 @@ def validate_public(package: str | Path) -> ValidationReport:
     only public files, each listed and matching its checksum; no pid, no private column or metadata
     anywhere; opaque query/gallery names; no EXIF or comment in any image; a sample submission of
     the right shape. Never raises for a broken package: reports instead."""
-    from opreid_builder.release.archive import package_format, unpack_archive
-
     package = Path(package)
     report = ValidationReport(out=package)
     if package.is_dir():

@@ -173,9 +173,6 @@ class FakePose:
                     found, box=tuple(float(v) for v in box), score=0.9
                 )
 
-    def cache_key(self) -> str:
-        return "fake"
-
     def describe(self) -> dict:
         return {"source": "pose", "model": "fake"}
 

@@ -18,7 +18,8 @@ from support.paths import TESTS
 import manifests
 from opreid.cli import cli
 from opreid_builder.curation import pose as pose_mod
-from opreid_builder.curation.pipeline import CurateConfig, curate
+from opreid_builder.curation.config import CurateConfig
+from opreid_builder.curation.pipeline import curate
 from opreid_builder.errors import CurationError, ModelFileError
 
 

@@ -11,7 +11,8 @@ import pytest
 from PIL import Image
 
 from manifests import COCO17
-from opreid_builder.curation.pipeline import CurateConfig, curate
+from opreid_builder.curation.config import CurateConfig
+from opreid_builder.curation.pipeline import curate
 from opreid_builder.curation.pose import PoseEstimator
 
 POSE_MODEL = os.environ.get("OPREID_TEST_POSE_MODEL")

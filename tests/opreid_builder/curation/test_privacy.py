@@ -147,7 +147,8 @@ def test_validate_fails_when_a_released_crop_had_fewer_detectors_than_claimed(ra
 @pytest.mark.integration
 @pytest.mark.skipif(not POSE_MODEL or not Path(POSE_MODEL).is_file(), reason="set OPREID_TEST_POSE_MODEL")
 def test_the_head_of_every_person_the_pose_model_finds_is_masked(tmp_path):
-    from opreid_builder.curation.pipeline import CurateConfig, curate
+    from opreid_builder.curation.config import CurateConfig
+    from opreid_builder.curation.pipeline import curate
 
     raw = tmp_path / "raw"
     raw.mkdir()

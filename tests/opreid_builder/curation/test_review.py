@@ -5,19 +5,27 @@ from __future__ import annotations
 
 import csv
 import json
+import re
+import shutil
+import subprocess
 from datetime import datetime
 from html.parser import HTMLParser
 from pathlib import Path
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import support.leaderboard as lf
 from click.testing import CliRunner
 from PIL import Image
-from support.curation import SMALL_SPLIT, make_synth
+from support.curation import SMALL_SPLIT, make_synth, person_keypoints, write_keypoints
 
-from manifests import BODY_PARTS, IMAGES, read_manifest
+from manifests import BODY_PARTS, IMAGES, csv_cell, read_manifest
 from opreid.cli import cli
-from opreid_builder.curation.pipeline import CurateConfig, curate
+from opreid_builder.curation.config import CurateConfig
+from opreid_builder.curation.corrections import load_corrections
+from opreid_builder.curation.pipeline import curate
 from opreid_builder.curation.review import FIELDS, write_review
 
 
@@ -122,6 +130,58 @@ def test_review_csv_template_round_trips_as_corrections(raw, curated, tmp_path):
     fixed = by_id[rows[0]["image_id"]]
     assert fixed["occlusion_source"] == "review" and fixed["occluded"] is (rows[0]["occluded"] == "true")
     assert sum(r["occlusion_source"] == "review" for r in by_id.values()) == 1
+
+
+#: File names a spreadsheet would run as formulas (or whose leading tab / CR hides one).
+FORMULA_NAMES = (
+    '=HYPERLINK("x","y").jpg',
+    "+1+2.jpg",
+    "-3.jpg",
+    "@SUM(A1).jpg",
+    "\t=1.jpg",
+    "\r=1.jpg",
+)
+
+
+def test_review_csv_template_keeps_every_file_name_a_text_cell(tmp_path):
+    """A crop named like a formula is written as a text cell (a leading quote), not run by a spreadsheet."""
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    for seed, name in enumerate(FORMULA_NAMES):
+        Image.fromarray(np.random.default_rng(seed).integers(0, 255, (128, 64, 3), dtype=np.uint8)).save(
+            raw / name, format="JPEG"
+        )
+    index = {"path": list(FORMULA_NAMES), "pid": [1] * len(FORMULA_NAMES), "camid": [1] * len(FORMULA_NAMES)}
+    pq.write_table(pa.table(index), raw / "index.parquet")
+    keypoints = write_keypoints(tmp_path, {name: person_keypoints(64, 128) for name in FORMULA_NAMES})
+    out = tmp_path / "out"
+    curate(raw, out, CurateConfig(keypoints=str(keypoints), workers=0), progress=False)
+    result = write_review(out)
+    with result.csv.open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert sorted(r["source_path"] for r in rows) == sorted(f"'{name}" for name in FORMULA_NAMES)
+    rows[0]["occluded"] = "true"  # the template, filled in, is still a corrections file
+    fix = tmp_path / "fix.csv"
+    with fix.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    assert load_corrections(fix).flags == {rows[0]["image_id"]: True}
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")
+def test_review_site_download_writes_formulas_as_text_cells_by_the_same_rule(curated):
+    """The page's corrections.csv (a reviewer's name is free text) quotes formulas as the template does:
+    the prefixes come from manifests.FORMULA_PREFIXES, so the two cannot drift apart."""
+    html = write_review(curated).html.read_text()
+    prefixes = re.search(r"const FORMULA_PREFIXES = (.*);", html).group(1)
+    function = re.search(r"  function csvCell\(v\) \{.*?\n  \}\n", html, re.S).group(0)
+    script = f"const FORMULA_PREFIXES = {prefixes};\n{function}\nconsole.log(JSON.stringify(process.argv.slice(1).map(csvCell)));"
+    cells = ["=cmd|' /C calc'!A0", "+1", "-1", "@SUM(1)", "\t=1", "\r=1", "Ada Lovelace", 'a,"b"']
+    res = subprocess.run(["node", "-e", script, *cells], capture_output=True, text=True, check=True)
+    written = json.loads(res.stdout)
+    assert [next(csv.reader([w])) for w in written] == [[csv_cell(c)] for c in cells]
+    assert written[0] == "'=cmd|' /C calc'!A0" and written[6] == "Ada Lovelace"
 
 
 def test_review_cli(curated):

@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from manifests import GROUND_TRUTH, KEYPOINTS_FILE, ExitCode, read_dataset_json, read_manifest, write_manifest
-from opreid_builder.curation.pipeline import CurateConfig
+from opreid_builder.curation.config import CurateConfig
 from opreid_builder.public_datasets.importer import ImportOptions, import_benchmark
 from opreid_builder.release.validate import validate
 from opreid_builder.release.writer import RELEASE_MAP

@@ -149,7 +149,7 @@ def test_non_opaque_name_and_holistic_query(copy):
 
 
 def test_cli_exit_codes_and_json(release, copy):
-    from opreid_builder.cli.build_split import validate_cmd
+    from opreid_builder.cli.validate import validate_cmd
 
     runner = CliRunner()
     ok = runner.invoke(validate_cmd, [str(release)])
