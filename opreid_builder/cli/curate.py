@@ -234,10 +234,11 @@ def curate(raw: Path, out: Path, as_json: bool, progress: bool, **options: Any) 
                    "nearest the flag's threshold (doubt).")  # fmt: skip
 @click.option(
     "--band",
-    type=click.FloatRange(0, 1),
+    type=click.FloatRange(0, 10),
     default=DEFAULT_BAND,
     show_default=True,
-    help="Crops with |P(occluded) - threshold| at most this are counted as uncertain.",
+    help="Half-width of the uncertain band, in log-odds around the threshold (1.0: P from 0.50 to 0.88 "
+    "around a 0.73 threshold).",
 )
 @click.option(
     "--workers",
@@ -255,7 +256,7 @@ def review(out: Path, page_size: int, sample: int | None, only: str | None, seed
     Open the page from disk: filter, click crops to toggle their flags, and download corrections.csv
     (with your name and the time of each edit) for `build-split --corrections`.
     """
-    from opreid_builder.curation.review import write_review
+    from opreid_builder.curation.review import band_limits, write_review
 
     result = write_review(
         out, page_size, sample=sample, only=only, seed=seed, workers=workers, progress=show_progress(progress),
@@ -282,8 +283,9 @@ def review(out: Path, page_size: int, sample: int | None, only: str | None, seed
         return
     click.echo(f"{result.items} crops on {result.pages} page(s), {result.order} order: open {result.html}")
     if result.threshold is not None:
+        lo, hi = band_limits(result.threshold, result.band)
         click.echo(
-            f"{result.uncertain} crops in the uncertain band (|P(occluded) - {result.threshold:.3f}| <= {result.band:g}); "
+            f"{result.uncertain} crops in the uncertain band (P(occluded) {lo:.2f} to {hi:.2f}); "
             f"{result.no_person} where pose found nobody"
         )
     else:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import re
 import shutil
 import subprocess
@@ -292,6 +293,10 @@ def learned(raw, tmp_path_factory) -> Path:
     return out
 
 
+def _logit(p: float) -> float:
+    return math.log(p / (1 - p))
+
+
 def _expected_doubt_order(out: Path) -> tuple[list[str], float]:
     record = json.loads((out / "private" / "curation.json").read_text())
     threshold = record["occlusion"]["flag"]["threshold"]
@@ -303,14 +308,14 @@ def _expected_doubt_order(out: Path) -> tuple[list[str], float]:
     nobody = [r["image_id"] for r in rows if r["occlusion_source"] == "no-person"]
     scored = sorted(
         (r for r in rows if r["occlusion_score"] is not None),
-        key=lambda r: abs(r["occlusion_score"] - threshold),
+        key=lambda r: abs(_logit(r["occlusion_score"]) - _logit(threshold)),
     )  # stable: ties stay in path order
     return nobody + [r["image_id"] for r in scored], threshold
 
 
 def test_review_doubt_order_puts_nobody_found_then_nearest_the_threshold_first(learned):
     expected, threshold = _expected_doubt_order(learned)
-    result = write_review(learned, order="doubt", band=0.2)
+    result = write_review(learned, order="doubt", band=0.5)
     data = site_data(result.html)
     assert ids(data) == expected and result.no_person == 2 and result.order == "doubt"
     assert data["threshold"] == round(1000 * threshold) and data["order"] == "doubt"
@@ -322,7 +327,7 @@ def test_review_doubt_order_puts_nobody_found_then_nearest_the_threshold_first(l
     band = sum(
         1
         for r in rows.values()
-        if r["occlusion_score"] is not None and abs(r["occlusion_score"] - threshold) <= 0.2
+        if r["occlusion_score"] is not None and abs(_logit(r["occlusion_score"]) - _logit(threshold)) <= 0.5
     )
     assert result.uncertain == band
     assert f"{band} crops lie in the uncertain band" in result.html.read_text()
