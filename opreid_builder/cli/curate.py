@@ -367,6 +367,9 @@ def calibrate(
               help="The flag file to write (JSON), for --occlusion-flag FILE.")  # fmt: skip
 @pose_options
 @lambda f: _apply(f, _OPERATING_OPTIONS)
+@click.option("--cut-holistic/--no-cut-holistic", default=True, show_default=True,
+              help="Add a cut copy of every holistic crop (its left, right, top or bottom part) as an occluded "
+                   "crop, so that a person cut by the frame's edge is flagged (pose runs on the copies too).")  # fmt: skip
 @click.option(
     "--l2",
     type=click.FloatRange(min=0),
@@ -386,8 +389,8 @@ def fit(
     occluded_dirs: tuple[Path, ...], holistic_dirs: tuple[Path, ...], names: tuple[str, ...],
     synth_dirs: tuple[Path, ...], out: Path, pose_model: str | None, keypoints: str | None, device: str | None,
     batch_size: int, imgsz: int | None, half: bool, person_conf: float, workers: int,
-    max_holistic_flagged: float, folds: int, seed: int, l2: float, flag_name: str, flag_version: str,
-    as_json: bool, progress: bool,
+    max_holistic_flagged: float, folds: int, seed: int, cut_holistic: bool, l2: float, flag_name: str,
+    flag_version: str, as_json: bool, progress: bool,
 ) -> None:  # fmt: skip
     """Fit a learned occlusion flag on labelled crops: a logistic regression over what the pose model
     finds, with the threshold chosen by cross-validation for --max-holistic-flagged.
@@ -417,7 +420,9 @@ def fit(
         for i, (o, h) in enumerate(zip(occluded_dirs, holistic_dirs, strict=True))
     ]
     source = keypoint_source(pose_model, keypoints, device, imgsz, half, batch_size, person_conf)
-    data = labelled_data(pairs, list(synth_dirs), source, workers, show_progress(progress))
+    data = labelled_data(
+        pairs, list(synth_dirs), source, workers, show_progress(progress), cut_holistic, seed
+    )
     report = fit_flag(
         data, max_holistic_flagged=max_holistic_flagged, folds=folds, seed=seed, l2=l2, name=flag_name,
         version=flag_version, keypoints=source.describe(),

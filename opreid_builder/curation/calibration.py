@@ -35,7 +35,7 @@ from opreid_builder.curation.flag_fitting import (
     nested_cv,
     wilson_interval,
 )
-from opreid_builder.curation.labelled_crops import folder_crops, list_images, run_pose
+from opreid_builder.curation.labelled_crops import cut_copies, folder_crops, list_images, run_pose
 from opreid_builder.curation.occlusion import RULES, evaluate_grid
 from opreid_builder.curation.occlusion_flag import LEARNED, load_flag
 from opreid_builder.curation.pose import KeypointsFile, PoseEstimator
@@ -127,8 +127,11 @@ def calibrate(
     if not occ_files or not hol_files:
         raise CurationError("calibration needs at least one crop in each of --occluded and --holistic")
     crops = folder_crops(occluded_dir, holistic_dir, _SOURCE)
-    pose = run_pose(crops, source, workers, progress)
-    data = None if isinstance(source, KeypointsFile) else LabelledData.build(crops, pose)
+    with_pose = not isinstance(source, KeypointsFile)
+    copies = cut_copies(crops, seed) if with_pose else []  # for the flag fitted here, as `fit` makes it
+    everything = run_pose(crops + copies, source, workers, progress)
+    pose = everything.take(slice(0, len(crops)))
+    data = LabelledData.build(crops + copies, everything) if with_pose else None
     person, readable = pose.found, pose.readable
     is_occ = np.array([c.occluded for c in crops], dtype=bool)
     grid = evaluate_grid(
@@ -196,24 +199,27 @@ def _row(r: dict, pareto: bool) -> CalibrationRow:
 def _learned_rows(
     data: LabelledData, counted, is_occ, as_flagged, max_hol: float, folds: int, seed: int
 ) -> list:
+    """The bundled flag, and a flag fitted on these crops (and cut copies of the holistic ones) by nested
+    cross-validation; rates on the crops as they came."""
     out = []
     bundled = load_flag(LEARNED)
-    found = data.found
-    flags = np.zeros(len(data.crops), dtype=bool)
+    n = len(counted)
+    found = data.found[:n]
+    flags = np.zeros(n, dtype=bool)
     if found.any():
-        flags[found] = bundled.decide(data.pose.evidence(found, 0.5))[0]
-    seen = bundled.fitted_on() & {d for d in data.pose.digests if d}
+        flags[found] = bundled.decide(data.pose.take(slice(0, n)).evidence(found, 0.5))[0]
+    seen = bundled.fitted_on() & {d for d in data.pose.digests[:n] if d}
     tpr, fpr, ci_o, ci_h = _rates(as_flagged(flags), counted, is_occ)
     note = f", fitted on {len(seen)} of these crops" if seen else ""
     out.append(dict(rule=LEARNED, kpt_conf=None, min_run=None, tpr=tpr, fpr=fpr, ci_o=ci_o, ci_h=ci_h,
                     name=f"learned: bundled {bundled.name} v{bundled.version}, threshold {bundled.threshold:.3f}{note}",
                     rates="in-sample" if seen else "out-of-sample"))  # fmt: skip
-    groups = len(np.unique(data.groups[found]))
-    if groups >= max(folds, 2) and 0 < data.labels[found].sum() < found.sum():
+    groups = len(np.unique(data.groups[data.found]))
+    if groups >= max(folds, 2) and 0 < data.labels[data.found].sum() < data.found.sum():
         cv_flags, _ = nested_cv(data, max_hol, folds, seed, 1.0)
-        tpr, fpr, ci_o, ci_h = _rates(as_flagged(cv_flags), counted, is_occ)
+        tpr, fpr, ci_o, ci_h = _rates(as_flagged(cv_flags[:n]), counted, is_occ)
         out.append(dict(rule=LEARNED, kpt_conf=None, min_run=None, tpr=tpr, fpr=fpr, ci_o=ci_o, ci_h=ci_h,
-                        name=f"learned: fitted on these crops (`opreid occlusion fit`, <= {max_hol:g} holistic)",
+                        name=f"learned: fitted on these crops and cut copies (`opreid occlusion fit`, <= {max_hol:g} holistic)",
                         rates="cross-validated"))  # fmt: skip
     else:
         log.warning("too few crops with a person to cross-validate a flag fitted on them (%d groups)", groups)

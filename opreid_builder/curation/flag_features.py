@@ -53,6 +53,16 @@ FEATURE_NAMES: tuple[str, ...] = (
     "ankles_at", "ankles_below_shoulders", "unsure_at_bottom", "outside_share",
     "several_people",
 )  # fmt: skip
+#: The direction each piece of keypoint evidence may move P(occluded) (flag_fitting fits under these
+#: signs): a keypoint seen more surely, or more of the body seen (from higher up, down to lower), never
+#: raises it; more keypoints missing never lowers it. The box, the ankles' place and the number of
+#: people are left free.
+EVIDENCE_SIGNS: dict[str, int] = {
+    **{name: -1 for name in FEATURE_NAMES if name.startswith(("conf_", "min_conf_"))},
+    **dict.fromkeys(("missing_share", "run_coco18", "run_body", "unsure_at_bottom", "outside_share"), 1),
+    **dict.fromkeys(("visible_extent", "visible_bottom", "torso_found", "depth_below_shoulders"), -1),
+    "visible_top": 1,
+}
 _SHOULDERS = REGIONS["shoulders"]
 _HIPS = REGIONS["hips"]
 _ANKLES = REGIONS["ankles"]

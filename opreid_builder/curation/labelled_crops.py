@@ -2,7 +2,10 @@
 
 A labelled set is a *source*: a pair of folders a person sorted (`--occluded DIR --holistic DIR`,
 crops of one camera network), or synthetic crops from `opreid synth` (`--synth DIR`), whose
-`truth.parquet` knows each crop's flag. Crops are grouped so that cross-validation never splits a
+`truth.parquet` knows each crop's flag. Cut copies of the holistic crops (`cut_copies`: the crop's
+left, right, top or bottom part only, as when the frame's edge or a box cut a person) are occluded
+crops of their own source `cut:<source>`: without them a flag learns that a box filling the crop
+means a whole person, and calls a person cut down the middle holistic. Crops are grouped so that cross-validation never splits a
 group between fitting and testing: in a folder pair, crops with the same file name in both folders
 (Partial-REID and Partial-iLIDS name a person's partial and whole-body crop alike); in synthetic
 crops, one identity.
@@ -34,6 +37,13 @@ SYNTH_TRUTH_NAME = "truth.parquet"
 DIGEST_HEX = 16
 
 
+#: Sides a cut copy keeps, in turn, and the share of the crop it keeps (width for left/right, height
+#: for top/bottom): half a body across, or the head-to-thigh or hips-down part.
+CUT_SIDES = ("left", "right", "bottom", "top")
+CUT_KEEP = {"left": (0.45, 0.65), "right": (0.45, 0.65), "bottom": (0.5, 0.75), "top": (0.5, 0.75)}
+CUT_PREFIX = "cut:"
+
+
 @dataclass(frozen=True)
 class LabelledCrop:
     path: Path
@@ -41,6 +51,30 @@ class LabelledCrop:
     occluded: bool
     source: str
     group: str
+    cut: tuple[str, float] | None = None  # (side kept, share kept) of a cut copy
+
+
+def cut_copies(crops: list[LabelledCrop], seed: int = 0) -> list[LabelledCrop]:
+    """An occluded cut copy of every holistic crop, in the source `cut:<source>` and the crop's group
+    (cross-validation keeps a crop and its copy on the same side)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for k, c in enumerate(x for x in crops if not x.occluded):
+        side = CUT_SIDES[k % len(CUT_SIDES)]
+        keep = float(rng.uniform(*CUT_KEEP[side]))
+        out.append(LabelledCrop(c.path, c.rel, True, CUT_PREFIX + c.source, c.group, (side, round(keep, 4))))
+    return out
+
+
+def apply_cut(rgb: np.ndarray, cut: tuple[str, float] | None) -> np.ndarray:
+    """The part of a crop a cut copy keeps (at least 8 pixels across and 16 high)."""
+    if cut is None:
+        return rgb
+    side, keep = cut
+    h, w = rgb.shape[:2]
+    kw, kh = max(8, round(w * keep)), max(16, round(h * keep))
+    part = {"left": rgb[:, :kw], "right": rgb[:, w - kw :], "top": rgb[:kh], "bottom": rgb[h - kh :]}[side]
+    return np.ascontiguousarray(part)
 
 
 def list_images(folder: str | Path) -> list[Path]:
@@ -99,6 +133,14 @@ class PoseOutputs:
     readable: np.ndarray  # (N,) bool
     digests: list[str | None]  # content sha256, first DIGEST_HEX hex digits
 
+    def take(self, rows: np.ndarray | slice) -> PoseOutputs:
+        """The outputs of some of the crops."""
+        idx = np.arange(len(self.digests))[rows]
+        return PoseOutputs(
+            self.keypoints[idx], self.sizes[idx], self.boxes[idx], self.scores[idx], self.n_persons[idx],
+            self.readable[idx], [self.digests[i] for i in idx],
+        )  # fmt: skip
+
     @property
     def found(self) -> np.ndarray:
         """Readable crops where a person was taken."""
@@ -125,8 +167,7 @@ def run_pose(
     )  # fmt: skip
 
     def load(i: int):
-        data, decoded = read_and_decode(crops[i].path)
-        return data, decoded
+        return read_and_decode(crops[i].path)
 
     def take(i: int, res) -> None:
         out.n_persons[i] = res.n_persons
@@ -144,12 +185,15 @@ def run_pose(
             if not decoded.ok:
                 bar.update()
                 continue
+            rgb = apply_cut(decoded.rgb, crops[i].cut)
             out.readable[i] = True
-            out.sizes[i] = decoded.rgb.shape[1], decoded.rgb.shape[0]
-            out.digests[i] = sha256_bytes(data)[:DIGEST_HEX]
-            yield i, decoded.rgb
+            out.sizes[i] = rgb.shape[1], rgb.shape[0]
+            out.digests[i] = None if crops[i].cut else sha256_bytes(data)[:DIGEST_HEX]
+            yield i, rgb
 
     if isinstance(source, KeypointsFile):
+        if any(c.cut for c in crops):
+            raise CurationError("cut copies need a pose model: a keypoints file has nothing for them")
         for i, _ in readable_only():
             take(i, source.lookup(crops[i].rel, by_name=True))
             bar.update()

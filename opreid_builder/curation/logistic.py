@@ -72,9 +72,59 @@ def sigmoid(z: np.ndarray) -> np.ndarray:
 
 
 def fit_logistic(
-    features: np.ndarray, labels: np.ndarray, weights: np.ndarray | None = None, l2: float = DEFAULT_L2
+    features: np.ndarray,
+    labels: np.ndarray,
+    weights: np.ndarray | None = None,
+    l2: float = DEFAULT_L2,
+    signs: np.ndarray | None = None,
 ) -> LogisticModel:
-    """Fit on rows `features` (N, F) with 0/1 `labels` and non-negative `weights` (default 1 each)."""
+    """Fit on rows `features` (N, F) with 0/1 `labels` and non-negative `weights` (default 1 each).
+
+    `signs` (F,) of -1, 0, +1 constrain coefficients: +1 may not go below 0, -1 not above 0 (0: free),
+    so that the score moves the right way with each piece of evidence even on crops unlike any in
+    training (correlated features otherwise trade signs, and a linear score extrapolates the trade).
+    Solved by an active-set method: a coefficient that crosses its bound is held at 0, one held at 0
+    is released when the loss would pull it to its allowed side, until neither happens.
+    """
+    X = np.asarray(features, dtype=np.float64)
+    f = X.shape[1]
+    want = np.zeros(f) if signs is None else np.asarray(signs, dtype=np.float64)
+    held = np.zeros(f, dtype=bool)
+    model = None
+    for _ in range(4 * f + 4):
+        model = _fit_unconstrained(X, labels, weights, l2, held)
+        wrong = ~held & (model.coef * want < 0)
+        if wrong.any():
+            held[int(np.argmax(np.where(wrong, -model.coef * want / model.scale, -np.inf)))] = True
+            continue
+        pull = -_gradient(model, X, labels, weights) * want  # > 0: the loss would move it to its allowed side
+        free = held & (pull > 1e-9)
+        if not free.any():
+            break
+        held[int(np.argmax(np.where(free, pull, -np.inf)))] = False
+    assert model is not None
+    return model
+
+
+def _gradient(
+    model: LogisticModel, X: np.ndarray, labels: np.ndarray, weights: np.ndarray | None
+) -> np.ndarray:
+    """d(weighted log loss)/d(coefficient) on the standardised features, per feature."""
+    y = np.asarray(labels, dtype=np.float64)
+    w = np.ones(len(y)) if weights is None else np.asarray(weights, dtype=np.float64)
+    w = w * (len(y) / w.sum())
+    p = model.predict_proba(X)
+    return ((X - model.mean) / model.scale).T @ (w * (p - y))
+
+
+def _fit_unconstrained(
+    features: np.ndarray,
+    labels: np.ndarray,
+    weights: np.ndarray | None,
+    l2: float,
+    held: np.ndarray | None = None,
+) -> LogisticModel:
+    """Newton's method on the penalised weighted log loss; coefficients in `held` stay 0."""
     X = np.asarray(features, dtype=np.float64)
     y = np.asarray(labels, dtype=np.float64)
     n, f = X.shape
@@ -93,12 +143,14 @@ def fit_logistic(
     prior = (w @ y) / n
     beta = np.zeros(f + 1)
     beta[0] = np.log(prior / (1.0 - prior))
+    free = np.concatenate([[True], ~held]) if held is not None else np.ones(f + 1, dtype=bool)
+    Zf, pf = Z[:, free], penalty[free]
     for _ in range(_MAX_ITER):
-        p = sigmoid(Z @ beta)
-        grad = Z.T @ (w * (p - y)) + penalty * beta
-        hess = (Z * (w * p * (1.0 - p))[:, None]).T @ Z + np.diag(penalty) + 1e-9 * np.eye(f + 1)
+        p = sigmoid(Zf @ beta[free])
+        grad = Zf.T @ (w * (p - y)) + pf * beta[free]
+        hess = (Zf * (w * p * (1.0 - p))[:, None]).T @ Zf + np.diag(pf) + 1e-9 * np.eye(len(pf))
         step = np.linalg.solve(hess, grad)
-        beta -= step
+        beta[free] -= step
         if np.max(np.abs(step)) < _TOL:
             break
     return LogisticModel(mean, scale, beta[1:].copy(), float(beta[0]))

@@ -12,14 +12,16 @@ import pytest
 from manifests import COCO17, KEYPOINT_INDEX
 from opreid_builder.curation.flag_features import FEATURE_NAMES, FEATURES_VERSION, flag_features
 from opreid_builder.curation.flag_fitting import (
+    CUT_WEIGHT,
     LabelledData,
     fit_flag,
     grouped_folds,
     nested_cv,
+    source_weights,
     threshold_for,
     wilson_interval,
 )
-from opreid_builder.curation.labelled_crops import LabelledCrop, PoseOutputs
+from opreid_builder.curation.labelled_crops import CUT_SIDES, LabelledCrop, PoseOutputs, apply_cut, cut_copies
 from opreid_builder.curation.logistic import LogisticModel, fit_logistic
 from opreid_builder.curation.occlusion import PAPER_RULE, OcclusionRule
 from opreid_builder.curation.occlusion_flag import (
@@ -132,6 +134,44 @@ def test_logistic_regression_fits_round_trips_and_refuses_one_class():
     assert heavy.predict_proba(X).mean() > p.mean()  # weights move the decision
     with pytest.raises(CurationError, match="both occluded and holistic"):
         fit_logistic(X, np.ones(400, dtype=bool))
+
+
+def test_sign_constraints_hold_a_coefficient_at_zero_and_release_it_when_free():
+    rng = np.random.default_rng(6)
+    a = rng.normal(size=600)
+    b = a + rng.normal(0, 0.3, 600)  # correlated with a: alone it says occluded, beside a the fit flips it
+    y = (2 * a - 0.8 * b + rng.normal(0, 0.5, 600)) > 0
+    X = np.stack([a, b], axis=1)
+    free = fit_logistic(X, y)
+    assert free.coef[1] < 0
+    held = fit_logistic(X, y, signs=np.array([1, 1]))
+    assert held.coef[1] == 0.0 and held.coef[0] > 0
+    # a constraint the data agree with changes nothing
+    np.testing.assert_allclose(fit_logistic(X, y, signs=np.array([1, -1])).coef, free.coef)
+    # held at zero, then released: a feature the others no longer explain comes back
+    c = -a + rng.normal(0, 0.3, 600)
+    both = fit_logistic(np.stack([a, c], axis=1), y, signs=np.array([-1, -1]))
+    assert both.coef[0] == 0.0 and both.coef[1] < 0
+
+
+def test_cut_copies_keep_a_side_of_every_holistic_crop_in_its_group():
+    crops = [LabelledCrop(Path(f"{i}.jpg"), f"{i}.jpg", i % 3 == 0, "cams", f"cams:{i}") for i in range(12)]
+    copies = cut_copies(crops, seed=1)
+    holistic = [c for c in crops if not c.occluded]
+    assert len(copies) == len(holistic) and all(c.occluded and c.source == "cut:cams" for c in copies)
+    assert [c.group for c in copies] == [c.group for c in holistic]
+    assert [c.cut[0] for c in copies[:4]] == list(CUT_SIDES)
+    assert copies == cut_copies(crops, seed=1)
+    rgb = np.arange(128 * 64 * 3, dtype=np.uint8).reshape(128, 64, 3)
+    assert apply_cut(rgb, ("left", 0.5)).shape == (128, 32, 3) and apply_cut(rgb, None) is rgb
+    np.testing.assert_array_equal(apply_cut(rgb, ("right", 0.5)), rgb[:, 32:])
+    assert apply_cut(rgb, ("bottom", 0.75)).shape == (96, 64, 3)
+    np.testing.assert_array_equal(apply_cut(rgb, ("top", 0.75)), rgb[32:])
+    assert apply_cut(rgb, ("left", 0.01)).shape[1] == 8  # never thinner than a sliver
+    # a source's cut copies weigh half the source
+    sources = ["cams", "cut:cams"]
+    w = source_weights(np.array([0, 0, 0, 1, 1]), sources)
+    assert w[:3].sum() == pytest.approx(1.0) and w[3:].sum() == pytest.approx(CUT_WEIGHT)
 
 
 def test_grouped_folds_keep_groups_whole_and_are_seeded():
@@ -258,7 +298,7 @@ def test_named_flags_and_defaults(tmp_path):
 def test_bundled_flag_records_what_it_was_fitted_on():
     flag = load_flag(LEARNED)
     sources = {s["name"]: s for s in flag.body["training"]["sources"]}
-    assert set(sources) == {"partial_ilids", "synthetic"}
+    assert set(sources) == {"partial_ilids", "synthetic", "cut:partial_ilids", "cut:synthetic"}
     assert sources["partial_ilids"]["occluded"] == 119 and sources["partial_ilids"]["holistic"] == 119
     assert flag.body["training"]["keypoints"]["model"] == "yolo26n-pose-int8-256.onnx"
     assert len(flag.fitted_on()) == 238  # the real crops, by content digest (never the crops themselves)
