@@ -22,8 +22,9 @@ found nobody (flagged occluded, or excluded, without a look at the pixels), then
 P(occluded) from the learned flag lies nearest its threshold (with the paper's rule, whose run
 length is nearest `min_run`), and crops already reviewed last. Nearness is measured in log-odds, the
 scale the flag's model is linear in: with a threshold of 0.73, P 0.95 and P 0.25 are about equally
-far from it, and on Partial-iLIDS (cross-validated) the first 20% of crops in this order hold 53% of
-the wrong flags, against 47% in probability units. Every tile shows its P(occluded), and the summary
+far from it. On Partial-iLIDS (flags and P from nested cross-validation) the first 20% of crops in
+this order hold 63% of the wrong flags and the first half 80%, and the band of +-1 log-odds holds 16%
+of the crops and half of the wrong flags. Every tile shows its P(occluded), and the summary
 counts the crops inside the uncertain band (log-odds within `--band` of the threshold's).
 
 The CSV template lists every crop in the site with an empty `occluded` column, for reviewers who
