@@ -20,4 +20,4 @@ common=(--images-per-identity 8-12 --occluded-fraction 0.5)
 "$OPREID" synth "$WORK/s160" --identities 100 --seed 13 --size 160x64 "${common[@]}"
 "$OPREID" occlusion fit --occluded "$PIL/Probe" --holistic "$PIL/Gallery" --name partial_ilids \
     --synth "$WORK/s128" --synth "$WORK/s256" --synth "$WORK/s160" --pose-model "$MODEL" \
-    --max-holistic-flagged 0.05 --flag-name opreid-learned --flag-version 1 -o "$OUT"
+    --cut-holistic --max-holistic-flagged 0.05 --flag-name opreid-learned --flag-version 1 -o "$OUT"

@@ -35,7 +35,7 @@ from opreid_builder.curation.flag_fitting import (
     nested_cv,
     wilson_interval,
 )
-from opreid_builder.curation.labelled_crops import cut_copies, folder_crops, list_images, run_pose
+from opreid_builder.curation.labelled_crops import folder_crops, list_images, run_pose
 from opreid_builder.curation.occlusion import RULES, evaluate_grid
 from opreid_builder.curation.occlusion_flag import LEARNED, load_flag
 from opreid_builder.curation.pose import KeypointsFile, PoseEstimator
@@ -127,11 +127,8 @@ def calibrate(
     if not occ_files or not hol_files:
         raise CurationError("calibration needs at least one crop in each of --occluded and --holistic")
     crops = folder_crops(occluded_dir, holistic_dir, _SOURCE)
-    with_pose = not isinstance(source, KeypointsFile)
-    copies = cut_copies(crops, seed) if with_pose else []  # for the flag fitted here, as `fit` makes it
-    everything = run_pose(crops + copies, source, workers, progress)
-    pose = everything.take(slice(0, len(crops)))
-    data = LabelledData.build(crops + copies, everything) if with_pose else None
+    pose = run_pose(crops, source, workers, progress)
+    data = None if isinstance(source, KeypointsFile) else LabelledData.build(crops, pose)
     person, readable = pose.found, pose.readable
     is_occ = np.array([c.occluded for c in crops], dtype=bool)
     grid = evaluate_grid(
@@ -199,8 +196,8 @@ def _row(r: dict, pareto: bool) -> CalibrationRow:
 def _learned_rows(
     data: LabelledData, counted, is_occ, as_flagged, max_hol: float, folds: int, seed: int
 ) -> list:
-    """The bundled flag, and a flag fitted on these crops (and cut copies of the holistic ones) by nested
-    cross-validation; rates on the crops as they came."""
+    """The bundled flag, and a flag fitted on these crops as `opreid occlusion fit` makes it, by nested
+    cross-validation."""
     out = []
     bundled = load_flag(LEARNED)
     n = len(counted)
@@ -219,7 +216,7 @@ def _learned_rows(
         cv_flags, _ = nested_cv(data, max_hol, folds, seed, 1.0)
         tpr, fpr, ci_o, ci_h = _rates(as_flagged(cv_flags[:n]), counted, is_occ)
         out.append(dict(rule=LEARNED, kpt_conf=None, min_run=None, tpr=tpr, fpr=fpr, ci_o=ci_o, ci_h=ci_h,
-                        name=f"learned: fitted on these crops and cut copies (`opreid occlusion fit`, <= {max_hol:g} holistic)",
+                        name=f"learned: fitted on these crops (`opreid occlusion fit`, <= {max_hol:g} holistic)",
                         rates="cross-validated"))  # fmt: skip
     else:
         log.warning("too few crops with a person to cross-validate a flag fitted on them (%d groups)", groups)
