@@ -7,6 +7,6 @@ from pathlib import Path
 
 TESTS = Path(__file__).resolve().parent.parent
 REPO = TESTS.parent
-#: The real crops beside the checkout (../shared/data, or $OPREID_TEST_SHARED_DATA; absent in a fresh
-#: clone: the tests that read them skip with a reason).
-SHARED_DATA = Path(os.environ.get("OPREID_TEST_SHARED_DATA") or REPO.parent / "shared" / "data")
+#: The small real datasets beside the checkout (../shared/data; OPREID_SHARED_DATA elsewhere): never
+#: committed or shipped, so the tests that read them skip with a reason when they are absent.
+SHARED_DATA = Path(os.environ.get("OPREID_SHARED_DATA", REPO.parent / "shared" / "data"))
