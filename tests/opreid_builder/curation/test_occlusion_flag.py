@@ -305,3 +305,21 @@ def test_bundled_flag_records_what_it_was_fitted_on():
     assert 0.0 < flag.threshold < 1.0 and flag.body["operating_point"]["max_holistic_flagged"] == 0.05
     cv = {r["name"]: r for r in flag.body["cv"]["sources"]}
     assert cv["partial_ilids"]["occluded_ci"][0] <= cv["partial_ilids"]["occluded_flagged"]
+
+
+def test_fit_cli_refuses_unpaired_folders_and_a_keypoints_file(tmp_path, run_opreid, expect_error):
+    from support.curation import make_synth
+
+    raw = make_synth(tmp_path / "raw", identities=4, cameras=2, seed=2)
+    occ, hol = tmp_path / "occ", tmp_path / "hol"
+    occ.mkdir()
+    hol.mkdir()
+    for i, f in enumerate(sorted(raw.glob("*.jpg"))):
+        (occ if i % 2 else hol).joinpath(f.name).write_bytes(f.read_bytes())
+    out = tmp_path / "flag.json"
+    res = run_opreid("occlusion", "fit", "--occluded", occ, "-o", out)
+    expect_error(res, "opreid occlusion fit", 1, "in pairs")
+    res = run_opreid("occlusion", "fit", "--occluded", occ, "--holistic", hol, "--keypoints",
+                     raw / "keypoints.parquet", "-o", out, "--no-progress")  # fmt: skip
+    expect_error(res, "opreid occlusion fit", 1, "needs the person box")
+    assert not out.exists()
