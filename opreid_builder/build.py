@@ -21,7 +21,8 @@ from manifests import IMAGES, DatasetLayout, ManifestError, read_manifest
 from opreid_builder.curation.config import CurateConfig
 from opreid_builder.curation.masked_digests import changed_masked_crops
 from opreid_builder.curation.pipeline import curate
-from opreid_builder.errors import LeaderboardReleaseError, MaskedCropError, SplitError, SplitPoolError
+from opreid_builder.errors import MaskedCropError, SplitError, SplitPoolError
+from opreid_builder.release.leaderboard_marker import refuse_replacing_leaderboard_release
 from opreid_builder.release.validate import ValidationReport, validate
 from opreid_builder.release.writer import ReleaseSummary, write_release
 from opreid_builder.split.presets import PRESET_NOTES, SplitTargets, resolve_targets
@@ -121,7 +122,7 @@ def build_release(
     """
     out = Path(out)
     config = split.config()
-    _refuse_leaderboard_release(out, force)
+    refuse_replacing_leaderboard_release(out, force)
     if curate_config is None:
         table = _ok_rows(read_manifest(DatasetLayout(out).images_table, IMAGES))
         curation = _recorded_curation(out)
@@ -155,24 +156,6 @@ def _refuse_changed_masked_crops(out: Path, selection: SplitSelection) -> None:
             f"{len(changed)} masked crop(s) to release differ from what curate wrote (e.g. masked/{changed[0]}.jpg); "
             "run `opreid curate` again on OUT: it masks them again"
         )
-
-
-def _refuse_leaderboard_release(out: Path, force: bool) -> None:
-    """A leaderboard's hidden split is drawn on OUT's query ids: rebuilding OUT would void it."""
-    marker = DatasetLayout(out).leaderboard_marker
-    if not marker.is_file():
-        return
-    try:
-        where = json.loads(marker.read_text(encoding="utf-8")).get("database", "?")
-    except (OSError, ValueError, AttributeError):
-        where = "?"
-    if not force:
-        raise LeaderboardReleaseError(
-            f"{out} is the release of the leaderboard in {where} (see {marker.name}); rebuilding it would "
-            "change the query ids its hidden split is drawn on. Build into another folder, or pass --force "
-            "(the leaderboard then refuses submissions until it is created again)"
-        )
-    log.warning("rebuilding %s, the release of the leaderboard in %s (--force)", out, where)
 
 
 def largest_fitting_scale(table: pa.Table, split: SplitRequest, steps: int = 14) -> float | None:

@@ -386,6 +386,28 @@ def resolve_config_path(name_or_path: str | Path) -> Path:
     raise ConfigError(f"config file not found: {path}")
 
 
+#: The deepest list or mapping an override value may hold (no config value nests beyond 2), and the
+#: most items it may hold: YAML anchors can make a short value expand beyond any memory.
+MAX_OVERRIDE_NESTING = 16
+MAX_OVERRIDE_ITEMS = 100_000
+
+
+def _override_size_problem(value: Any) -> str | None:
+    """Why a parsed override value is too deep or too large, or None; walks it without recursing and
+    stops as soon as either limit is passed."""
+    stack, items = [(value, 0)], 0
+    while stack:
+        node, depth = stack.pop()
+        items += 1
+        if items > MAX_OVERRIDE_ITEMS:
+            return f"holds more than {MAX_OVERRIDE_ITEMS:,} items (repeated YAML anchors?)"
+        if isinstance(node, dict | list):
+            if depth + 1 > MAX_OVERRIDE_NESTING:
+                return f"nests lists or mappings more than {MAX_OVERRIDE_NESTING} levels deep"
+            stack.extend((child, depth + 1) for child in (node.values() if isinstance(node, dict) else node))
+    return None
+
+
 def parse_overrides(overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
     """`section.key=value` strings -> nested dict; values are parsed with yaml.safe_load."""
     nested: dict[str, Any] = {}
@@ -403,6 +425,12 @@ def parse_overrides(overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
             raise ConfigError(
                 f"override {item!r}: value is not valid YAML ({exc.__class__.__name__})"
             ) from None
+        except RecursionError:  # the YAML parser recurses once per nesting level
+            problem = f"nests lists or mappings more than {MAX_OVERRIDE_NESTING} levels deep"
+        else:
+            problem = _override_size_problem(value)
+        if problem is not None:
+            raise ConfigError(f"override {key}: the value {problem}")
         node = nested
         parts = key.split(".")
         for part in parts[:-1]:

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 TESTS = Path(__file__).resolve().parent.parent
 REPO = TESTS.parent
+#: The small real datasets beside the checkout (../shared/data; OPREID_SHARED_DATA elsewhere): never
+#: committed or shipped, so the tests that read them skip with a reason when they are absent.
+SHARED_DATA = Path(os.environ.get("OPREID_SHARED_DATA", REPO.parent / "shared" / "data"))
