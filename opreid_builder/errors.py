@@ -52,6 +52,12 @@ class KeypointsFileError(CurationError):
     exit_code = ExitCode.INVALID_INPUT
 
 
+class FlagFileError(CurationError):
+    """An occlusion flag file is malformed, of another format version, or fitted on other features."""
+
+    exit_code = ExitCode.INVALID_INPUT
+
+
 class FaceDetectorError(CurationError):
     """A face detector could not be built or run."""
 

@@ -20,12 +20,14 @@ import yaml
 
 from benchmarks.metrics.distances import METRICS
 from reid_model.choices import (
+    AMP_DTYPES,
     BED_REDUCTIONS,
     BLOCK_EXPANSION,
     CLASSIFIERS,
     ERASE_FILLS,
     FEATURES,
     HEAD_LOSSES,
+    PIPELINES,
     RETRIEVAL_FEATURES,
     RP_INITS,
 )
@@ -85,9 +87,20 @@ class DataConfig:
     ims_per_batch: int = 64  # images drawn by the sampler per step (forward batch is 2x with CBE)
     num_instance: int = 4  # K images per identity; SBS-faithful alternative 16
     cbe_batch_is_forward_batch: bool = False  # true: ims_per_batch counts the forward batch (sample half)
-    num_workers: int = 4
+    num_workers: int = 4  # decoding processes: the pil path's loader workers, the crop cache's build
     val_ids: int = 0  # hold out this many training identities as a validation query/gallery (best.pt)
     val_seed: int = 0  # which identities are held out (independent of the training seed)
+
+
+@dataclass
+class LoaderConfig:
+    """How training crops reach the model (docs/model.md §6.4): the speed of training, not its recipe."""
+
+    # choices.PIPELINES: tensor (decoded-crop cache, batched augmentation on the device) | pil (per image)
+    pipeline: str = "tensor"
+    # the decoded-crop cache's folder; "" = DATA/cache/crops (RUN/cache/crops when DATA is read-only)
+    cache_dir: str = ""
+    prefetch: int = 2  # batches gathered from the cache ahead of the step, on a background thread
 
 
 @dataclass
@@ -133,6 +146,13 @@ class TrainConfig:
     num_threads: int = 0  # torch CPU threads; 0 = torch default
     sync_bn: bool = False  # SyncBatchNorm across DDP processes (CUDA only)
     tensorboard: bool = False  # also write the metrics.jsonl scalars to RUN/tensorboard (extra: tensorboard)
+    # Speed levers (docs/model.md §6.4): on the CPU only channels_last applies, the others are no-ops
+    # (RUN/environment.json records the levers as applied).
+    channels_last: bool = False  # NHWC activations and weights (any device)
+    amp_dtype: str = "float16"  # choices.AMP_DTYPES: autocast dtype with solver.amp (CUDA)
+    fused_adam: bool = False  # one fused kernel for the Adam update (CUDA)
+    compile: bool = False  # torch.compile the training forward (CUDA; off unless measured to win)
+    cudnn_benchmark: bool = True  # let cuDNN pick the fastest convolution for the fixed input size (CUDA)
 
 
 @dataclass
@@ -158,6 +178,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     input: InputConfig = field(default_factory=InputConfig)
     data: DataConfig = field(default_factory=DataConfig)
+    loader: LoaderConfig = field(default_factory=LoaderConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     solver: SolverConfig = field(default_factory=SolverConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -178,6 +199,8 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "loss.bed_reduction": BED_REDUCTIONS,
     "loss.cls_head_loss": HEAD_LOSSES,
     "test.metric": METRICS,
+    "loader.pipeline": PIPELINES,
+    "train.amp_dtype": AMP_DTYPES,
 }
 
 
@@ -299,6 +322,8 @@ def validate(cfg: Config) -> Config:
         )
     if d.val_ids < 0:
         raise ConfigError("data.val_ids must be 0 (no validation split) or a number of identities")
+    if cfg.loader.prefetch < 0:
+        raise ConfigError("loader.prefetch must be 0 (gather in the training loop) or a number of batches")
     if cfg.solver.max_epochs < 1:
         raise ConfigError("solver.max_epochs must be at least 1")
     return cfg

@@ -49,7 +49,9 @@ def test_wheel_ships_templates_and_presets(tmp_path):
         p.relative_to(ROOT).as_posix()
         for pkg in ("manifests", "opreid_builder", "reid_model", "benchmarks")
         for p in (ROOT / pkg).rglob("*")
-        if p.suffix in {".html", ".j2", ".yaml", ".css", ".js", ".onnx"} or p.name.startswith("LICENSE-")
+        if p.suffix in {".html", ".j2", ".yaml", ".css", ".js", ".onnx"}
+        or p.name.startswith("LICENSE-")
+        or (p.suffix == ".json" and p.parent.name == "models")
     ]
     assert runtime_files, "expected templates in the packages"
     assert (
@@ -58,6 +60,7 @@ def test_wheel_ships_templates_and_presets(tmp_path):
     assert (
         "opreid_builder/curation/models/LICENSE-face_detection_yunet.txt" in runtime_files
     )  # and its MIT notice
+    assert "opreid_builder/curation/models/occlusion_flag.json" in runtime_files  # the learned occlusion flag
     assert "opreid_builder/release/templates/dataset_card.md.j2" in runtime_files  # the release card
     assert "opreid_builder/public_datasets/templates/benchmark_card.md.j2" in runtime_files
     missing = [f for f in runtime_files if f not in names]

@@ -12,7 +12,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "occlusion": (
         "opreid_builder.cli.curate:occlusion",
-        "Occlusion rule tools (calibrate a rule on labelled crops).",
+        "Occlusion flag tools (calibrate rules and flags on labelled crops, fit a learned flag).",
     ),
     "build-split": (
         "opreid_builder.cli.build_split:build_split",

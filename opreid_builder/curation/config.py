@@ -14,12 +14,14 @@ from opreid_builder.curation.engines import EngineConfig
 from opreid_builder.curation.faces import FaceConfig, FaceDetectors
 from opreid_builder.curation.masking import MaskSettings, check_method
 from opreid_builder.curation.occlusion import PAPER_RULE, OcclusionRule
+from opreid_builder.curation.occlusion_flag import Flag, load_flag
 from opreid_builder.curation.shards import DEFAULT_SHARD_SIZE
 from opreid_builder.curation.sources import DEFAULT_MAX_PIXELS
 from opreid_builder.errors import CurationError
 
-#: What becomes of a crop in which pose finds nobody: `no_person`, or an occluded `ok` crop.
-NO_PERSON_CHOICES = ("exclude", "occluded")
+#: What becomes of a crop in which pose finds nobody: by default an `ok` crop flagged occluded (finding
+#: nobody is itself evidence of heavy occlusion; occlusion_source `no-person`), or status `no_person`.
+NO_PERSON_CHOICES = ("occluded", "exclude")
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,7 @@ class CurateConfig:
     rule: str = PAPER_RULE.rule
     kpt_conf: float = PAPER_RULE.kpt_conf
     min_run: int = PAPER_RULE.min_run
+    occlusion_flag: str | None = None  # paper | learned | a flag file; None: occlusion_flag.DEFAULT_FLAG
     no_person: str = NO_PERSON_CHOICES[0]
     min_size: int = 16
     max_pixels: int = DEFAULT_MAX_PIXELS
@@ -80,6 +83,10 @@ class CurateConfig:
     @property
     def occlusion_rule(self) -> OcclusionRule:
         return OcclusionRule(self.rule, self.kpt_conf, self.min_run)
+
+    def flag(self, from_keypoints_file: bool) -> Flag:
+        """The occlusion flag these options name, for a pose model or a keypoints file."""
+        return load_flag(self.occlusion_flag, self.occlusion_rule, from_keypoints_file=from_keypoints_file)
 
     @property
     def face_config(self) -> FaceConfig:

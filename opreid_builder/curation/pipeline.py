@@ -1,8 +1,9 @@
 """`opreid curate`: raw crops -> decode + checksum -> pose -> occlusion rule -> faces -> masked crops.
 
 Writes `OUT/private/images.parquet` (one row per raw crop, schema manifests.IMAGES),
-`OUT/private/curation.json` (rule, parameters, counts, refused files), the masked crops
-`OUT/masked/{image_id}.jpg` and what each of them held (`OUT/cache/masked_digests.parquet`).
+`OUT/private/curation.json` (rule, flag, parameters, counts, refused files), the masked crops
+`OUT/masked/{image_id}.jpg` and what each of them held (`OUT/cache/masked_digests.parquet`), and
+with a learned occlusion flag a copy of its file (`OUT/private/occlusion_flag.json`).
 
 This module is the driver, the same for every engine; read `curate_scan` top to bottom:
 
@@ -10,9 +11,10 @@ This module is the driver, the same for every engine; read `curate_scan` top to 
    (`unreadable`, `duplicate`, `excluded`, or a candidate);
 2. the content pass (content_pass.py) runs pose, the face detectors and masking on every distinct
    candidate content;
-3. the occlusion rule (never cached) flags each candidate; a candidate without a person becomes
-   `no_person` (or, with `--no-person occluded`, an occluded `ok` crop); review corrections
-   override flags;
+3. the occlusion flag (never cached: the paper's rule, or a learned flag, occlusion_flag.py) flags
+   each candidate; a candidate without a person is kept as an occluded `ok` crop with
+   `occlusion_source` `no-person` (finding nobody is itself evidence of heavy occlusion), or with
+   `--no-person exclude` becomes `no_person`; review corrections override flags;
 4. the images table and the curation record are written.
 
 The stages are plain batch functions (stages.py) composed by an engine (engines.py: threads in
@@ -46,6 +48,7 @@ from manifests import (
     IMAGE_STATUSES,
     IMAGES,
     DatasetLayout,
+    atomic_write_bytes,
     atomic_write_text,
     write_manifest,
 )
@@ -58,6 +61,7 @@ from opreid_builder.curation.faces import HEAD_ONLY_WARNING, FaceDetectors
 from opreid_builder.curation.masked_digests import write_masked_digests
 from opreid_builder.curation.masking import BLUR_WARNING
 from opreid_builder.curation.occlusion import OcclusionRule
+from opreid_builder.curation.occlusion_flag import NO_PERSON_SOURCE, RELEASE_FLAG_NAME, Flag, LearnedFlag
 from opreid_builder.curation.pose import KeypointsFile, PoseEstimator, keypoint_source
 from opreid_builder.curation.read_pass import candidates, crop_statuses, read_pass
 from opreid_builder.curation.shard_runs import LazyEngine
@@ -120,6 +124,7 @@ def curate_scan(
         config.pose_model, config.keypoints, config.device, config.imgsz, config.half, config.batch_size,
         config.person_conf,
     )  # fmt: skip
+    occlusion_flag = config.flag(isinstance(source, KeypointsFile))
     detectors = _face_detectors(config) if mask_faces else None
     out.mkdir(parents=True, exist_ok=True)
     _clean_cache(layout)
@@ -131,16 +136,19 @@ def curate_scan(
     if isinstance(source, KeypointsFile):
         source.check_matches(cand.column("source_path").to_pylist())
     content = content_pass(cand, scan.root, source, detectors, config, layout, engine, progress)
-    taken = _apply_rule(content, cand, picked, len(scan.items), config.occlusion_rule)
-    _flag_no_person(cols, taken, picked, source, config.no_person)
+    taken = _apply_rule(content, cand, picked, len(scan.items), config.occlusion_rule, occlusion_flag)
+    no_person = _flag_no_person(cols, taken, picked, source, config.no_person)
     review = _apply_corrections(cols, picked, corrections)
 
     table = _images_table(scan, read, cols, taken, masked=detectors is not None)
     write_manifest(table, layout.images_table, IMAGES)
+    _keep_flag_file(layout, occlusion_flag)
     _record_masks(layout, cand, content if detectors is not None else None)
     table = table.cast(IMAGES.schema)
     counts = _counts(table, scan, review)
-    curation = _curation_record(scan, config, source, detectors, corrections, review, counts)
+    curation = _curation_record(
+        scan, config, source, occlusion_flag, no_person, detectors, corrections, review, counts
+    )
     private = {**curation, "refused": [{"path": p, "reason": why} for p, why in scan.refused]}
     atomic_write_text(layout.curation_record, json.dumps(private, indent=2, sort_keys=True) + "\n")
     return CurationResult(table, counts, curation, list(scan.refused))
@@ -187,16 +195,26 @@ def _clean_cache(layout: DatasetLayout) -> None:
             shutil.rmtree(layout.cache / name, ignore_errors=True)
 
 
+def _keep_flag_file(layout: DatasetLayout, flag: Flag) -> None:
+    """A learned flag's file beside images.parquet (byte for byte, so its sha256 is the one recorded);
+    none with the paper's rule."""
+    target = layout.private / RELEASE_FLAG_NAME
+    if isinstance(flag, LearnedFlag):
+        atomic_write_bytes(target, flag.data)
+    else:
+        target.unlink(missing_ok=True)
+
+
 def _flag_source(source: KeypointsFile | PoseEstimator) -> str:
     return "keypoints-file" if isinstance(source, KeypointsFile) else "pose"
 
 
 def _apply_rule(
-    content: pa.Table, cand: pa.Table, picked: list[int], n: int, rule: OcclusionRule
+    content: pa.Table, cand: pa.Table, picked: list[int], n: int, rule: OcclusionRule, flag: Flag
 ) -> pa.Table:
-    """The occlusion rule on every candidate, then every content column laid out per crop (null for
-    crops that were no candidate)."""
-    content = OcclusionStage(rule)(
+    """The occlusion flag on every candidate (with the rule's evidence), then every content column laid
+    out per crop (null for crops that were no candidate)."""
+    content = OcclusionStage(rule, flag)(
         content.append_column("width", cand.column("width")).append_column("height", cand.column("height"))
     )
     at: list[int | None] = [None] * n
@@ -208,23 +226,26 @@ def _apply_rule(
 def _flag_no_person(
     cols: dict[str, list], taken: pa.Table, picked: list[int], source: KeypointsFile | PoseEstimator,
     no_person: str,
-) -> None:  # fmt: skip
-    """Set `occluded` and `occlusion_source`; a candidate without a person becomes `no_person`, or an
-    occluded crop with `--no-person occluded`."""
+) -> int:  # fmt: skip
+    """Set `occluded` and `occlusion_source`; a candidate without a person becomes an occluded crop
+    (source `no-person`), or `no_person` with `--no-person exclude`. Returns how many had no person."""
     flag_source = _flag_source(source)
     occluded = taken.column("occluded").to_pylist()
     sources: list[str | None] = [flag_source if v is not None else None for v in occluded]
     keypoints_missing = taken.column("keypoints").is_null().to_pylist()
     detail = "not in the keypoints file" if isinstance(source, KeypointsFile) else "no person detected"
+    found_nobody = 0
     for i in picked:
         if not keypoints_missing[i]:
             continue
+        found_nobody += 1
         if no_person == "occluded":
-            occluded[i], sources[i] = True, flag_source
+            occluded[i], sources[i] = True, NO_PERSON_SOURCE
             cols["status_detail"][i] = f"{detail}; counted occluded"
         else:
             cols["status"][i], cols["status_detail"][i] = "no_person", detail
     cols["occluded"], cols["occlusion_source"] = occluded, sources
+    return found_nobody
 
 
 def _apply_corrections(cols: dict[str, list], picked: list[int], corrections: Corrections | None) -> _Review:
@@ -284,10 +305,13 @@ def _images_table(
             "keypoints": taken.column("keypoints"),
             "n_persons": taken.column("n_persons"),
             "person_index": taken.column("person_index"),
+            "pose_box": taken.column("pose_box"),
+            "pose_score": taken.column("pose_score"),
             "longest_missing_run": taken.column("longest_missing_run"),
             "missing_parts": taken.column("missing_parts"),
             "occluded": pa.array(cols["occluded"], pa.bool_()),
             "occlusion_source": pa.array(cols["occlusion_source"], pa.string()),
+            "occlusion_score": taken.column("occlusion_score"),
             "face_boxes": when_released("face_boxes"),
             "mask_method": when_released("mask_method"),
             "masked_path": pa.array(masked_path, pa.string()),
@@ -330,8 +354,8 @@ def _counts(table: pa.Table, scan: SourceScan, review: _Review) -> dict[str, int
 
 
 def _curation_record(
-    scan: SourceScan, config: CurateConfig, source: KeypointsFile | PoseEstimator, detectors: FaceDetectors | None,
-    corrections: Corrections | None, review: _Review, counts: dict[str, int],
+    scan: SourceScan, config: CurateConfig, source: KeypointsFile | PoseEstimator, flag: Flag, no_person: int,
+    detectors: FaceDetectors | None, corrections: Corrections | None, review: _Review, counts: dict[str, int],
 ) -> dict[str, Any]:  # fmt: skip
     """The `curation` entry of dataset.json and the card: what ran, with which settings, and the counts."""
     faces = None
@@ -347,8 +371,8 @@ def _curation_record(
         "tool_version": __version__,
         "layout": scan.layout,
         "keypoints": source.describe(),
-        "occlusion": config.occlusion_rule.describe(),
-        "no_person": config.no_person,
+        "occlusion": {**config.occlusion_rule.describe(), "flag": flag.describe()},
+        "no_person": {"policy": config.no_person, "crops": no_person},
         "min_size": config.min_size,
         "faces": faces,
         "corrections": None

@@ -51,6 +51,27 @@ def _num(value: int) -> str:
     return f"{value:,}"
 
 
+def _share(value: float, ci: list[float] | None) -> str:
+    low, high = ci or (value, value)
+    return f"{100 * value:.1f}% ({100 * low:.1f}-{100 * high:.1f}%)"
+
+
+def flag_rates(curation: dict[str, Any]) -> str:
+    """A learned occlusion flag's cross-validated rates per labelled set (empty for the paper's rule)."""
+    flag = (curation.get("occlusion") or {}).get("flag") or {}
+    rows = (flag.get("cv") or {}).get("sources") or []
+    if flag.get("flag") != "learned" or not rows:
+        return ""
+    return table(
+        ["labelled set", "occluded", "occluded flagged (95% CI)", "holistic", "holistic flagged (95% CI)"],
+        [
+            [r["name"], r["occluded"], _share(r["occluded_flagged"], r.get("occluded_ci")), r["holistic"],
+             _share(r["holistic_flagged"], r.get("holistic_ci"))]
+            for r in rows
+        ],
+    )  # fmt: skip
+
+
 @functools.cache
 def card_environment(package: str) -> jinja2.Environment:
     """The Jinja2 environment of the Markdown cards in `package`'s templates/ folder (package data).
@@ -96,6 +117,7 @@ def render_card(card: CardInputs, *, public: bool = False) -> str:
         "dh": rules.get("distractor_holistic", [1, 3]),
         "frac": rules.get("train_occluded_fraction", 0.15),
         "curation": card.parameters.get("curation", {}) or {},
+        "flag_rates": flag_rates(card.parameters.get("curation", {}) or {}),
         "composition": table(
             ["split", "identities", "images", "occluded images"],
             [[s, c[s]["ids"], c[s]["images"], c[s]["occluded"]] for s in SPLITS],

@@ -7,7 +7,9 @@ minimum container: metadata, thumbnails, trailing bytes); the ground truth match
 the public manifests; identities disjoint between train and test; every query identity has its
 cross-camera match; the protocol's per-identity counts; queries occluded; no image used twice; no
 image staging tree left by an interrupted build; every released image masked by as many face
-detectors as the release claims.
+detectors as the release claims; every machine occlusion flag is what the flag the release names
+gives (the paper's rule, or the learned flag file kept in `private/`, checked against its sha256),
+and the ground truth carries the curated flags.
 
 The checks of the protocol follow dataset.json `protocol`: an OPReID release (`opreid`, or no
 `protocol` at all) gets all of the above. A benchmark imported with its official split (`opreid
@@ -52,6 +54,8 @@ from manifests import (
     sha256_file,
 )
 from manifests.layout import DATABASE_SUFFIXES, IMAGES_DIR
+from opreid_builder.curation.flag_check import check_flags
+from opreid_builder.curation.occlusion_flag import RELEASE_FLAG_NAME
 from opreid_builder.errors import BuilderError
 from opreid_builder.release.archive import package_format, unpack_archive
 from opreid_builder.release.image_containers import image_file_problem
@@ -443,6 +447,37 @@ def _check_face_detectors(
         )
 
 
+def _check_occlusion_flags(
+    layout: DatasetLayout,
+    info: dict[str, Any],
+    mapping: pd.DataFrame,
+    gt: pd.DataFrame,
+    report: ValidationReport,
+) -> None:
+    """Recompute the machine flags from images.parquet and the flag the release names; the ground
+    truth of every released image carries its curated flag."""
+    curation = (info.get("parameters") or {}).get("curation") or {}
+    if "occlusion" not in curation or not layout.images_table.is_file():
+        return
+    try:
+        images = read_manifest(layout.images_table, IMAGES)
+    except ManifestError:
+        return  # reported by the face detector check
+    for finding in check_flags(images, curation, layout.private / RELEASE_FLAG_NAME):
+        report.add(finding.code, finding.message)
+    curated = dict(
+        zip(images.column("image_id").to_pylist(), images.column("occluded").to_pylist(), strict=True)
+    )
+    released = mapping.merge(gt[["image_id", "occluded"]], on="image_id", how="inner")
+    differ = [
+        row.image_id for row in released.itertuples()
+        if curated.get(row.source_image_id) is not None and bool(curated[row.source_image_id]) != bool(row.occluded)
+    ]  # fmt: skip
+    if differ:
+        report.add("occlusion-flag", f"{len(differ)} released image(s) carry another flag in the ground truth than "
+                                     f"in private/images.parquet (e.g. {differ[0]})")  # fmt: skip
+
+
 def _check_masked_crops(
     layout: DatasetLayout, public: dict[str, pd.DataFrame], mapping: pd.DataFrame, report: ValidationReport
 ) -> None:
@@ -546,6 +581,8 @@ def validate(out: str | Path) -> ValidationReport:
                 for image_id in sorted(leaked):
                     report.add("opaque-name", f"public image_id {image_id} is a source image id")
             _check_face_detectors(layout, info, mapping, report)
+            if protocol == OPREID_PROTOCOL:
+                _check_occlusion_flags(layout, info, mapping, gt, report)
             _check_masked_crops(layout, public, mapping, report)
     report.summary["violations"] = len(report.violations)
     return report

@@ -133,7 +133,7 @@ def test_a_keypoints_file_that_names_some_of_the_crops_warns(raw, tmp_path, capl
         result = curate(raw, tmp_path / "out", CurateConfig(keypoints=str(some), workers=0), progress=False)
     assert f"{len(names) - 3} of {len(names)} crops have no entry (e.g. crop '{names[3]}'" in caplog.text
     assert "the file has 'other/x.jpg'" in caplog.text
-    assert result.counts["status_no_person"] == len(names) - 3
+    assert result.curation["no_person"] == {"policy": "occluded", "crops": len(names) - 3}  # kept, flagged
 
 
 def test_changed_masked_crops_names_a_crop_changed_since_curate(raw, clean, tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import re
 import shutil
 import subprocess
@@ -263,3 +264,128 @@ def test_review_in_chromium_toggle_download_and_apply(chromium_path, tmp_path, r
     assert curation["corrections"]["applied"] == 2 and curation["corrections"]["reviewers"] == [
         "Ada Lovelace"
     ]
+
+
+# --- doubt order --------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def learned(raw, tmp_path_factory) -> Path:
+    """The synth crops curated with the bundled learned flag (a stand-in pose model gives boxes), two of
+    them with nobody found."""
+    from support.curation import FakePose
+
+    from opreid_builder.curation import pose as pose_mod
+
+    out = tmp_path_factory.mktemp("learned")
+    table = read_manifest(raw / "keypoints.parquet", "keypoints").to_pylist()
+    kfile = out.parent / f"{out.name}-keypoints.parquet"
+    from manifests import KEYPOINTS_FILE, write_manifest
+
+    kept = table[2:]  # the first two crops: nobody found
+    write_manifest({"file": [r["file"] for r in kept], "keypoints": [r["keypoints"] for r in kept]}, kfile,
+                   KEYPOINTS_FILE)  # fmt: skip
+    (raw / "fake-pose.parquet").write_bytes(kfile.read_bytes())
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(pose_mod, "PoseEstimator", FakePose)
+        curate(raw, out, CurateConfig(pose_model=str(raw / "fake-pose.parquet"), workers=0), progress=False)
+    (raw / "fake-pose.parquet").unlink()
+    return out
+
+
+def _logit(p: float) -> float:
+    return math.log(p / (1 - p))
+
+
+def _expected_doubt_order(out: Path) -> tuple[list[str], float]:
+    record = json.loads((out / "private" / "curation.json").read_text())
+    threshold = record["occlusion"]["flag"]["threshold"]
+    rows = [
+        r
+        for r in read_manifest(out / "private" / "images.parquet", IMAGES).to_pylist()
+        if r["status"] == "ok"
+    ]
+    nobody = [r["image_id"] for r in rows if r["occlusion_source"] == "no-person"]
+    scored = sorted(
+        (r for r in rows if r["occlusion_score"] is not None),
+        key=lambda r: abs(_logit(r["occlusion_score"]) - _logit(threshold)),
+    )  # stable: ties stay in path order
+    return nobody + [r["image_id"] for r in scored], threshold
+
+
+def test_review_doubt_order_puts_nobody_found_then_nearest_the_threshold_first(learned):
+    expected, threshold = _expected_doubt_order(learned)
+    result = write_review(learned, order="doubt", band=0.5)
+    data = site_data(result.html)
+    assert ids(data) == expected and result.no_person == 2 and result.order == "doubt"
+    assert data["threshold"] == round(1000 * threshold) and data["order"] == "doubt"
+    probs = data["columns"]["prob"]
+    assert probs[:2] == [-1, -1] and all(0 <= p <= 1000 for p in probs[2:])
+    rows = {
+        r["image_id"]: r for r in read_manifest(learned / "private" / "images.parquet", IMAGES).to_pylist()
+    }
+    band = sum(
+        1
+        for r in rows.values()
+        if r["occlusion_score"] is not None and abs(_logit(r["occlusion_score"]) - _logit(threshold)) <= 0.5
+    )
+    assert result.uncertain == band
+    assert f"{band} crops lie in the uncertain band" in result.html.read_text()
+    in_file_order = write_review(learned)
+    assert (
+        sorted(ids(site_data(in_file_order.html))) == sorted(expected)
+        and ids(site_data(in_file_order.html)) != expected
+    )
+    with result.csv.open() as fh:
+        p_column = [r["p_occluded"] for r in csv.DictReader(fh)]
+    assert p_column[:2] == ["", ""] and all(p for p in p_column[2:])
+
+
+def test_review_doubt_order_with_the_paper_rule_uses_the_run_length(curated):
+    result = write_review(curated, order="doubt")
+    data = site_data(result.html)
+    runs = data["columns"]["run"]
+    distance = [abs(r + 0.5 - 3) for r in runs]
+    assert distance == sorted(distance) and result.uncertain == 0 and result.threshold is None
+    assert set(data["columns"]["prob"]) == {-1}
+
+
+def test_review_doubt_cli(learned):
+    res = CliRunner().invoke(cli, ["review", str(learned), "--order", "doubt", "--band", "0.1", "--json"])
+    assert res.exit_code == 0, res.output
+    body = json.loads(res.stdout)
+    assert (
+        body["order"] == "doubt" and body["band"] == 0.1 and body["no_person"] == 2 and body["threshold"] > 0
+    )
+    res = CliRunner().invoke(cli, ["review", str(learned), "--order", "doubt"])
+    assert "uncertain band" in res.output and "doubt order" in res.output
+
+
+def test_review_in_chromium_doubt_order_shows_the_tile_nearest_the_threshold_first(
+    chromium_path, learned, tmp_path
+):
+    """In doubt order the page opens on the crops where pose found nobody, then the tile whose P(occluded)
+    is nearest the threshold, with its probability on it."""
+    import shutil
+
+    out = tmp_path / "curated"
+    shutil.copytree(learned, out)
+    expected, threshold = _expected_doubt_order(out)
+    write_review(out, order="doubt", page_size=10)
+    rows = {r["image_id"]: r for r in read_manifest(out / "private" / "images.parquet", IMAGES).to_pylist()}
+    nearest = expected[2]
+    with lf.chromium_page(chromium_path) as page:
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto((out / "review" / "index.html").as_uri())
+        shown = page.locator(".card").evaluate_all("els => els.map(e => e.dataset.id)")
+        assert shown == expected[:10]
+        assert shown[2] == nearest and "no person" not in page.locator(".card").nth(2).inner_text()
+        text = page.locator(".card").nth(2).locator(".prob").inner_text()
+        assert text.startswith(f"P(occluded) {round(1000 * rows[nearest]['occlusion_score']) / 1000:.3f}")
+        assert f"threshold {threshold:.3f}" in text
+        assert (
+            page.locator(".card").nth(0).locator(".prob").inner_text() == ""
+        )  # nobody found: no probability
+        assert "uncertain band" in page.locator("#summary").inner_text()
+        assert not errors, errors
