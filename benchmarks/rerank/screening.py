@@ -5,7 +5,8 @@ nearest or its farthest; the exact order among them is settled afterwards. bfloa
 float32 accumulation run about 3.5 times faster than float32 ones on CPUs with AMX or AVX512-BF16 and
 on GPUs with bfloat16 tensor cores, and their error has a rigorous bound computed here, so the pass can
 screen in bfloat16 and keep every image whose distance could lie on the near side of a boundary. The
-candidates kept are then recomputed exactly, so the answer is the same as with float32 screening.
+candidates kept are then recomputed pair by pair (and in float64 where still in doubt), so the answer is
+the same, bit for bit, as with float32 screening.
 
 The bound (rows as the product sees them: n_i = x_i, or x_i / |x_i| for cosine, in float32):
 n~ = bfloat16(n) and r = n - n~ (exact in float32), a = |n~|, b = |r|. The left factor is -2 n~_i, so
@@ -21,14 +22,11 @@ a neighbour the screen missed would change the answer.
 from __future__ import annotations
 
 import functools
-import logging
 import sys
 import time
 from dataclasses import dataclass
 
 import numpy as np
-
-log = logging.getLogger(__name__)
 
 BF16_U = 2.0**-8  # unit roundoff of bfloat16 (8 significant bits)
 F32_U = 2.0**-24
