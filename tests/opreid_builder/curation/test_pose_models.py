@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from support.paths import ULTRALYTICS_ASSETS
 
 from manifests import COCO17
 from opreid_builder.curation.config import CurateConfig
 from opreid_builder.curation.pipeline import curate
 from opreid_builder.curation.pose import PoseEstimator
-from support.paths import ULTRALYTICS_ASSETS
 
 POSE_MODEL = os.environ.get("OPREID_TEST_POSE_MODEL")
 FACE_MODEL = os.environ.get("OPREID_TEST_FACE_MODEL")
