@@ -97,12 +97,35 @@ def _model_digest(path: Path) -> str:
     return digest.hexdigest()
 
 
+@contextlib.contextmanager
+def _process_state_kept():
+    """Undo what importing Ultralytics does to the rest of the process.
+
+    Its import replaces ``PIL.Image.open`` (an unidentifiable file then tries to pip-install a
+    HEIF plugin and fails with ModuleNotFoundError instead of PIL's error, so a damaged crop would
+    stop a run instead of being recorded and skipped), wraps ``torch.save``, sets numpy's print
+    options and turns OpenCV's threads off. None of that is ours to change for the caller.
+    """
+    import cv2
+    import torch
+    from PIL import Image
+
+    image_open, torch_save = Image.open, torch.save
+    printoptions, cv2_threads = np.get_printoptions(), cv2.getNumThreads()
+    try:
+        yield
+    finally:
+        Image.open, torch.save = image_open, torch_save
+        np.set_printoptions(**printoptions)
+        cv2.setNumThreads(cv2_threads)
+
+
 def _quiet_ultralytics():
-    """Import Ultralytics offline, with auto-install off and its logger silenced."""
+    """Import Ultralytics offline, with auto-install off, its logger silenced and its patches undone."""
     os.environ.setdefault("YOLO_OFFLINE", "1")
     os.environ.setdefault("YOLO_AUTOINSTALL", "False")
     os.environ.setdefault("YOLO_VERBOSE", "False")
-    with contextlib.redirect_stdout(io.StringIO()):
+    with _process_state_kept(), contextlib.redirect_stdout(io.StringIO()):
         import ultralytics
         from ultralytics.utils import LOGGER
 

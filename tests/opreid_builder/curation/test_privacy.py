@@ -18,6 +18,7 @@ import pyarrow as pa
 import pytest
 from PIL import Image
 from support.curation import SMALL_SPLIT, make_synth, person_keypoints, write_keypoints
+from support.paths import ULTRALYTICS_ASSETS
 
 import manifests
 from opreid_builder.release.validate import validate
@@ -29,9 +30,7 @@ POSE_MODEL = os.environ.get("OPREID_TEST_POSE_MODEL")
 
 
 def bus_crop() -> Image.Image:
-    import ultralytics
-
-    path = Path(ultralytics.__file__).parent / "assets" / "bus.jpg"
+    path = ULTRALYTICS_ASSETS / "bus.jpg"
     if not path.is_file():
         pytest.skip(f"Ultralytics' bundled {path} is missing")
     with Image.open(path) as im:
