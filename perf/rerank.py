@@ -2,6 +2,7 @@
 
     .venv/bin/python perf/rerank.py                               # Market and OPReID sizes, D = 2048
     .venv/bin/python perf/rerank.py --sizes market --profile      # 3,368 x 15,913, time per phase
+    .venv/bin/python perf/rerank.py --precisions float32,bfloat16 # both screens, whatever auto would take
     .venv/bin/python perf/rerank.py --sizes opreid --score        # and `opreid score --rerank` at that size
     .venv/bin/python perf/rerank.py --sizes 500x3000 --dim 256 --devices cpu,torch-cpu   # quick
 
@@ -11,7 +12,8 @@ the algorithm as fast-reid's and torchreid's `re_ranking` run it: the full (Q+G)
 float32, their full argsort, a dense V and V_qe, the Jaccard step through per-column index lists.
 It runs only where its estimated need (about 20 bytes per (Q+G)^2 element at its peak) fits in the
 memory available; otherwise the line says so and why. Reported per size: seconds and peak RSS of
-each, the ratio, the max |difference| between the outputs and the mAP before and after; with
+each, the ratio, the max |difference| between the outputs and the mAP before and after (the blocked
+runs, float32 and auto screening by default, against the first of them: identical bits expected); with
 --profile, the seconds of each phase of the blocked runs; with --score, `opreid score FEATS.npz
 --rerank` in a fresh process on a release of that size (manifests and ground truth only).
 
@@ -117,10 +119,10 @@ def _peak_kb() -> int:
 
 
 def child(kind: str, nq: int, ng: int, dim: int, seed: int, noise: float, budget: int, device: str,
-          out: str) -> None:  # fmt: skip
+          precision: str, out: str) -> None:  # fmt: skip
     q, g, *_ = make_features(nq, ng, dim, seed, noise)
     features_kb = (q.nbytes + g.nbytes) // 1024
-    timings = floor = None
+    timings = floor = screen = None
     if kind == "full":
         start = time.perf_counter()
         result = full_matrix_rerank(q, g)
@@ -135,7 +137,8 @@ def child(kind: str, nq: int, ng: int, dim: int, seed: int, noise: float, budget
             torch.zeros(1, device="cpu" if device == "torch-cpu" else device)
         rate = [blas_rate(dim)] if device == "cpu" else []
         start = time.perf_counter()
-        reranker = KReciprocalReranker(q, g, "cosine", RerankSettings(memory_mb=budget, device=device))
+        settings = RerankSettings(memory_mb=budget, device=device, precision=precision)
+        reranker = KReciprocalReranker(q, g, "cosine", settings)
         prepare = time.perf_counter() - start
         with open(out, "wb") as fh:  # streamed: the file's pages are never part of this process's RSS
             np.lib.format.write_array_header_1_0(
@@ -145,11 +148,19 @@ def child(kind: str, nq: int, ng: int, dim: int, seed: int, noise: float, budget
                 fh.write(np.ascontiguousarray(reranker.rows(a, min(a + 256, nq)), np.float32).tobytes())
         timings = reranker.timings
         elapsed = time.perf_counter() - start
+        p = reranker.precision
+        screen = {"precision": p.precision, "reason": p.reason, "torch_mb": p.torch_bytes >> 20}
         if rate:
             rate.append(blas_rate(dim))
-            floor = {"flops": reranker.product_flops, "gflops": sum(rate) / len(rate)}
+            floor = {"flops": reranker.product_flops, "bf16_flops": reranker.bf16_flops,
+                     "gflops": sum(rate) / len(rate)}  # fmt: skip
+            if p.precision == "bfloat16":
+                from benchmarks.rerank.screening import measured_speedup
+
+                floor["bf16_speedup"] = measured_speedup(device, dim)
     print(json.dumps({"seconds": elapsed, "prepare_seconds": prepare, "peak_kb": _peak_kb(),
-                      "features_kb": features_kb, "timings": timings, "floor": floor}))  # fmt: skip
+                      "features_kb": features_kb, "timings": timings, "floor": floor,
+                      "screen": screen}))  # fmt: skip
 
 
 def blas_rate(dim: int, side: int = 2048, repeats: int = 3) -> float:
@@ -197,21 +208,30 @@ def main() -> None:
     ap.add_argument("--noise", type=float, default=3.0, help="per-image noise around its identity's centre")
     ap.add_argument("--memory-mb", default="1024", help="budgets of the blocked runs, comma-separated")
     ap.add_argument("--devices", default="cpu", help="--rerank-device of the blocked runs, comma-separated")
+    ap.add_argument(
+        "--precisions", default="float32,auto", help="--rerank-precision of the blocked runs, comma-separated"
+    )
     ap.add_argument("--no-baseline", action="store_true", help="skip the full-matrix baseline")
     ap.add_argument(
         "--profile", action="store_true", help="print the seconds of each phase of the blocked runs"
     )
     ap.add_argument("--score", action="store_true", help="also time `opreid score FEATS.npz --rerank`")
-    ap.add_argument("--child", nargs=9, help=argparse.SUPPRESS)
+    ap.add_argument("--child", nargs=10, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        kind, nq, ng, dim, seed, noise, budget, device, out = args.child
-        child(kind, int(nq), int(ng), int(dim), int(seed), float(noise), int(budget), device, out)
+        kind, nq, ng, dim, seed, noise, budget, device, precision, out = args.child
+        child(kind, int(nq), int(ng), int(dim), int(seed), float(noise), int(budget), device, precision, out)
         return
 
     from benchmarks.metrics.market import evaluate_distances, evaluate_features
 
-    runs = [(int(b), d) for d in args.devices.split(",") for b in args.memory_mb.split(",")]
+    print(
+        f"load average at the start: {' '.join(f'{v:.1f}' for v in os.getloadavg())} ({os.cpu_count()} CPUs)"
+    )
+    runs = [
+        (int(b), d, p)
+        for d in args.devices.split(",") for b in args.memory_mb.split(",") for p in args.precisions.split(",")
+    ]  # fmt: skip
     rows = []
     for name in args.sizes.split(","):
         nq, ng = SIZES[name] if name in SIZES else map(int, name.lower().split("x"))
@@ -223,10 +243,11 @@ def main() -> None:
         print(f"mAP without re-ranking: {100 * plain.mAP:.2f}%", flush=True)
         with tempfile.TemporaryDirectory(prefix="rerank_perf_", dir=os.environ.get("TMPDIR")) as tmp:
             outputs, blocked = {}, []
-            for budget, device in runs:
-                label = f"blocked, {device}, {budget} MiB budget"
-                path = Path(tmp) / f"blocked{budget}{device}.npy"
-                res = run_child("blocked", nq, ng, args.dim, args.seed, args.noise, budget, device, path)
+            for budget, device, precision in runs:
+                label = f"blocked, {device}, {budget} MiB budget, {precision} screen"
+                path = Path(tmp) / f"blocked{budget}{device}{precision}.npy"
+                res = run_child("blocked", nq, ng, args.dim, args.seed, args.noise, budget, device, precision,
+                                path)  # fmt: skip
                 rows.append((name, label, res))
                 blocked.append((label, res))
                 if "error" not in res:
@@ -244,9 +265,9 @@ def main() -> None:
             first = next(iter(outputs.items()), None)
             for key, other in list(outputs.items())[1:]:
                 diff, same = compare(first[1], other)
-                print(
-                    f"  {key} vs {first[0]}: max |difference| {diff:.2e}, identical top-10 lists {100 * same:.2f}%"
-                )
+                bits = " (the same bits)" if diff == 0 else ""
+                print(f"  {key} vs {first[0]}: max |difference| {diff:.2e}{bits}, identical top-10 lists "
+                      f"{100 * same:.2f}%")  # fmt: skip
             if args.score and first is not None:
                 res = score_child(tmp, nq, ng, args, runs[0])
                 print(_score_line(res, blocked[0][1]), flush=True)
@@ -259,7 +280,7 @@ def main() -> None:
                     f"{avail / 2**30:.1f} GiB available")}))  # fmt: skip
             else:
                 path = Path(tmp) / "full.npy"
-                res = run_child("full", nq, ng, args.dim, args.seed, args.noise, 0, "cpu", path)
+                res = run_child("full", nq, ng, args.dim, args.seed, args.noise, 0, "cpu", "float32", path)
                 rows.append((name, "full matrix", res))
                 if "error" not in res:
                     res["mAP"] = evaluate_distances(np.load(path, mmap_mode="r"), qp, gp, qc, gc).mAP
@@ -279,6 +300,7 @@ def main() -> None:
                     f"  {key} vs full matrix: max |difference| {diff:.2e}, identical top-10 lists {100 * same:.2f}%"
                 )
 
+    print(f"\nload average at the end: {' '.join(f'{v:.1f}' for v in os.getloadavg())}")
     print("\n| size | implementation | seconds | peak RSS (MiB) | mAP |\n|---|---|---|---|---|")
     for name, label, res in rows:
         if "seconds" in res:
@@ -300,11 +322,22 @@ def _profile(res: dict) -> str:
     lines.append(f"    {'sum':<30} {total:8.2f}  (wall {res['seconds']:.2f})")
     if res.get("floor"):
         f = res["floor"]
-        floor = f["flops"] / (f["gflops"] * 1e9)
+        bf16 = f.get("bf16_flops", 0.0) if "bf16_speedup" in f else 0.0
+        floor = (f["flops"] - bf16) / (f["gflops"] * 1e9)
+        what = f"{f['flops'] / 1e12:.2f} TFLOP"
+        if bf16:
+            floor += bf16 / (f["gflops"] * f["bf16_speedup"] * 1e9)
+            what += (
+                f", {bf16 / 1e12:.2f} of them bfloat16 ({f['bf16_speedup']:.1f}x float32's speed, measured)"
+            )
         lines.append(
-            f"  matrix products: {f['flops'] / 1e12:.2f} TFLOP; numpy's BLAS ran {f['gflops']:.0f} GFLOP/s in this "
-            f"process (before and after) -> a floor of {floor:.1f} s; this run took {res['seconds'] / floor:.2f}x it"
+            f"  matrix products: {what}; numpy's BLAS ran {f['gflops']:.0f} GFLOP/s in this process (before and "
+            f"after) -> a floor of {floor:.1f} s; this run took {res['seconds'] / floor:.2f}x it"
         )
+    if res.get("screen"):
+        sc = res["screen"]
+        torch_mb = f"; torch's {sc['torch_mb']} MiB charged to the budget" if sc["torch_mb"] else ""
+        lines.append(f"  screen: {sc['precision']} ({sc['reason']}{torch_mb})")
     return "\n".join(lines)
 
 
@@ -340,9 +373,10 @@ def score_child(tmp: str, nq: int, ng: int, args, run) -> dict:
         "pid": np.concatenate([qp, gp]), "camid": np.concatenate([qc, gc]),
         "occluded": np.zeros(nq + ng, bool),
     }, layout.ground_truth, GROUND_TRUTH)  # fmt: skip
-    budget, device = run
+    budget, device, precision = run
     cmd = [sys.executable, "-c", SCORE_CHILD, "score", str(feats), "--data", str(layout.root), "--rerank",
-           "--rerank-memory-mb", str(budget), "--rerank-device", device, "--json", "--no-progress"]  # fmt: skip
+           "--rerank-memory-mb", str(budget), "--rerank-device", device, "--rerank-precision", precision,
+           "--json", "--no-progress"]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True)
     try:
         res = json.loads(proc.stderr.strip().splitlines()[-1])
@@ -367,6 +401,8 @@ def _line(row) -> str:
     if "seconds" not in res:
         return f"{label}: {res.get('skipped') or res.get('error')}"
     prep = f" (neighbours and V {res['prepare_seconds']:.1f} s)" if res.get("prepare_seconds") else ""
+    if res.get("screen"):
+        prep += f", screened in {res['screen']['precision']}"
     return f"{label}: {res['seconds']:.1f} s{prep}, peak RSS {res['peak_kb'] / 1024:.0f} MiB, mAP {100 * res['mAP']:.2f}%"
 
 

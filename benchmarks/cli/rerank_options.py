@@ -7,14 +7,15 @@ from typing import Any, TypeVar
 
 import click
 
-from benchmarks.rerank.settings import DEVICE_HELP, DEVICE_PATTERN, RerankSettings
+from benchmarks.rerank.settings import DEVICE_HELP, DEVICE_PATTERN, PRECISIONS, RerankSettings
 
 F = TypeVar("F", bound=Callable[..., Any])
 _DEFAULTS = RerankSettings()
 
 
 def rerank_options(func: F) -> F:
-    """Adds --rerank, --rerank-k1, --rerank-k2, --rerank-lambda, --rerank-memory-mb and --rerank-device."""
+    """Adds --rerank, --rerank-k1, --rerank-k2, --rerank-lambda, --rerank-memory-mb, --rerank-device and
+    --rerank-precision."""
     options = [
         click.option(
             "--rerank", is_flag=True,
@@ -30,6 +31,10 @@ def rerank_options(func: F) -> F:
                      show_default=True, help="Re-ranking: working memory for its blocks, in MiB."),
         click.option("--rerank-device", default=_DEFAULTS.device, show_default=True, callback=_check_device,
                      help=f"Re-ranking: where it runs: {DEVICE_HELP}. Same result on each, within float tolerance."),
+        click.option("--rerank-precision", type=click.Choice(PRECISIONS), default=_DEFAULTS.precision,
+                     show_default=True,
+                     help="Re-ranking: precision of the products that screen the neighbours (re-checked exactly: "
+                          "the same result with each); auto takes bfloat16 where this machine runs it faster."),
     ]  # fmt: skip
     for option in reversed(options):
         func = option(func)
@@ -48,5 +53,6 @@ def rerank_settings(kwargs: dict[str, Any]) -> RerankSettings | None:
     settings = RerankSettings(
         k1=kwargs.pop("rerank_k1"), k2=kwargs.pop("rerank_k2"), lambda_value=kwargs.pop("rerank_lambda"),
         memory_mb=kwargs.pop("rerank_memory_mb"), device=kwargs.pop("rerank_device"),
+        precision=kwargs.pop("rerank_precision"),
     )  # fmt: skip
     return settings if enabled else None

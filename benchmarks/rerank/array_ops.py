@@ -8,6 +8,8 @@ needs no torch import, which alone costs about 500 MB of resident memory.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from benchmarks.rerank.settings import DEVICE_HELP, DEVICE_PATTERN, RerankError
@@ -46,6 +48,12 @@ class NumpyOps:
 
     def next_up(self, a):
         return np.nextafter(a, np.inf)
+
+    def next_down(self, a):
+        return np.nextafter(a, -np.inf)
+
+    def abs(self, a):
+        return np.abs(a)
 
     def contiguous(self, a):
         return np.ascontiguousarray(a)
@@ -136,6 +144,11 @@ class NumpyOps:
         """Each row's k-th smallest entry (k counts from 1)."""
         return np.partition(a, k - 1, axis=1)[:, k - 1]
 
+    def kth_smallest2(self, a, k: int, m: int):
+        """Each row's k-th and m-th smallest entries (k <= m <= a.shape[1]), one partition."""
+        part = np.partition(a, [k - 1, m - 1], axis=1)
+        return part[:, k - 1], part[:, m - 1]
+
     def smallest_stable(self, a, k: int):
         """Columns of each row's k smallest entries in (value, column) order: a stable argsort's first k."""
         return top_k_stable(a, k)
@@ -205,7 +218,9 @@ class TorchOps:
         if isinstance(a, self.torch.Tensor):
             return a.to(self.device, None if dtype is None else self._dtype(dtype)).contiguous()
         a = np.ascontiguousarray(a, dtype=dtype)
-        return self.torch.from_numpy(a).to(self.device)
+        with warnings.catch_warnings():  # read-only arrays (a memory map) are only read here
+            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+            return self.torch.from_numpy(a).to(self.device)
 
     def to_numpy(self, a) -> np.ndarray:
         return a.cpu().numpy()
@@ -225,6 +240,12 @@ class TorchOps:
 
     def next_up(self, a):
         return self.torch.nextafter(a, self.torch.full_like(a, np.inf))
+
+    def next_down(self, a):
+        return self.torch.nextafter(a, self.torch.full_like(a, -np.inf))
+
+    def abs(self, a):
+        return a.abs()
 
     def contiguous(self, a):
         return a.contiguous()
@@ -297,6 +318,10 @@ class TorchOps:
 
     def kth_smallest(self, a, k: int):
         return self.torch.kthvalue(a, k, dim=1).values
+
+    def kth_smallest2(self, a, k: int, m: int):
+        values = self.torch.topk(a, m, dim=1, largest=False, sorted=True).values
+        return values[:, k - 1], values[:, m - 1]
 
     def smallest_stable(self, a, k: int):
         return self.torch.sort(a, dim=1, stable=True).indices[:, :k]

@@ -57,6 +57,8 @@ class FeatureRows:
     def take(self, idx):
         """Rows idx (any order), unscaled: a copy of those rows only."""
         o, (q, g), nq = self.ops, self.parts, self.num_query
+        if len(idx) and int(idx.min()) >= nq:  # the common case: gallery rows only
+            return g[idx - nq]
         out = o.empty((len(idx), self.dim), self.dtype)
         in_query = idx < nq
         out[in_query] = q[idx[in_query]]
@@ -104,6 +106,22 @@ class FeatureRows:
         if self.scale is not None:
             dots = dots * self.scale[i] * self.scale[j]
         return self.sq[i] + self.sq[j] - 2 * dots
+
+    def pair_distances_runs(self, lo: np.ndarray, hi: np.ndarray, run: int = 128) -> np.ndarray:
+        """pair_distances for pairs sorted by `lo` (numpy only): each run of one `lo` reads that row once,
+        its partners `run` at a time (in cache); a pair's value depends on its two rows alone."""
+        dots = np.empty(len(lo), self.dtype)
+        if len(lo):
+            starts = np.flatnonzero(np.diff(lo)) + 1
+            bounds = np.concatenate([[0], starts, [len(lo)]])
+            for s, e in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):
+                x = self.take(lo[s : s + 1])[0]
+                for a in range(s, e, run):
+                    b = min(a + run, e)
+                    dots[a:b] = np.einsum("j,ij->i", x, self.take(hi[a:b]))
+        if self.scale is not None:
+            dots = dots * self.scale[lo] * self.scale[hi]
+        return self.sq[lo] + self.sq[hi] - 2 * dots
 
     def pair_distances64(self, i, j):
         """|x_i - x_j|^2 in float64 from the differences themselves: 0 for duplicates and accurate for

@@ -34,7 +34,13 @@ import numpy as np
 from benchmarks.metrics.distances import METRICS, FeatureDistances
 from benchmarks.rerank.array_ops import array_ops, top_k_stable
 from benchmarks.rerank.features import FeatureRows
-from benchmarks.rerank.neighbours import block_side, nearest_neighbours
+from benchmarks.rerank.neighbours import (
+    block_side,
+    canonical_distances,
+    nearest_neighbours,
+    release_freed_memory,
+)
+from benchmarks.rerank.screening import Bf16Products, choose_precision
 from benchmarks.rerank.settings import DEVICE_HELP, RerankError, RerankSettings
 
 __all__ = [
@@ -49,9 +55,10 @@ log = logging.getLogger(__name__)
 _ROW_BYTES = 8 * 3
 #: Bytes per gathered (query, shared neighbour, gallery) triple of the Jaccard step.
 _TRIPLE_BYTES = 56
-#: Candidates kept per row, as a multiple of the k1 + 1 nearest: the weights of V read the distances of
-#: expanded members from them, and a row whose doubtful zone at a boundary outgrows them is redone whole.
-_EXTRA_CANDIDATES = 2
+#: Candidates kept per row, as a multiple of the k1 + 1 nearest, by screening precision: a row whose
+#: doubtful zone at a boundary outgrows them is redone whole. bfloat16's zone is wider (about 55 images
+#: at OPReID's size, on features whose distances concentrate as a 2048-dimensional embedding's do).
+_EXTRA_CANDIDATES = {"float32": 2, "bfloat16": 6}
 #: The budget's share for one step's working arrays. Larger steps gain no speed; the rest is left to
 #: the Q x G original distances (kept when they fit in half the budget) and to the O(N k1 k2) state, so
 #: that the whole stays within the budget beside the features.
@@ -112,27 +119,57 @@ class KReciprocalReranker:
         self._check_budget()
         self._progress = progress
 
+        qg_bytes = self.num_query * self.num_gallery * dtype.itemsize
+        with self._phase("screening choice"):
+            dim = query.shape[1]
+            bf16_flops = float(n) * n * dim  # less the query-gallery blocks, float32 either way where kept
+            if qg_bytes <= self._budget // 2:
+                bf16_flops -= 2.0 * self.num_query * self.num_gallery * dim
+            #: the screening precision that ran, why, and torch's resident bytes its import added
+            self.precision = choose_precision(
+                settings.precision, settings.device, n, dim, self._budget, bf16_flops
+            )
         with self._phase("features"):
             self._f = FeatureRows(o, query, gallery, dtype, metric)
-        qg_bytes = self.num_query * self.num_gallery * dtype.itemsize
         self._qg, self._slab = None, (0, ())
-        self._work = self._budget // _WORK_SHARE
+        # The blocks' geometry (the side, which query-gallery distances are kept, the slabs) comes from the
+        # whole budget, whatever the precision: the float32 products, and so the answer, are then the
+        # same bit for bit. torch's resident size, where screening imported it, comes out of the share
+        # of the other working arrays.
+        self._geometry = self._budget // _WORK_SHARE
         if qg_bytes <= self._budget // 2:  # else each block of re-ranked rows computes its product again
             self._qg = o.empty((self.num_query, self.num_gallery), dtype)
-            self._work = min(self._work, (self._budget - qg_bytes) // 2)
+            self._geometry = min(self._geometry, (self._budget - qg_bytes) // 2)
         s = settings
         w1, w2, k2 = min(s.k1 + 1, n), min(s.half_k1 + 1, n), min(s.k2, n)
-        capacity = min(n, max(w1, k2) * _EXTRA_CANDIDATES)
+        screen = None
+        if self.precision.precision == "bfloat16":
+            with self._phase("features"):
+                tops = o if o.name == "torch" else array_ops("torch-cpu")
+                screen = Bf16Products(self._f, tops, float32_blocks=self._qg is not None)
+        left = max(self._budget - self.precision.torch_bytes, self._budget // 4)
+        self._work = min(self._geometry, left // _WORK_SHARE if self._qg is None else (left - qg_bytes) // 2)
+        self._work = max(self._work, 1 << 20)
+        capacity = min(n, max(w1, k2) * _EXTRA_CANDIDATES[self.precision.precision])
+        # the float32 blocks (those holding query-gallery distances, when kept) must fall the same way
+        # with either precision; a pass of bfloat16 blocks only may take the smaller working share
+        side_budget = self._work if screen is not None and self._qg is None else self._geometry
         lists = nearest_neighbours(
-            self._f, capacity, (w1, w2, k2), self._work, query_gallery=self._qg, progress=progress
-        )
+            self._f, capacity, (w1, w2, k2), self._work, side_budget=side_budget,
+            split_capacity=max(w1, k2) * max(_EXTRA_CANDIDATES.values()), query_gallery=self._qg,
+            screen=screen, progress=progress,
+        )  # fmt: skip
+        del screen
         self.timings.update(lists.timings)
-        #: floating-point operations of the matrix products so far: the floor the BLAS sets
-        self.product_flops = lists.product_flops
+        #: floating-point operations of the matrix products so far: the floor the BLAS sets, and the part
+        #: of them in bfloat16
+        self.product_flops, self.bf16_flops = lists.product_flops, lists.bf16_flops
         self._rowmax = o.clamp_min(lists.rowmax, float(np.finfo(dtype).tiny))
+        p = self.precision
         self.backend = (
             f"{'numpy' if o.name == 'numpy' else f'torch on {o.device}'} {dtype.name} blocks of "
-            f"{block_side(self._work, dtype.itemsize)}; {lists.rechecked} boundary distances re-checked in "
+            f"{block_side(side_budget, dtype.itemsize)} screened in {p.precision} ({settings.precision}: "
+            f"{p.reason}); {lists.recomputed} distances recomputed, {lists.rechecked} re-checked in "
             f"float64, {lists.full_rows} rows redone whole"
         )
         v = self._weights(lists, w1, w2)
@@ -207,24 +244,27 @@ class KReciprocalReranker:
             return _csr(o, rows, cols, weight, n)
 
     def _distances_of(self, lists, rows, cols):
-        """max(d, 0) of the pairs (rows, cols): from either image's kept candidates, else computed."""
+        """max(d, 0) of the pairs (rows, cols), canonical (neighbours.canonical_distances): from either
+        image's candidates where the neighbour search computed them so, else computed here."""
         o, n = self.ops, self.num_images
-        keys = (o.arange(n)[:, None] * n + lists.index).reshape(-1)
-        order = o.argsort_stable(keys)
-        keys, vals = keys[order], lists.distance.reshape(-1)[order]
         out = o.full((len(rows),), np.nan, self.dtype)
         found = o.full((len(rows),), False, bool)
-        for a, b in ((rows, cols), (cols, rows)):  # the pass computed (i, j) and (j, i) as one product
-            want = a * n + b
-            pos = o.clamp_max(o.searchsorted(keys, want), len(keys) - 1)
-            hit = (keys[pos] == want) & ~found
-            out[hit] = vals[pos[hit]]
-            found |= hit
+        if lists.distance is not None:
+            known = (lists.index >= 0) & (lists.distance == lists.distance)  # not NaN
+            r, q = o.nonzero(known)
+            keys = r * n + lists.index[r, q]
+            order = o.argsort_stable(keys)
+            keys, vals = keys[order], lists.distance[r, q][order]
+            for a, b in ((rows, cols), (cols, rows)):  # canonical distances are symmetric
+                if len(keys) == 0:
+                    break
+                want = a * n + b
+                pos = o.clamp_max(o.searchsorted(keys, want), len(keys) - 1)
+                hit = (keys[pos] == want) & ~found
+                out[hit] = vals[pos[hit]]
+                found |= hit
         miss = o.nonzero(~found)[0]
-        step = min(1024, self._rows_within(2 * self._f.dim * self.dtype.itemsize))
-        for a in range(0, len(miss), step):
-            m = miss[a : a + step]
-            out[m] = o.clamp_min(self._f.pair_distances(rows[m], cols[m]), 0)
+        out[miss] = canonical_distances(self._f, rows[miss], cols[miss])
         self.computed_pairs = len(miss)
         return out
 
@@ -297,7 +337,7 @@ class KReciprocalReranker:
         start, slab = self._slab
         if not (start <= s and e <= start + len(slab)):
             in_order = s == start + len(slab)
-            rows = (self._work // 2) // (self.num_gallery * self.dtype.itemsize) if in_order else 0
+            rows = (self._geometry // 2) // (self.num_gallery * self.dtype.itemsize) if in_order else 0
             end = min(self.num_query, s + max(e - s, rows))
             slab = f.block(f.left(s, end), s, end, self.num_query, self.num_images)
             self._slab = start, slab = s, slab
@@ -322,7 +362,12 @@ class KReciprocalReranker:
                 mixed /= below
                 mixed += self._original_scaled(s, e)
                 out[s - a : e - a] = o.to_numpy(mixed)
+        release_freed_memory()
         return out
+
+
+#: Phases timed once per block of re-ranked rows.
+_PER_BLOCK_PHASES = ("jaccard", "final mix")
 
 
 class _Timer:
@@ -336,6 +381,8 @@ class _Timer:
 
     def __exit__(self, *exc) -> None:
         self.reranker.ops.sync()
+        if self.name not in _PER_BLOCK_PHASES:  # handing pages back costs page faults to take them again
+            release_freed_memory()
         timings = self.reranker.timings
         timings[self.name] = timings.get(self.name, 0.0) + time.perf_counter() - self.start
 
