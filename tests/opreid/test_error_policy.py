@@ -98,6 +98,7 @@ def test_unknown_option_is_a_user_error_with_the_command_prefix(command, run_opr
 
 
 @pytest.mark.parametrize("command", COMMANDS)
+@pytest.mark.slow
 def test_bad_input_follows_the_policy(command, places, run_opreid, expect_error, monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("OPREID_LEADERBOARD_DB", raising=False)

@@ -58,6 +58,7 @@ def count(store: Store) -> int:
         return s.scalar(select(func.count(Submission.id)))
 
 
+@pytest.mark.slow
 def test_api_submit_standings_history_and_errors(site):
     c, teams = site["client"](), site["teams"]
     r = c.post("/api/submit", headers=auth(teams["alpha"]), data={"method": "A1", "url": "https://x.org/a"},
@@ -174,6 +175,7 @@ def test_upload_size_limit_413(site):
     assert count(site["store"]) == 0
 
 
+@pytest.mark.slow
 def test_request_timeout_calls_off_the_submission(site, monkeypatch):
     real = submissions_module.score_file
 

@@ -93,6 +93,7 @@ def _complete(response: bytes) -> bool:
 
 
 # ---- sign-in forms from another site (login CSRF) ---------------------------------------------------
+@pytest.mark.slow
 def test_sign_in_and_out_forms_from_another_site_are_refused(live):
     url, host, alpha = live["url"], live["host"], live["teams"]["alpha"]
     for path, token in (("/team", alpha), ("/host", host)):
@@ -141,6 +142,7 @@ def test_a_token_checked_body_is_refused_before_it_is_read(live):
     assert selected(live["store"], alpha) == []
 
 
+@pytest.mark.slow
 def test_selection_bodies_of_the_wrong_shape_are_400_and_change_nothing(live):
     url, alpha, sid = live["url"], live["teams"]["alpha"], live["ids"]["alpha"]
     r = httpx.post(url + "/api/selection", headers=bearer(alpha), json={"submission_ids": [sid]})
@@ -170,6 +172,7 @@ def test_selection_bodies_of_the_wrong_shape_are_400_and_change_nothing(live):
 
 
 # ---- slow headers ------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_a_connection_that_sends_its_headers_slowly_is_closed(live):
     port, deadline = live["port"], HEADER_DEADLINE_S
     trickle = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: " + b"a" * 200  # a byte per 0.1 s: ~25 s
@@ -239,6 +242,7 @@ def test_host_side_faults_show_no_server_path(live, monkeypatch):
 
 
 # ---- a submission received before the final phase ends, scored after ----------------------------------
+@pytest.mark.slow
 def test_the_reveal_waits_for_a_submission_received_before_the_end(live, monkeypatch):
     url, host, alpha, store = live["url"], live["host"], live["teams"]["alpha"], live["store"]
     real, scoring, release = submissions_module.score_file, threading.Event(), threading.Event()
@@ -273,6 +277,7 @@ def test_the_reveal_waits_for_a_submission_received_before_the_end(live, monkeyp
     assert httpx.get(url + "/api/standings", params={"view": "private", "phase": "final"}).json() == board
 
 
+@pytest.mark.slow
 def test_a_submission_still_scoring_past_its_deadline_is_not_recorded_after_the_reveal(live, monkeypatch):
     """The reveal stops waiting at the scoring deadline; that submission is then called off, not added."""
     store, host, alpha = live["store"], live["host"], live["teams"]["alpha"]

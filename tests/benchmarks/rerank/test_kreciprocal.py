@@ -75,6 +75,7 @@ def clustered(num_ids, per_id, dim, seed, spread=0.6):
         ("cosine", 7, 9, 0.5, 1),
     ],
 )
+@pytest.mark.slow
 def test_matches_the_full_matrix_implementation(metric, k1, k2, lam, memory_mb):
     feats, _ = clustered(120, 6, 24, seed=k1 + k2)
     q, g = feats[:150], feats[150:]
@@ -84,6 +85,7 @@ def test_matches_the_full_matrix_implementation(metric, k1, k2, lam, memory_mb):
     np.testing.assert_allclose(ours, reference_rerank(q, g, metric, k1, k2, lam), rtol=0, atol=1e-12)
 
 
+@pytest.mark.slow
 def test_many_blocks_give_what_one_block_gives():
     """1 MiB forces the first pass into blocks of ~70 rows and the Jaccard step into many pieces."""
     feats, _ = clustered(300, 6, 16, seed=5)
@@ -247,6 +249,7 @@ def one_torch_thread():
     ("metric", "k1", "k2", "lam", "memory_mb"),
     [("cosine", 20, 6, 0.3, 1), ("euclidean", 3, 3, 1.0, 64), ("cosine", 7, 9, 0.5, 64)],
 )
+@pytest.mark.slow
 def test_the_torch_code_matches_the_full_matrix_implementation(
     metric, k1, k2, lam, memory_mb, one_torch_thread
 ):
@@ -278,6 +281,7 @@ def test_float32_features_give_the_same_result_on_numpy_and_torch(one_torch_thre
 
 @pytest.mark.parametrize("device", ["cpu", "torch-cpu"])
 @pytest.mark.parametrize("metric", ["cosine", "euclidean"])
+@pytest.mark.slow
 def test_duplicate_and_near_duplicate_images(device, metric, one_torch_thread):
     """100 copies of one image (more than a row keeps: those rows are redone whole) and 30 copies of
     another moved by 1e-7: float32 features, each near-tie decided in float64 from the differences."""

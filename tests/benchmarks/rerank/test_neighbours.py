@@ -44,6 +44,7 @@ def search(device, q, g, metric, capacity, boundaries, budget):
 @pytest.mark.parametrize(  # blocks of 18, 147 and all 700 rows
     ("device", "budget"), [("cpu", 1 << 14), ("cpu", 1 << 20), ("torch-cpu", 1 << 20), ("cpu", 1 << 30)]
 )
+@pytest.mark.slow
 def test_every_position_is_exact_when_every_boundary_is_asked(device, budget):
     """float32 features of near-equal distances: the float32 pass must defer to float64 at each place."""
     rng = np.random.default_rng(1)

@@ -42,6 +42,7 @@ def assert_same_bits(a, b):
     ("cpu", "cosine", np.float32, 1), ("torch-cpu", "cosine", np.float32, 1),
     ("cpu", "euclidean", np.float32, 64), ("torch-cpu", "cosine", np.float64, 64),
 ])  # fmt: skip
+@pytest.mark.slow
 def test_random_features_give_the_same_bits(device, metric, dtype, memory_mb):
     rng = np.random.default_rng(11)
     scale = rng.uniform(0.2, 5, size=(900, 1))  # unequal norms: the euclidean bound is per row
@@ -76,6 +77,7 @@ def reordered_by_bfloat16(seed=3, n=300, dim=64):
     return np.concatenate([centre[None], around]).astype(np.float32)
 
 
+@pytest.mark.slow
 def test_merges_and_the_exact_phase_in_pieces_give_the_same_bits(monkeypatch):
     from benchmarks.rerank import neighbours
 

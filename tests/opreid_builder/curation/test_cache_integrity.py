@@ -66,6 +66,7 @@ def _rewrite(shard: Path, table: pa.Table, *, record_digest: bool) -> None:
 
 @pytest.mark.parametrize("stage", ["read", "pose", "masks"])
 @pytest.mark.parametrize("record_digest", [False, True])
+@pytest.mark.slow
 def test_a_shard_with_a_row_removed_is_computed_again(raw, clean, tmp_path, caplog, stage, record_digest):
     """Used to stop with exit 70 (a KeyError) on the missing row; a forged digest does not hide it either."""
     out = _copy(clean, tmp_path)
@@ -124,6 +125,7 @@ def test_a_keypoints_file_that_names_none_of_the_crops_is_refused(raw, tmp_path)
         curate(raw, tmp_path / "out", CurateConfig(keypoints=str(empty), workers=0), progress=False)
 
 
+@pytest.mark.slow
 def test_a_keypoints_file_that_names_some_of_the_crops_warns(raw, tmp_path, caplog):
     names = sorted(p.name for p in raw.glob("*.jpg"))
     some = write_keypoints(

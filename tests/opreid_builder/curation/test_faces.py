@@ -67,6 +67,7 @@ def test_head_box_needs_a_face_keypoint():
     assert pose_head_box(None, 64, 128) is None
 
 
+@pytest.mark.slow
 def test_detector_selection(tmp_path, monkeypatch):
     monkeypatch.delenv("OPREID_FACE_MODEL", raising=False)
     empty_root = tmp_path / "ifroot"

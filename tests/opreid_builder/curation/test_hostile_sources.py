@@ -61,6 +61,7 @@ def run_curate(raw: Path, out: Path, **options) -> dict[str, dict]:
 # --- 4. only regular files are read -------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_fifo_named_like_an_image_is_recorded_not_read(raw, tmp_path):
     """Reading a FIFO with no writer blocks forever: the curate run is bounded by a timeout."""
     os.mkfifo(raw / "0005_c1s1_900016_00.jpg")

@@ -35,6 +35,7 @@ def curated(synth, tmp_path_factory):
     return out, result
 
 
+@pytest.mark.slow
 def test_flags_agree_with_synth_truth(synth, curated):
     out, result = curated
     images = manifests.read_manifest(out / "private" / "images.parquet", manifests.IMAGES).to_pandas()
@@ -152,6 +153,7 @@ def test_no_person_kept_occluded_by_default_or_excluded(tmp_path, synth):
     assert r2.curation["no_person"] == {"policy": "exclude", "crops": 2}
 
 
+@pytest.mark.slow
 def test_corrections_override_and_are_recorded(tmp_path, synth, curated):
     _, base = curated
     rows = base.images.to_pylist()
@@ -188,6 +190,7 @@ def _snapshot(out: Path) -> dict:
     return files
 
 
+@pytest.mark.slow
 def test_rerun_skips_pose_and_rule_change_reruns_rule_only(tmp_path, synth, monkeypatch):
     monkeypatch.setattr(pose_mod, "PoseEstimator", FakePose)
     FakePose.calls, FakePose.kill_after = 0, None
@@ -294,6 +297,7 @@ def test_missing_pose_model_is_one_clear_error(tmp_path, synth, monkeypatch):
     assert not (tmp_path / "yolo11n-pose.pt").exists()  # nothing was downloaded
 
 
+@pytest.mark.slow
 def test_cli_curate_json_and_summary(tmp_path, synth):
     runner = CliRunner()
     out = tmp_path / "out"

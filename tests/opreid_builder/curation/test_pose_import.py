@@ -11,7 +11,10 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
 
+
+@pytest.mark.slow
 def test_loading_ultralytics_leaves_pil_torch_numpy_and_opencv_alone():
     # A fresh interpreter: this process may already hold a patched PIL from another test's import.
     script = textwrap.dedent(

@@ -76,6 +76,7 @@ def curated(raw, tmp_path_factory) -> Path:
     return out
 
 
+@pytest.mark.slow
 def test_review_site_items_thumbnails_and_filters(curated):
     result = write_review(curated, page_size=25)
     page = Page()
@@ -114,6 +115,7 @@ def test_review_sample_and_only(curated):
     assert len(list((sample.html.parent / "thumbs").iterdir())) == 10  # thumbnails of the crops shown only
 
 
+@pytest.mark.slow
 def test_review_csv_template_round_trips_as_corrections(raw, curated, tmp_path):
     result = write_review(curated)
     with result.csv.open() as fh:
@@ -313,6 +315,7 @@ def _expected_doubt_order(out: Path) -> tuple[list[str], float]:
     return nobody + [r["image_id"] for r in scored], threshold
 
 
+@pytest.mark.slow
 def test_review_doubt_order_puts_nobody_found_then_nearest_the_threshold_first(learned):
     expected, threshold = _expected_doubt_order(learned)
     result = write_review(learned, order="doubt", band=0.5)
@@ -361,6 +364,7 @@ def test_review_doubt_cli(learned):
     assert "uncertain band" in res.output and "doubt order" in res.output
 
 
+@pytest.mark.slow
 def test_review_in_chromium_doubt_order_shows_the_tile_nearest_the_threshold_first(
     chromium_path, learned, tmp_path
 ):

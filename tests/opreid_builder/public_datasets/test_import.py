@@ -58,6 +58,7 @@ def copy_of(synth_layout, tmp_path):
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.slow
 def test_import_gives_the_truth_exactly(fmt, synth_layout, tmp_path, run_opreid):
     src = synth_layout(fmt)
     truth = truth_of(src, fmt)
@@ -624,6 +625,7 @@ def test_a_copy_with_the_published_counts_is_the_published_dataset(synth_layout,
     not (SHARED_DATA / "cuhk01").is_dir(),
     reason=f"{SHARED_DATA}/cuhk01 (real CUHK01 crops in the Market-1501 layout) is not here",
 )
+@pytest.mark.slow
 def test_cuhk01_in_the_market_layout_is_not_market1501(tmp_path):
     src = SHARED_DATA / "cuhk01"
     result = import_benchmark("market1501", src, tmp_path / "rel")

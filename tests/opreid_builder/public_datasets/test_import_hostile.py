@@ -140,6 +140,7 @@ def test_one_file_in_two_lists_is_refused(copy_of, tmp_path):
 
 
 @pytest.mark.parametrize("content", ["one line", "many lines"])
+@pytest.mark.slow
 def test_a_huge_unused_list_is_streamed_in_bounded_memory(content, copy_of, tmp_path):
     """80 MB of list_val.txt: read line by line (was read whole: ~900 MB peak RSS)."""
     root = copy_of("msmt17")

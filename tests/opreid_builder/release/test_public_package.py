@@ -333,6 +333,7 @@ def test_a_killed_pack_leaves_staging_that_the_next_one_removes(built_release, t
 
 # ---- imported benchmarks pack too ----------------------------------------------------------------
 @pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.slow
 def test_every_imported_layout_packs_and_validates(fmt, synth_layout, tmp_path, run_opreid):
     from opreid_builder.public_datasets.importer import import_benchmark
 

@@ -47,6 +47,7 @@ def _assert_identical(a: dict, b: dict) -> None:
         assert torch.equal(a[k], b[k]), k
 
 
+@pytest.mark.slow
 def test_train_writes_the_run_folder_and_extract_the_submission(dataset, tmp_path):
     run = tmp_path / "run"
     res = _train(["--config", "tiny", "--data", dataset, "-o", run, "--no-progress", "--json",
@@ -105,6 +106,7 @@ def test_train_writes_the_run_folder_and_extract_the_submission(dataset, tmp_pat
     assert not np.allclose(np.linalg.norm(qf, axis=1), 1.0)
 
 
+@pytest.mark.slow
 def test_val_ids_hold_out_training_identities_and_choose_best_pt(dataset, tmp_path):
     from reid_model.data.datasets import hold_out_identities, read_train
 
@@ -153,6 +155,7 @@ def other_release(tmp_path_factory, dataset) -> Path:
     return out
 
 
+@pytest.mark.slow
 def test_eval_data_records_name_each_release(dataset, other_release, tmp_path):
     run = tmp_path / "run"
     res = _train(["--config", "tiny", "--data", dataset, "-o", run, "--no-progress", "--json", "--eval-data",
@@ -207,6 +210,7 @@ def test_releases_sharing_a_name_are_told_apart_by_folder(dataset, other_release
     ]
 
 
+@pytest.mark.slow
 def test_tensorboard_writes_the_metrics_scalars(dataset, tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -419,6 +423,7 @@ def test_channels_last_trains_on_the_cpu(dataset, tmp_path):
         (["extract", "--checkpoint", "BOGUS", "--data", "DATA", "-o", "x.npy"], "cannot read checkpoint"),
     ],
 )
+@pytest.mark.slow
 def test_cli_errors_are_one_line(args, message, dataset, tmp_path):
     bogus = tmp_path / "bogus.pt"
     bogus.write_bytes(b"not a checkpoint")

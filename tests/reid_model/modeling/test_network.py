@@ -104,6 +104,7 @@ def test_triplet_reads_the_bnneck_output_as_sbs_does():
     torch.testing.assert_close(out["loss_metric_global"], batch_hard_triplet_loss(pooled, pids))
 
 
+@pytest.mark.slow
 def test_sbs_preset_is_the_all_switches_off_model():
     """configs/sbs_r50.yaml and the paper preset with every Table 5 switch off build the same network
     (modules, parameter shapes) and, given the same weights and batch, the same losses."""

@@ -67,6 +67,7 @@ def test_an_eval_data_release_says_it_in_its_records(synth_layout, tmp_path):
 
 
 @pytest.mark.skipif(not (SHARED_DATA / "cuhk01").is_dir(), reason=f"{SHARED_DATA}/cuhk01 is not here")
+@pytest.mark.slow
 def test_cuhk01_is_not_compared_with_market1501(tmp_path):
     from reid_model.runs.run_report import build_report
 
