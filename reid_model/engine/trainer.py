@@ -34,7 +34,7 @@ from reid_model.data.datasets import (
 )
 from reid_model.data.sampler import PKSampler
 from reid_model.data.transforms import train_transform
-from reid_model.distributed import DistContext, barrier, mean_across
+from reid_model.distributed import DistContext, barrier, cpu_has_fast_bfloat16, mean_across
 from reid_model.engine.checkpoint import load_checkpoint, save_checkpoint
 from reid_model.engine.evaluation import evaluate, evaluation_sets
 from reid_model.engine.lr_schedule import lr_factor_fn
@@ -146,8 +146,18 @@ class Trainer:
         if state is None:
             load_pretrained(self.model.backbone, cfg.model.pretrained, cfg.model.allow_download)
         self.model = self._convert_sync_bn(self.model, cfg, ctx)
-        self.model.to(ctx.device)
+        self.memory_format = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
+        self.model.to(ctx.device, memory_format=self.memory_format)
         self.use_amp = cfg.solver.amp and ctx.device.type == "cuda"
+        # fp16 with a grad scaler on CUDA; bfloat16 (no scaler: its range is fp32's) on CPU if asked
+        self.autocast_dtype = torch.float16 if self.use_amp else torch.bfloat16
+        cpu_bf16 = cfg.solver.cpu_bf16 and ctx.device.type == "cpu"
+        if cpu_bf16 and not cpu_has_fast_bfloat16():
+            log.warning(
+                "solver.cpu_bf16: this CPU has no native bfloat16 (AMX or AVX512-BF16); training in fp32"
+            )
+            cpu_bf16 = False
+        self.use_autocast = self.use_amp or cpu_bf16
         self.optimizer = make_optimizer(self.model, cfg)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lr_factor_fn(cfg.solver, self.iters_per_epoch)
@@ -239,7 +249,9 @@ class Trainer:
         self.model.train()
         if frozen:
             self.model.backbone.eval()  # frozen backbone: BN uses (and keeps) its running statistics
-        with torch.autocast(device_type=device.type, enabled=self.use_amp):
+        if self.memory_format is not torch.contiguous_format:
+            images = images.contiguous(memory_format=self.memory_format)
+        with torch.autocast(device_type=device.type, dtype=self.autocast_dtype, enabled=self.use_autocast):
             out = self._forward_model()(images, pids)
         loss = total_loss(out)
         if not torch.isfinite(loss):
@@ -263,8 +275,22 @@ class Trainer:
 
     @staticmethod
     def _term_gradients(out: dict[str, torch.Tensor]) -> dict[str, float]:
-        """|dL_part / dZ| for the positive and negative parts of BED on each branch's feature batch Z."""
+        """|dL_part / dZ| for the positive and negative parts of BED on each branch's feature batch Z,
+        and at the backbone's output map F: |dL_metric / dF|, |dL_cls / dF| and the metric loss's
+        share of the two, |g_metric| / (|g_metric| + |g_cls|)."""
         grads = {}
+        fmap = out.get("feature_map")
+        if fmap is not None and fmap.requires_grad:
+            norms = {}
+            for group, prefix in (("metric", "loss_metric_"), ("cls", "loss_cls")):
+                terms = [v for k, v in out.items() if k.startswith(prefix) and v.requires_grad]
+                g = None
+                if terms:
+                    (g,) = torch.autograd.grad(sum(terms), fmap, retain_graph=True, allow_unused=True)
+                norms[group] = 0.0 if g is None else float(g.float().norm())
+                grads[f"range_backbone_grad_{group}"] = norms[group]
+            total = norms["metric"] + norms["cls"]
+            grads["range_backbone_grad_share_metric"] = norms["metric"] / total if total > 0 else 0.0
         for branch in BRANCHES:
             feats = out.get(f"features_{branch}")
             if feats is None or not feats.requires_grad:

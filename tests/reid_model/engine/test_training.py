@@ -280,6 +280,31 @@ def test_resume_in_process_is_bitwise_identical(dataset, tmp_path):
     assert [r["iteration"] for r in records if r["kind"] == "train"] == [1, 2, 3, 4, 5, 6]  # none duplicated
 
 
+@pytest.mark.slow
+def test_cpu_bfloat16_and_channels_last_train_and_resume_exactly(dataset, tmp_path):
+    """`solver.cpu_bf16` (bfloat16 autocast on CPU) and `train.channels_last` (NHWC) train finite
+    losses, keep fp32 weights and the losses' fp32 parts, and resume bit-exactly as fp32 does."""
+    fp32 = ["--data", dataset, "--no-progress", "solver.max_epochs=1", "train.eval_period=0",
+            "train.eval_at_start=false", *FAST]  # fmt: skip
+    fast = [*fp32, "solver.cpu_bf16=true", "train.channels_last=true"]
+    full, part = tmp_path / "full", tmp_path / "part"
+    assert _train(["--config", "tiny", "-o", full, *fast]).exit_code == 0
+    assert _train(["--config", "tiny", "-o", part, *fast, "train.stop_after_iters=1"]).exit_code == 0
+    assert _train(["--resume", "auto", "-o", part, "--data", dataset, "--no-progress",
+                   "train.stop_after_iters=0"]).exit_code == 0  # fmt: skip
+    weights = _weights(full / "checkpoints/last.pt")
+    assert all(w.dtype in (torch.float32, torch.int64) for w in weights.values())
+    _assert_identical(weights, _weights(part / "checkpoints/last.pt"))
+    records = [json.loads(line) for line in (full / "metrics.jsonl").read_text().splitlines()]
+    train = [r for r in records if r["kind"] == "train"]
+    assert len(train) == 2 and all(np.isfinite(r["loss"]) for r in train)
+    # the same step in fp32 differs (bfloat16 convolutions), but not by much
+    ref = tmp_path / "fp32"
+    assert _train(["--config", "tiny", "-o", ref, *fp32, "train.stop_after_iters=1"]).exit_code == 0
+    first = json.loads((ref / "metrics.jsonl").read_text().splitlines()[0])
+    assert first["loss"] != train[0]["loss"] and abs(first["loss"] - train[0]["loss"]) < 0.05 * first["loss"]
+
+
 #: Runs `python -m opreid train ARGS` and SIGKILLs the process at a fixed point: right after
 #: the checkpoint of iteration KILL_AT is written to its temporary file, before the rename that
 #: commits it. The run has then done KILL_AT steps but its last committed checkpoint is KILL_AT - 1,
