@@ -22,6 +22,7 @@ from benchmarks.errors import DatasetError
 from manifests import (
     GALLERY,
     GROUND_TRUTH,
+    MANIFEST_FILES,
     QUERY,
     DatasetLayout,
     ManifestError,
@@ -29,6 +30,7 @@ from manifests import (
     read_dataset_json,
     read_manifest,
     sha256_file,
+    verify_manifests,
 )
 
 log = logging.getLogger(__name__)
@@ -123,6 +125,8 @@ def load_ground_truth(data_dir: str | Path, truth: str | Path | None = None) -> 
             f"{layout.root}: not a dataset directory (expected query.parquet, gallery.parquet)"
         )
     truth_path = Path(truth) if truth is not None else layout.ground_truth
+    # the scored order and labels are the release's own (a truth given apart is the caller's): exit 2
+    verify_manifests(layout.root, MANIFEST_FILES if truth is None else ("query.parquet", "gallery.parquet"))
     try:
         query = read_manifest(layout.query, QUERY)
         gallery = read_manifest(layout.gallery, GALLERY)

@@ -5,7 +5,8 @@ Imports nothing else from opreid: every other package builds on it.
 """
 
 from manifests.atomic import atomic_folder, atomic_path, atomic_write_bytes, atomic_write_text, staging_dir
-from manifests.checksums import sha256_bytes, sha256_file, sha256_tree
+from manifests.checksums import MANIFEST_FILES, sha256_bytes, sha256_file, sha256_tree, verify_manifests
+from manifests.csv_cells import FORMULA_PREFIXES, csv_cell
 from manifests.dataset_json import (
     FLAGS_KEY,
     OPREID_PROTOCOL,
@@ -17,6 +18,7 @@ from manifests.dataset_json import (
     write_dataset_json,
 )
 from manifests.errors import (
+    ChecksumError,
     ColumnTypeError,
     ExitCode,
     InvalidInputError,
@@ -34,6 +36,7 @@ from manifests.keypoints import (
     COCO17,
     COCO18,
     COCO18_ORDER,
+    DEFAULT_KPT_CONF,
     FACE_POINTS,
     HEAD_POINTS,
     KEYPOINT_INDEX,
@@ -43,6 +46,7 @@ from manifests.keypoints import (
     SHOULDERS,
     SKELETON,
     in_order,
+    missing_keypoints,
 )
 from manifests.layout import DatasetLayout
 from manifests.parquet_io import conform, read_manifest, read_metadata, write_manifest
@@ -53,6 +57,7 @@ from manifests.schemas import (
     IMAGE_STATUSES,
     IMAGES,
     KEYPOINTS_FILE,
+    MASKED_DIGESTS,
     QUERY,
     SCHEMA_VERSION,
     SCHEMAS,
@@ -63,15 +68,16 @@ from manifests.schemas import (
 )
 
 __all__ = [
-    "BODY_PARTS", "COCO17", "COCO18", "COCO18_ORDER", "FACE_POINTS", "FLAGS_KEY", "GALLERY", "GROUND_TRUTH", "HEAD_POINTS",
-    "IMAGES", "IMAGE_STATUSES", "KEYPOINTS_FILE", "KEYPOINT_INDEX", "KEYPOINT_VALUES", "NECK", "OPREID_PROTOCOL", "PART_KEYPOINTS", "PROTOCOL_KEY",
+    "BODY_PARTS", "COCO17", "COCO18", "COCO18_ORDER", "DEFAULT_KPT_CONF", "FACE_POINTS", "FLAGS_KEY", "FORMULA_PREFIXES", "GALLERY", "GROUND_TRUTH", "HEAD_POINTS",
+    "IMAGES", "IMAGE_STATUSES", "KEYPOINTS_FILE", "MASKED_DIGESTS", "KEYPOINT_INDEX", "KEYPOINT_VALUES", "MANIFEST_FILES", "NECK", "OPREID_PROTOCOL", "PART_KEYPOINTS", "PROTOCOL_KEY",
     "QUERY", "SCHEMAS", "SCHEMA_VERSION", "SHOULDERS", "SKELETON", "SPLITS", "SYNTH_TRUTH", "TRAIN", "UNKNOWN_FLAGS",
-    "ColumnTypeError", "DatasetLayout", "ExitCode", "InvalidInputError", "ManifestError", "ManifestSchema",
+    "ChecksumError", "ColumnTypeError", "DatasetLayout", "ExitCode", "InvalidInputError", "ManifestError", "ManifestSchema",
     "MissingColumnError", "OpreidError", "RefusedError", "SchemaKindError", "SchemaVersionError",
     "UnreadableManifestError", "UserError",
-    "atomic_folder", "atomic_path", "atomic_write_bytes", "atomic_write_text", "conform", "in_order",
+    "atomic_folder", "atomic_path", "atomic_write_bytes", "atomic_write_text", "conform", "csv_cell", "in_order",
+    "missing_keypoints",
     "occlusion_flags_known",
     "progress_bar", "progress_enabled", "progress_option", "read_dataset_json", "read_manifest", "read_metadata",
-    "release_protocol", "sha256_bytes", "sha256_file", "sha256_tree", "staging_dir", "write_dataset_json",
-    "write_manifest",
+    "release_protocol", "sha256_bytes", "sha256_file", "sha256_tree", "staging_dir", "verify_manifests",
+    "write_dataset_json", "write_manifest",
 ]  # fmt: skip

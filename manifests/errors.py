@@ -80,3 +80,8 @@ class SchemaKindError(ManifestError):
 
 class UnreadableManifestError(ManifestError):
     """The file is missing, truncated or not Parquet/JSON at all."""
+
+
+class ChecksumError(ManifestError):
+    """A release file differs from its sha256 in dataset.json (or is not listed there): modified since
+    the release was built."""

@@ -4,7 +4,8 @@ Every `keypoints` column holds COCO-17 keypoints in `COCO17` order, three values
 confidence or visibility). The paper's occlusion rule walks OpenPose's COCO-18 order instead, which
 runs along the limbs and has a neck: the midpoint of the shoulders, so present only when both
 shoulders are. The rule itself is in opreid_builder/curation/occlusion.py; the facts it rests on are here,
-once, for the schema, the generator, curation, face masking and the review sheet alike.
+once, for the schema, the generator, curation, face masking and the review sheet alike: the names and
+orders, the body parts, and when a keypoint counts as missing (`missing_keypoints`, `DEFAULT_KPT_CONF`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,9 @@ COCO17 = (
 KEYPOINT_INDEX: dict[str, int] = {name: i for i, name in enumerate(COCO17)}
 #: Values per person in a `keypoints` column: x, y, confidence for each COCO-17 keypoint.
 KEYPOINT_VALUES = 3 * len(COCO17)
+#: A keypoint below this confidence is missing: the default of the occlusion rule's `--kpt-conf`, and of
+#: the pose head box, which must see the face keypoints the rule sees.
+DEFAULT_KPT_CONF = 0.5
 
 #: COCO-17 indices of the shoulders (OpenPose's neck is their midpoint; their span gives a body scale).
 SHOULDERS = (KEYPOINT_INDEX["left_shoulder"], KEYPOINT_INDEX["right_shoulder"])
@@ -77,3 +81,20 @@ def in_order(missing: np.ndarray, order: tuple[int, ...]) -> np.ndarray:
     out = missing[..., np.where(idx == NECK, 0, idx)]
     out[..., idx == NECK] = (missing[..., SHOULDERS[0]] | missing[..., SHOULDERS[1]])[..., None]
     return out
+
+
+def missing_keypoints(keypoints: np.ndarray, width, height, kpt_conf: float = DEFAULT_KPT_CONF) -> np.ndarray:
+    """(..., 17) bool: confidence below `kpt_conf`, not finite, or outside [0, width) x [0, height).
+
+    `keypoints` is (..., 17, 3) or (..., 51); `width` and `height` are numbers or (...,) arrays.
+    """
+    kp = np.asarray(keypoints, dtype=np.float64)
+    kp = kp.reshape(*kp.shape[:-1], len(COCO17), 3) if kp.shape[-1] != 3 else kp
+    w = np.asarray(width, dtype=np.float64)[..., None]
+    h = np.asarray(height, dtype=np.float64)[..., None]
+    x, y, c = kp[..., 0], kp[..., 1], kp[..., 2]
+    finite = np.isfinite(kp).all(axis=-1)
+    with np.errstate(invalid="ignore"):
+        inside = (x >= 0) & (y >= 0) & (x < w) & (y < h)
+        confident = c >= kpt_conf
+    return ~(finite & inside & confident)

@@ -88,6 +88,11 @@ class DatasetLayout:
         return self.root / "cache"
 
     @property
+    def masked_digests(self) -> Path:
+        """The sha256 of every masked crop as curate wrote it (`validate` checks released images against it)."""
+        return self.cache / "masked_digests.parquet"
+
+    @property
     def review(self) -> Path:
         return self.root / "review"
 

@@ -84,10 +84,13 @@ IMAGES = ManifestSchema(
         ("keypoints", _KEYPOINTS, True),    # 51 floats, crop pixels
         ("n_persons", pa.int32(), True),
         ("person_index", pa.int32(), True),
+        ("pose_box", pa.list_(pa.float32()), True),  # x1, y1, x2, y2 of the person taken (pose model only)
+        ("pose_score", pa.float32(), True),  # its detection score
         ("longest_missing_run", pa.int32(), True),
         ("missing_parts", pa.list_(pa.string()), True),
         ("occluded", pa.bool_(), True),
-        ("occlusion_source", pa.string(), True),  # pose | keypoints-file | review
+        ("occlusion_source", pa.string(), True),  # pose | keypoints-file | no-person | review
+        ("occlusion_score", pa.float32(), True),  # P(occluded) from a learned flag; null for the rule
         ("face_boxes", pa.list_(_FACE_BOX), True),
         ("mask_method", pa.string(), True),
         ("masked_path", pa.string(), True),
@@ -95,7 +98,7 @@ IMAGES = ManifestSchema(
         ("reviewer", pa.string(), True),    # who corrected the flag in review
         ("reviewed_at", pa.string(), True),  # when (ISO 8601, as the review site recorded it)
     ),
-    version="1.1",
+    version="1.2",
 )  # fmt: skip
 
 # Files written by `opreid synth` next to the crops (also accepted by `build-split --keypoints`).
@@ -115,6 +118,14 @@ SYNTH_TRUTH = ManifestSchema(
     ),
 )  # fmt: skip
 
+# Written by curate beside its cache: what each masked crop held when it was written, so that
+# `validate` can tell a released image from a crop swapped in afterwards.
+MASKED_DIGESTS = ManifestSchema(
+    "masked_digests",
+    _schema(("image_id", pa.string()), ("sha256", pa.string())),  # sha256 of masked/{image_id}.jpg
+)
+
 SCHEMAS: dict[str, ManifestSchema] = {
-    s.kind: s for s in (TRAIN, QUERY, GALLERY, GROUND_TRUTH, IMAGES, KEYPOINTS_FILE, SYNTH_TRUTH)
+    s.kind: s
+    for s in (TRAIN, QUERY, GALLERY, GROUND_TRUTH, IMAGES, KEYPOINTS_FILE, SYNTH_TRUTH, MASKED_DIGESTS)
 }

@@ -18,8 +18,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from manifests import IMAGES, DatasetLayout, ManifestError, read_manifest
-from opreid_builder.curation.pipeline import CurateConfig
-from opreid_builder.errors import LeaderboardReleaseError, SplitError, SplitPoolError
+from opreid_builder.curation.config import CurateConfig
+from opreid_builder.curation.masked_digests import changed_masked_crops
+from opreid_builder.curation.pipeline import curate
+from opreid_builder.errors import MaskedCropError, SplitError, SplitPoolError
+from opreid_builder.release.leaderboard_marker import refuse_replacing_leaderboard_release
 from opreid_builder.release.validate import ValidationReport, validate
 from opreid_builder.release.writer import ReleaseSummary, write_release
 from opreid_builder.split.presets import PRESET_NOTES, SplitTargets, resolve_targets
@@ -119,15 +122,13 @@ def build_release(
     """
     out = Path(out)
     config = split.config()
-    _refuse_leaderboard_release(out, force)
+    refuse_replacing_leaderboard_release(out, force)
     if curate_config is None:
         table = _ok_rows(read_manifest(DatasetLayout(out).images_table, IMAGES))
         curation = _recorded_curation(out)
     else:
         if raw is None:
             raise SplitError("RAW is required unless the curated table in OUT is split as it stands")
-        from opreid_builder.curation.pipeline import curate
-
         result = curate(Path(raw), out, curate_config, progress=progress)
         curation = dict(result.curation)
         table = _ok_rows(result.images)
@@ -137,6 +138,8 @@ def build_release(
         fits = largest_fitting_scale(table, split)
         hint = f"; the largest --scale that fits this pool is {fits:g}" if fits else ""
         raise SplitPoolError(exc.constraint, exc.needed + hint, exc.pool) from None
+    if curate_config is None:
+        _refuse_changed_masked_crops(out, selection)
     parameters = {"curation": curation, "split": split.parameters(config)}
     release = write_release(out, selection, seed=config.seed, parameters=parameters, progress=progress)
     report = validate(out)
@@ -144,22 +147,15 @@ def build_release(
     return BuildResult(out=out, selection=selection, release=release, report=report, curation=curation)
 
 
-def _refuse_leaderboard_release(out: Path, force: bool) -> None:
-    """A leaderboard's hidden split is drawn on OUT's query ids: rebuilding OUT would void it."""
-    marker = DatasetLayout(out).leaderboard_marker
-    if not marker.is_file():
-        return
-    try:
-        where = json.loads(marker.read_text(encoding="utf-8")).get("database", "?")
-    except (OSError, ValueError, AttributeError):
-        where = "?"
-    if not force:
-        raise LeaderboardReleaseError(
-            f"{out} is the release of the leaderboard in {where} (see {marker.name}); rebuilding it would "
-            "change the query ids its hidden split is drawn on. Build into another folder, or pass --force "
-            "(the leaderboard then refuses submissions until it is created again)"
+def _refuse_changed_masked_crops(out: Path, selection: SplitSelection) -> None:
+    """OUT's curated table split as it stands releases `masked/` as it stands: refuse a crop changed since
+    curate wrote it (a raw crop swapped in would be released with a face) before anything is written."""
+    changed = changed_masked_crops(DatasetLayout(out), selection.rows.column("image_id").to_pylist())
+    if changed:
+        raise MaskedCropError(
+            f"{len(changed)} masked crop(s) to release differ from what curate wrote (e.g. masked/{changed[0]}.jpg); "
+            "run `opreid curate` again on OUT: it masks them again"
         )
-    log.warning("rebuilding %s, the release of the leaderboard in %s (--force)", out, where)
 
 
 def largest_fitting_scale(table: pa.Table, split: SplitRequest, steps: int = 14) -> float | None:

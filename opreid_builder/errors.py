@@ -19,7 +19,7 @@ class TableFileError(BuilderError):
     exit_code = ExitCode.INVALID_INPUT
 
 
-# --- curation: sources, pose, occlusion, faces, review (H4) ---
+# --- curation: sources, pose, occlusion, faces, review ---
 
 
 class CurationError(BuilderError):
@@ -52,6 +52,12 @@ class KeypointsFileError(CurationError):
     exit_code = ExitCode.INVALID_INPUT
 
 
+class FlagFileError(CurationError):
+    """An occlusion flag file is malformed, of another format version, or fitted on other features."""
+
+    exit_code = ExitCode.INVALID_INPUT
+
+
 class FaceDetectorError(CurationError):
     """A face detector could not be built or run."""
 
@@ -62,7 +68,7 @@ class CorrectionsError(CurationError):
     exit_code = ExitCode.INVALID_INPUT
 
 
-# --- split protocol, release, validate, export (H5) ---
+# --- split protocol, release, validate, export ---
 
 
 class SplitError(BuilderError):
@@ -81,11 +87,17 @@ class ReleaseError(BuilderError):
     """Writing the release layout failed (a missing masked image, an output that is not a release)."""
 
 
+class MaskedCropError(ReleaseError):
+    """A masked crop about to be released is not what curate wrote (changed after curation); nothing was written."""
+
+    exit_code = ExitCode.INVALID_INPUT
+
+
 class ExportError(BuilderError):
     """Export to another dataset layout failed (missing ground truth, target folder not empty)."""
 
 
-# --- import of public benchmarks with their official splits (issue 10) ---
+# --- import of public benchmarks with their official splits ---
 
 
 class BenchmarkImportError(BuilderError):

@@ -34,15 +34,16 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from opreid_builder.curation.config import CurateConfig
 from opreid_builder.curation.engines import RayEngine
 from opreid_builder.curation.faces import FaceConfig, FaceDetectors
+from opreid_builder.curation.masking import MaskSettings
 from opreid_builder.curation.occlusion import PAPER_RULE
-from opreid_builder.curation.pipeline import CurateConfig, curate
+from opreid_builder.curation.pipeline import curate
 from opreid_builder.curation.stages import (
     ChecksumStage,
     FaceStage,
     LoadStage,
-    MaskSettings,
     MaskStage,
     OcclusionStage,
     PoseSettings,

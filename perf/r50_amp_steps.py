@@ -2,9 +2,9 @@
 peak GPU memory, and BED's operating range (feature norms, pair distances, each part of BED and the
 gradient norm it sends to the features) at the first step, the middle step and the last one.
 
-The steps are the trainer's own (`reid_model.engine.trainer.Trainer.train_step`: PK batches from the release's
-images, per-image transforms, CBE, forward, backward, Adam, ME), so the figures are what `opreid train`
-gets. The baseline, measured in the same run on the same data, is the SBS network and losses at the
+The steps are the trainer's own (`Trainer.train_batches` and `Trainer.train_step`: PK batches from the
+release's images through the configured input path, augmentation, CBE, forward, backward, Adam, ME), so
+the figures are what `opreid train` gets. The baseline, measured in the same run on the same data, is the SBS network and losses at the
 preset's input size and K (every Table 5 switch off); the ratio of images per second is printed. Without --data the script builds its
 own small synthetic release (synth + build-split, no pose model, no internet); no pretrained weights
 are needed (random init unless --pretrained PATH). As configured, the first 1000 steps of the preset

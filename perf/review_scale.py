@@ -29,7 +29,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from opreid_builder.curation.pipeline import CurateConfig, curate
+from opreid_builder.curation.config import CurateConfig
+from opreid_builder.curation.pipeline import curate
 from opreid_builder.curation.review import write_review
 from opreid_builder.synth.generator import SynthConfig, generate
 

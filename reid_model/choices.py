@@ -23,3 +23,7 @@ ERASE_FILLS = ("mean", "random")
 BED_REDUCTIONS = ("separate", "all_pairs_mean", "per_anchor", "batch_hard")
 #: loss.cls_head_loss: the causal classifier's loss over its heads.
 HEAD_LOSSES = ("sum_logits", "per_head")
+#: loader.pipeline: how training crops reach the model (docs/model.md §6.4).
+PIPELINES = ("tensor", "pil")
+#: train.amp_dtype: the autocast dtype of mixed precision on CUDA (bfloat16 needs no loss scaling).
+AMP_DTYPES = ("float16", "bfloat16")

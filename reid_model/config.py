@@ -20,12 +20,14 @@ import yaml
 
 from benchmarks.metrics.distances import METRICS
 from reid_model.choices import (
+    AMP_DTYPES,
     BED_REDUCTIONS,
     BLOCK_EXPANSION,
     CLASSIFIERS,
     ERASE_FILLS,
     FEATURES,
     HEAD_LOSSES,
+    PIPELINES,
     RETRIEVAL_FEATURES,
     RP_INITS,
 )
@@ -86,9 +88,20 @@ class DataConfig:
     ims_per_batch: int = 64  # images drawn by the sampler per step (forward batch is 2x with CBE)
     num_instance: int = 4  # K images per identity; SBS-faithful alternative 16
     cbe_batch_is_forward_batch: bool = False  # true: ims_per_batch counts the forward batch (sample half)
-    num_workers: int = 4
+    num_workers: int = 4  # decoding processes: the pil path's loader workers, the crop cache's build
     val_ids: int = 0  # hold out this many training identities as a validation query/gallery (best.pt)
     val_seed: int = 0  # which identities are held out (independent of the training seed)
+
+
+@dataclass
+class LoaderConfig:
+    """How training crops reach the model (docs/model.md §6.4): the speed of training, not its recipe."""
+
+    # choices.PIPELINES: tensor (decoded-crop cache, batched augmentation on the device) | pil (per image)
+    pipeline: str = "tensor"
+    # the decoded-crop cache's folder; "" = DATA/cache/crops (RUN/cache/crops when DATA is read-only)
+    cache_dir: str = ""
+    prefetch: int = 2  # batches gathered from the cache ahead of the step, on a background thread
 
 
 @dataclass
@@ -138,7 +151,13 @@ class TrainConfig:
     num_threads: int = 0  # torch CPU threads; 0 = torch default
     sync_bn: bool = False  # SyncBatchNorm across DDP processes (CUDA only)
     tensorboard: bool = False  # also write the metrics.jsonl scalars to RUN/tensorboard (extra: tensorboard)
-    channels_last: bool = False  # NHWC weights and batches (faster convolutions on CPU)
+    # Speed levers (docs/model.md §6.4): on the CPU only channels_last (and solver.cpu_bf16) apply, the others are no-ops
+    # (RUN/environment.json records the levers as applied).
+    channels_last: bool = False  # NHWC activations and weights (any device)
+    amp_dtype: str = "float16"  # choices.AMP_DTYPES: autocast dtype with solver.amp (CUDA)
+    fused_adam: bool = False  # one fused kernel for the Adam update (CUDA)
+    compile: bool = False  # torch.compile the training forward (CUDA; off unless measured to win)
+    cudnn_benchmark: bool = True  # let cuDNN pick the fastest convolution for the fixed input size (CUDA)
 
 
 @dataclass
@@ -164,6 +183,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     input: InputConfig = field(default_factory=InputConfig)
     data: DataConfig = field(default_factory=DataConfig)
+    loader: LoaderConfig = field(default_factory=LoaderConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     solver: SolverConfig = field(default_factory=SolverConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -184,6 +204,8 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "loss.bed_reduction": BED_REDUCTIONS,
     "loss.cls_head_loss": HEAD_LOSSES,
     "test.metric": METRICS,
+    "loader.pipeline": PIPELINES,
+    "train.amp_dtype": AMP_DTYPES,
 }
 
 
@@ -309,6 +331,8 @@ def validate(cfg: Config) -> Config:
         )
     if d.val_ids < 0:
         raise ConfigError("data.val_ids must be 0 (no validation split) or a number of identities")
+    if cfg.loader.prefetch < 0:
+        raise ConfigError("loader.prefetch must be 0 (gather in the training loop) or a number of batches")
     if cfg.solver.max_epochs < 1:
         raise ConfigError("solver.max_epochs must be at least 1")
     return cfg
@@ -371,6 +395,28 @@ def resolve_config_path(name_or_path: str | Path) -> Path:
     raise ConfigError(f"config file not found: {path}")
 
 
+#: The deepest list or mapping an override value may hold (no config value nests beyond 2), and the
+#: most items it may hold: YAML anchors can make a short value expand beyond any memory.
+MAX_OVERRIDE_NESTING = 16
+MAX_OVERRIDE_ITEMS = 100_000
+
+
+def _override_size_problem(value: Any) -> str | None:
+    """Why a parsed override value is too deep or too large, or None; walks it without recursing and
+    stops as soon as either limit is passed."""
+    stack, items = [(value, 0)], 0
+    while stack:
+        node, depth = stack.pop()
+        items += 1
+        if items > MAX_OVERRIDE_ITEMS:
+            return f"holds more than {MAX_OVERRIDE_ITEMS:,} items (repeated YAML anchors?)"
+        if isinstance(node, dict | list):
+            if depth + 1 > MAX_OVERRIDE_NESTING:
+                return f"nests lists or mappings more than {MAX_OVERRIDE_NESTING} levels deep"
+            stack.extend((child, depth + 1) for child in (node.values() if isinstance(node, dict) else node))
+    return None
+
+
 def parse_overrides(overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
     """`section.key=value` strings -> nested dict; values are parsed with yaml.safe_load."""
     nested: dict[str, Any] = {}
@@ -388,6 +434,12 @@ def parse_overrides(overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
             raise ConfigError(
                 f"override {item!r}: value is not valid YAML ({exc.__class__.__name__})"
             ) from None
+        except RecursionError:  # the YAML parser recurses once per nesting level
+            problem = f"nests lists or mappings more than {MAX_OVERRIDE_NESTING} levels deep"
+        else:
+            problem = _override_size_problem(value)
+        if problem is not None:
+            raise ConfigError(f"override {key}: the value {problem}")
         node = nested
         parts = key.split(".")
         for part in parts[:-1]:

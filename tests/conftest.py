@@ -14,6 +14,16 @@ import pytest
 import support.leaderboard as lb
 from click.testing import CliRunner, Result
 
+#: Fixtures that build a real release or train a model: a test that asks for one is `slow` by that
+#: fact alone (the default `-m "not slow"` run stays fast without each test remembering its marker).
+SLOW_FIXTURES = frozenset({"built_release", "tiny_steps"})
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
 
 @pytest.fixture
 def run_opreid() -> Callable[..., Result]:

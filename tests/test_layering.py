@@ -46,7 +46,7 @@ ROOMS: dict[str, dict[str, frozenset[str] | str]] = {
         "errors": frozenset(),
         "curation": frozenset({"errors"}),
         "split": frozenset({"errors"}),
-        "release": frozenset({"errors", "split"}),
+        "release": frozenset({"errors", "curation", "split"}),
         "public_datasets": frozenset({"errors", "curation", "split", "release"}),
         "synth": frozenset({"errors", "curation", "split"}),
         "export": frozenset({"errors", "release"}),

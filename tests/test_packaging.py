@@ -17,18 +17,16 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_wheel_ships_templates_and_presets(tmp_path):
     # Build from a clean copy: a stale build/ folder in the checkout would hide a missing glob.
     src = tmp_path / "src"
-    skip = (
-        ".venv",
-        "build",
-        ".git",
-        "demo-out",
-        "runs",
-        "__pycache__",
-        ".pytest_cache",
-        ".ruff_cache",
-        ".agents",
-    )
-    shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(*skip, "*.egg-info"))
+    # Checkout-level folders (a run folder is named `runs` like the reid_model.runs package, so
+    # these are skipped at the top only) and caches anywhere.
+    top_level = {".venv", "build", ".git", "demo-out", "runs", ".agents"}
+    anywhere = shutil.ignore_patterns("__pycache__", ".pytest_cache", ".ruff_cache", "*.egg-info")
+
+    def ignore(folder: str, names: list[str]) -> set[str]:
+        skipped = set(anywhere(folder, names))
+        return skipped | (top_level & set(names) if Path(folder) == ROOT else set())
+
+    shutil.copytree(ROOT, src, ignore=ignore)
     proc = subprocess.run(
         [
             sys.executable,
@@ -51,7 +49,9 @@ def test_wheel_ships_templates_and_presets(tmp_path):
         p.relative_to(ROOT).as_posix()
         for pkg in ("manifests", "opreid_builder", "reid_model", "benchmarks")
         for p in (ROOT / pkg).rglob("*")
-        if p.suffix in {".html", ".yaml", ".css", ".js", ".onnx"} or p.name.startswith("LICENSE-")
+        if p.suffix in {".html", ".j2", ".yaml", ".css", ".js", ".onnx"}
+        or p.name.startswith("LICENSE-")
+        or (p.suffix == ".json" and p.parent.name == "models")
     ]
     assert runtime_files, "expected templates in the packages"
     assert (
@@ -60,6 +60,9 @@ def test_wheel_ships_templates_and_presets(tmp_path):
     assert (
         "opreid_builder/curation/models/LICENSE-face_detection_yunet.txt" in runtime_files
     )  # and its MIT notice
+    assert "opreid_builder/curation/models/occlusion_flag.json" in runtime_files  # the learned occlusion flag
+    assert "opreid_builder/release/templates/dataset_card.md.j2" in runtime_files  # the release card
+    assert "opreid_builder/public_datasets/templates/benchmark_card.md.j2" in runtime_files
     missing = [f for f in runtime_files if f not in names]
     assert not missing, f"not in the wheel: {missing}"
     presets = {p.name for p in (ROOT / "configs").glob("*.yaml")}

@@ -20,6 +20,7 @@ import click
 
 from benchmarks.cli.submission_options import metric_option, similarity_option
 from benchmarks.leaderboard.export import FORMATS as EXPORT_FORMATS
+from benchmarks.leaderboard.names import TEAM_NAME_RULE, printable
 from benchmarks.leaderboard.settings import BoardSettings, WebSettings
 from benchmarks.leaderboard.store import PHASES, Store
 
@@ -42,7 +43,10 @@ class UtcTime(click.ParamType):
         except ValueError:
             self.fail(f"{value!r} is not an ISO 8601 date or time (e.g. 2025-03-01 or 2025-03-01T12:00Z)")
         if parsed.tzinfo is not None:
-            parsed = parsed.astimezone(timezone.utc).replace(tzinfo=None)
+            try:
+                parsed = parsed.astimezone(timezone.utc).replace(tzinfo=None)
+            except OverflowError:  # year 1 or 9999 shifted out of datetime's range by its offset
+                self.fail(f"{value!r} is out of range in UTC (0001-01-01 to 9999-12-31)")
         return parsed
 
 
@@ -168,12 +172,11 @@ def team() -> None:
     """Add, revoke and list teams (host token required)."""
 
 
-@team.command("add")
+@team.command("add", help=f"Add a team; prints its token (shown once). NAME: {TEAM_NAME_RULE}.")
 @click.argument("name")
 @_store_options
 @_token_option("Host token.")
 def team_add(name, db, data, as_json, token) -> None:
-    """Add a team; prints its token (shown once)."""
     from benchmarks.leaderboard.teams import add_team
 
     team_token = add_team(_open(db, data), token, name)
@@ -206,7 +209,7 @@ def team_list(db, data, as_json, token) -> None:
     rows = list_teams(_open(db, data), token)
     text = (
         "\n".join(
-            f"{r['name']}\t{r['submissions']} submission(s){'  (revoked)' if r['revoked'] else ''}"
+            f"{printable(r['name'])}\t{r['submissions']} submission(s){'  (revoked)' if r['revoked'] else ''}"
             for r in rows
         )
         or "no teams"
@@ -270,13 +273,18 @@ def phase_close(name, db, data, as_json, token) -> None:
 
 
 @leaderboard.command("reveal")
+@click.option(
+    "--wait", "wait_s", type=click.FloatRange(min=0), default=0, show_default=True,
+    help="Seconds to wait for submissions received before the final phase closed and still being scored "
+    "(else the reveal is refused while they are).",
+)  # fmt: skip
 @_store_options
 @_token_option("Host token.")
-def reveal_cmd(db, data, as_json, token) -> None:
+def reveal_cmd(wait_s, db, data, as_json, token) -> None:
     """Make the final phase's private standings public (host; only after the final phase has closed)."""
     from benchmarks.leaderboard.phases import reveal
 
-    when = reveal(_open(db, data), token)
+    when = reveal(_open(db, data), token, wait_s=wait_s)
     stamp = when.isoformat() + "Z"
     _emit(as_json, {"revealed_at": stamp}, f"private standings revealed ({stamp}); "
           "`opreid leaderboard show --private --phase final` now shows them to anyone")  # fmt: skip
@@ -330,7 +338,9 @@ def _selection_text(status: dict) -> str:
     ]
     for c in status["counts"]:
         score = " ".join(f"{k}={v}" for k, v in c["metrics"].items() if not k.startswith("num_"))
-        lines.append(f"  {c['submission_id']}\t{c['track']}\t{c['method']}\t{c['reason']}\t{score}")
+        lines.append(
+            f"  {c['submission_id']}\t{c['track']}\t{printable(c['method'])}\t{c['reason']}\t{score}"
+        )
     return "\n".join(lines)
 
 
@@ -358,7 +368,7 @@ def history_cmd(team_name, db, data, as_json, token) -> None:
     rows = team_history(_open(db, data), token, team_name)
     text = (
         "\n".join(
-            f"{r['id']}\t{r['submitted_at']}\t{r['phase']}\t{r['track']}\t{r['method']}\t"
+            f"{r['id']}\t{r['submitted_at']}\t{r['phase']}\t{r['track']}\t{printable(r['method'])}\t"
             + " ".join(f"{k}={v}" for k, v in r["metrics"].items() if not k.startswith("num_"))
             + ("\tcounts" if r["counts"] else "")
             for r in rows
@@ -387,7 +397,7 @@ def _text_table(standings) -> str:
         header += [f"private {c}" for c in cols] if standings.private else []
         lines = [header]
         for r in rows:
-            row = ["base" if r.baseline else str(r.rank), r.team, r.method]
+            row = ["base" if r.baseline else str(r.rank), printable(r.team), printable(r.method)]
             row += ["" if r.metrics.get(c) is None else f"{r.metrics[c]:.4f}" for c in cols]
             if standings.private:
                 private = r.private_metrics or {}
@@ -467,26 +477,37 @@ def baseline_cmd(submission_id, unset, db, data, as_json, token) -> None:
     "--timeout",
     "timeout_s",
     default=_WEB.request_timeout_s,
-    type=float,
+    type=click.FloatRange(min=0, min_open=True),
     show_default=True,
     help="Request timeout in seconds.",
+)
+@click.option(
+    "--header-timeout",
+    "header_timeout_s",
+    default=_WEB.header_timeout_s,
+    type=click.FloatRange(min=0, min_open=True),
+    show_default=True,
+    help="Seconds a connection may take to send a request's headers (at most --timeout); then it is closed.",
 )
 @click.option("--db", envvar=DB_ENV, help=f"Database file or URL (env {DB_ENV}).")
 @click.option(
     "--data", type=click.Path(file_okay=False), help="Built dataset OUT (its recorded leaderboard)."
 )
-def serve_cmd(host, port, max_upload_mb, timeout_s, db, data) -> None:
+def serve_cmd(host, port, max_upload_mb, timeout_s, header_timeout_s, db, data) -> None:
     """Serve the standings page, the team and host pages, an upload form and a JSON API."""
     import uvicorn
 
-    from benchmarks.leaderboard.web import create_app, install_log_redaction
+    from benchmarks.leaderboard.web import create_app, install_log_redaction, server_config
 
     store = _open(db, data)
     with store.session() as session:
         store.board(session)  # fail now, not on the first request
-    app = create_app(
-        store, WebSettings(max_upload_bytes=int(max_upload_mb * 2**20), request_timeout_s=timeout_s)
+    settings = WebSettings(
+        max_upload_bytes=int(max_upload_mb * 2**20),
+        request_timeout_s=timeout_s,
+        header_timeout_s=header_timeout_s,
     )
+    app = create_app(store, settings)
     install_log_redaction()
     click.echo(f"serving {store.display_url} on http://{host}:{port}/", err=True)
-    uvicorn.run(app, host=host, port=port, log_level="info")
+    uvicorn.Server(server_config(app, settings, host=host, port=port)).run()

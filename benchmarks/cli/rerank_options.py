@@ -7,14 +7,15 @@ from typing import Any, TypeVar
 
 import click
 
-from benchmarks.rerank.kreciprocal import RerankSettings
+from benchmarks.rerank.settings import DEVICE_HELP, DEVICE_PATTERN, PRECISIONS, RerankSettings
 
 F = TypeVar("F", bound=Callable[..., Any])
 _DEFAULTS = RerankSettings()
 
 
 def rerank_options(func: F) -> F:
-    """Adds --rerank, --rerank-k1, --rerank-k2, --rerank-lambda and --rerank-memory-mb."""
+    """Adds --rerank, --rerank-k1, --rerank-k2, --rerank-lambda, --rerank-memory-mb, --rerank-device and
+    --rerank-precision."""
     options = [
         click.option(
             "--rerank", is_flag=True,
@@ -28,10 +29,22 @@ def rerank_options(func: F) -> F:
                      show_default=True, help="Re-ranking: weight of the original distance against the Jaccard one."),
         click.option("--rerank-memory-mb", type=click.IntRange(min=1), default=_DEFAULTS.memory_mb,
                      show_default=True, help="Re-ranking: working memory for its blocks, in MiB."),
+        click.option("--rerank-device", default=_DEFAULTS.device, show_default=True, callback=_check_device,
+                     help=f"Re-ranking: where it runs: {DEVICE_HELP}. Same result on each, within float tolerance."),
+        click.option("--rerank-precision", type=click.Choice(PRECISIONS), default=_DEFAULTS.precision,
+                     show_default=True,
+                     help="Re-ranking: precision of the products that screen the neighbours (re-checked exactly: "
+                          "the same result with each); auto takes bfloat16 where this machine runs it faster."),
     ]  # fmt: skip
     for option in reversed(options):
         func = option(func)
     return func
+
+
+def _check_device(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    if not DEVICE_PATTERN.fullmatch(value):
+        raise click.BadParameter(f"must be {DEVICE_HELP}; got {value!r}")
+    return value
 
 
 def rerank_settings(kwargs: dict[str, Any]) -> RerankSettings | None:
@@ -39,6 +52,7 @@ def rerank_settings(kwargs: dict[str, Any]) -> RerankSettings | None:
     enabled = kwargs.pop("rerank")
     settings = RerankSettings(
         k1=kwargs.pop("rerank_k1"), k2=kwargs.pop("rerank_k2"), lambda_value=kwargs.pop("rerank_lambda"),
-        memory_mb=kwargs.pop("rerank_memory_mb"),
+        memory_mb=kwargs.pop("rerank_memory_mb"), device=kwargs.pop("rerank_device"),
+        precision=kwargs.pop("rerank_precision"),
     )  # fmt: skip
     return settings if enabled else None

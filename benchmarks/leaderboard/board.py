@@ -17,7 +17,12 @@ from pathlib import Path
 import numpy as np
 from sqlalchemy import select
 
-from benchmarks.leaderboard.errors import AlreadyInitialisedError, DatasetChangedError, LeaderboardError
+from benchmarks.leaderboard.errors import (
+    AlreadyInitialisedError,
+    DatasetChangedError,
+    DatasetUnscorableError,
+    LeaderboardError,
+)
 from benchmarks.leaderboard.partition import draw_private, new_seed, query_ids_digest
 from benchmarks.leaderboard.phases import initial_phases, load_phases, write_phases
 from benchmarks.leaderboard.settings import BoardSettings
@@ -30,13 +35,14 @@ log = logging.getLogger(__name__)
 
 
 def read_query_ids(data_dir: str | Path) -> list[str]:
+    """The release's query ids in order; DatasetUnscorableError (host side) when it is not a built dataset."""
     layout = DatasetLayout(data_dir)
     try:
         table = read_manifest(layout.query, QUERY, columns=["image_id"])
     except ManifestError as exc:
-        raise LeaderboardError(f"not a built dataset: {exc}") from None
+        raise DatasetUnscorableError(f"not a built dataset: {exc}") from None
     if not layout.ground_truth.is_file():
-        raise LeaderboardError(f"not a built dataset: {layout.ground_truth} is missing")
+        raise DatasetUnscorableError(f"not a built dataset: {layout.ground_truth} is missing")
     return table.column("image_id").to_pylist()
 
 
@@ -75,7 +81,7 @@ def create_board(store: Store, data_dir: str | Path, settings: BoardSettings = B
     store.create_file()
     store.create_schema()
     token = new_token()
-    with store.session() as session:
+    with store.locked() as session:
         if session.get(Board, 1) is not None:
             raise AlreadyInitialisedError(f"{store.display_url} already holds a leaderboard")
         session.add(

@@ -13,11 +13,23 @@ class LeaderboardError(OpreidError):
     """Base class of every leaderboard failure a user can act on."""
 
 
-class NotInitialisedError(LeaderboardError):
+class HostSideError(LeaderboardError):
+    """A fault on the host's side (the database, the dataset): nothing a participant can act on.
+
+    The message names server paths and URLs for the host; the web app answers a generic 503 and
+    logs the message instead of showing it.
+    """
+
+
+class DatabaseUnavailableError(HostSideError):
+    """The database server is down, or the file cannot be opened or stays locked past the busy timeout."""
+
+
+class NotInitialisedError(HostSideError):
     """The database holds no leaderboard (run `opreid leaderboard init`)."""
 
 
-class OutdatedSchemaError(LeaderboardError):
+class OutdatedSchemaError(HostSideError):
     """The database was made by another opreid version; the message says how to upgrade it."""
 
 
@@ -68,12 +80,16 @@ class RejectedSubmissionError(LeaderboardError):
         return "invalid submission (no quota used): " + "; ".join(self.problems) + quota
 
 
-class DatasetChangedError(LeaderboardError):
+class DatasetChangedError(HostSideError):
     """The query manifest changed since `init`, so the stored hidden partition no longer applies."""
 
 
+class DatasetUnscorableError(HostSideError):
+    """The leaderboard's own dataset cannot be read by the scorer."""
+
+
 class SubmissionAbandonedError(LeaderboardError):
-    """Scoring outlived the request timeout; nothing was recorded and no quota was used."""
+    """Scoring outlived the request timeout or its deadline; nothing was recorded and no quota was used."""
 
 
 class PhaseClosedError(LeaderboardError):
@@ -86,6 +102,10 @@ class NotRevealedError(LeaderboardError):
     """The private board is the host's until the final phase has closed and the host has revealed it."""
 
     exit_code = ExitCode.REFUSED
+
+
+class ScoringPendingError(NotRevealedError):
+    """The reveal waits for submissions received before the final phase closed and still being scored."""
 
 
 class SelectionError(LeaderboardError):

@@ -6,7 +6,9 @@ import csv
 import io
 import json
 
+from benchmarks.leaderboard.names import printable
 from benchmarks.leaderboard.standings import Standings, metric_columns
+from manifests import csv_cell
 
 FORMATS = ("csv", "json", "md")
 
@@ -34,18 +36,19 @@ def _table(standings: Standings) -> tuple[list[str], list[list[object]]]:
     return header, rows
 
 
-def _csv_cell(value: object) -> object:
-    """Text that a spreadsheet would run as a formula gets a leading quote (CSV injection)."""
-    if value is None:
-        return ""
-    if isinstance(value, str) and value[:1] in ("=", "+", "@", "-", "\t", "\r"):
-        return "'" + value
-    return value
+#: Markdown's inline syntax (emphasis, code, links and images, strikethrough, tables, escapes):
+#: backslash-escaped so that a name renders as the text it is.
+_MD_SPECIAL = frozenset("\\`*_[]()!~|#")
+#: HTML, which Markdown passes through: as entities, so no tag, autolink or entity survives.
+_HTML = {"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;"}
 
 
 def _md_cell(value: object) -> str:
+    """A cell's text as inert Markdown: no emphasis, link, image, HTML tag or table break; newlines
+    as spaces; control and invisible formatting characters visibly escaped (`names.printable`)."""
     text = "" if value is None else str(value)
-    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
+    text = printable(" ".join(text.splitlines()))
+    return "".join(_HTML.get(c) or ("\\" + c if c in _MD_SPECIAL else c) for c in text)
 
 
 def render(standings: Standings, fmt: str) -> str:
@@ -56,7 +59,7 @@ def render(standings: Standings, fmt: str) -> str:
         buf = io.StringIO()
         writer = csv.writer(buf, lineterminator="\n")
         writer.writerow(header)
-        writer.writerows([[_csv_cell(v) for v in row] for row in rows])
+        writer.writerows([[csv_cell(v) for v in row] for row in rows])
         return buf.getvalue()
     if fmt == "md":
         lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]

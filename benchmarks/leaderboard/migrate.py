@@ -17,7 +17,16 @@ from sqlalchemy.engine import Connection
 from benchmarks.leaderboard.errors import AuthError, LeaderboardError
 from benchmarks.leaderboard.phases import initial_phases, write_phases
 from benchmarks.leaderboard.settings import BoardSettings
-from benchmarks.leaderboard.store import PHASES, SCHEMA_VERSION, Base, Board, Phase, Store, Submission
+from benchmarks.leaderboard.store import (
+    PHASES,
+    SCHEMA_VERSION,
+    Base,
+    Board,
+    PendingSubmission,
+    Phase,
+    Store,
+    Submission,
+)
 from benchmarks.leaderboard.tokens import matches
 
 log = logging.getLogger(__name__)
@@ -42,7 +51,7 @@ def migrate(store: Store, host_token: str | None) -> dict:
     before = store.schema_version()
     if before >= SCHEMA_VERSION:
         return {"db": store.display_url, "from": before, "to": before, "migrated": False}
-    with store.engine.begin() as conn:
+    with store.locked_connection() as conn:
         board = Table(Board.__tablename__, MetaData(), autoload_with=conn)
         row = conn.execute(select(board.c.host_token_hash).where(board.c.id == 1)).first()
         if row is None:
@@ -54,7 +63,7 @@ def migrate(store: Store, host_token: str | None) -> dict:
             for name in names:
                 if name not in present:
                     _add_column(conn, table, name)
-        Base.metadata.create_all(conn, tables=[Phase.__table__])
+        Base.metadata.create_all(conn, tables=[Phase.__table__, PendingSubmission.__table__])
         conn.execute(
             update(Board.__table__)
             .where(Board.__table__.c.id == 1)
@@ -70,7 +79,7 @@ def migrate(store: Store, host_token: str | None) -> dict:
                     truncated_at=None if truncated is None else int(truncated),
                 )
             )  # fmt: skip
-    with store.session() as session:
+    with store.locked() as session:
         if session.get(Phase, PHASES[0]) is None:
             write_phases(session, initial_phases())
     store.forget_schema()

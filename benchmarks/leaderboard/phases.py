@@ -8,20 +8,32 @@ until the host sets it. A window without an end stays open until the host closes
 As on Kaggle, the private board (scores on the hidden private queries) stays with the host until
 the final phase has closed and the host reveals it; from then on anyone may read the final
 phase's private standings. Selections for the private board freeze when a phase closes.
+
+A submission's phase is decided when it is received, so one received before the final phase ends
+is recorded in the final phase even when its scoring ends after. The reveal therefore waits for
+(or refuses while) such submissions are being scored, until their scoring deadline: the revealed
+board never gains a row afterwards.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from benchmarks.leaderboard.errors import AuthError, LeaderboardError, NotRevealedError, PhaseClosedError
-from benchmarks.leaderboard.store import PHASES, Board, Phase, Store, utcnow
+from benchmarks.leaderboard.errors import (
+    AuthError,
+    LeaderboardError,
+    NotRevealedError,
+    PhaseClosedError,
+    ScoringPendingError,
+)
+from benchmarks.leaderboard.store import PHASES, Board, PendingSubmission, Phase, Store, utcnow
 from benchmarks.leaderboard.teams import require_host
 from benchmarks.leaderboard.tokens import matches
 
@@ -176,8 +188,8 @@ def set_phase(
     Scheduling the final phase ends an open-ended development phase when final starts.
     """
     check_phase_name(name)
-    with store.session() as session:
-        board = store.board(session)
+    with store.locked() as session:
+        board = store.board(session, lock=True)
         require_host(board, host_token)
         if name == FINAL and board.revealed_at is not None:
             raise LeaderboardError(
@@ -206,8 +218,8 @@ def close_phase(
     """Host only: end an open phase now (its standings and selections freeze)."""
     check_phase_name(name)
     now = clock()
-    with store.session() as session:
-        require_host(store.board(session), host_token)
+    with store.locked() as session:
+        require_host(store.board(session, lock=True), host_token)
         windows = {p.name: p for p in load_phases(session)}
         phase = windows[name]
         state = phase.state(now)
@@ -221,12 +233,35 @@ def close_phase(
     return [w.to_json(now) for w in windows.values()]
 
 
-def reveal(store: Store, host_token: str | None, clock: Callable[[], datetime] = utcnow) -> datetime:
-    """Host only: make the final phase's private standings public. Refused until the final phase has closed."""
+def reveal(
+    store: Store,
+    host_token: str | None,
+    clock: Callable[[], datetime] = utcnow,
+    *,
+    wait_s: float = 0.0,
+    poll_s: float = 0.5,
+) -> datetime:
+    """Host only: make the final phase's private standings public. Refused until the final phase has
+    closed, and while a submission received before its end is still being scored: then it waits up to
+    `wait_s` seconds for them before refusing (ScoringPendingError)."""
+    give_up = time.monotonic() + wait_s
+    while True:
+        try:
+            return _reveal_now(store, host_token, clock)
+        except ScoringPendingError:
+            if time.monotonic() + poll_s > give_up:
+                raise
+            time.sleep(poll_s)
+
+
+def _reveal_now(store: Store, host_token: str | None, clock: Callable[[], datetime]) -> datetime:
+    store.ensure_pending_table()
     now = clock()
-    with store.session() as session:
-        board = store.board(session)
+    with store.locked() as session:
+        board = store.board(session, lock=True)
         require_host(board, host_token)
+        if board.revealed_at is not None:
+            return board.revealed_at
         final = next(p for p in load_phases(session) if p.name == FINAL)
         state = final.state(now)
         if state != "closed":
@@ -239,10 +274,20 @@ def reveal(store: Store, host_token: str | None, clock: Callable[[], datetime] =
                 f"the private board is revealed only after the final phase closes; the final phase is "
                 f"{state} ({final.describe()}): {hint}"
             )
-        if board.revealed_at is None:
-            board.revealed_at = now
-            log.info("private board revealed at %s", now)
-        return board.revealed_at
+        pending = session.scalars(select(PendingSubmission).where(PendingSubmission.phase == FINAL)).all()
+        live = [p for p in pending if p.expires_at > now]
+        if live:
+            latest = max(p.expires_at for p in live)
+            raise ScoringPendingError(
+                f"{len(live)} submission(s) received before the final phase closed are still being scored; "
+                f"reveal once they are recorded (by {latest:{_TIME}} UTC at the latest; "
+                "`opreid leaderboard reveal --wait SECONDS` waits for them)"
+            )
+        if pending:  # their scoring outlived its deadline: they can no longer be recorded
+            session.execute(delete(PendingSubmission).where(PendingSubmission.phase == FINAL))
+        board.revealed_at = now
+        log.info("private board revealed at %s", now)
+        return now
 
 
 def require_private_view(board: Board, phase: str, host_token: str | None) -> None:

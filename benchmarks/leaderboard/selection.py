@@ -70,9 +70,9 @@ def select_submissions(
 ) -> dict:
     """Replace the team's selection in the open phase by `submission_ids` (none: back to the default)."""
     ids = sorted(set(int(i) for i in submission_ids))
-    with store.session() as session:
+    with store.locked() as session:
         board = store.board(session)
-        team = authenticate_team(session, token)
+        team = authenticate_team(session, token, lock=True)
         phases = load_phases(session)
         phase = open_phase(phases, clock())
         if phase is None:

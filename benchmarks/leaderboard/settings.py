@@ -7,6 +7,11 @@ from datetime import datetime
 
 from benchmarks.submission.formats import DEFAULT_MAX_UPLOAD_BYTES
 
+#: How long a received submission may take to score. The reveal waits for a final-phase submission
+#: at most this long; one still scoring after the reveal is then never recorded. The web app uses
+#: its request timeout instead, which calls a submission off sooner.
+SCORING_DEADLINE_S = 3600.0
+
 
 @dataclass(frozen=True)
 class BoardSettings:
@@ -31,5 +36,11 @@ class BoardSettings:
 class WebSettings:
     """Limits of `leaderboard serve`."""
 
-    max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES
+    max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES  # a submission's multipart body
     request_timeout_s: float = 300.0
+    max_body_bytes: int = 64 * 1024  # every other body: JSON and sign-in or selection forms
+    header_timeout_s: float = 10.0  # a connection's request line and headers (capped by the request timeout)
+
+    @property
+    def header_deadline_s(self) -> float:
+        return min(self.header_timeout_s, self.request_timeout_s)

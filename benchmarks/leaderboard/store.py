@@ -4,13 +4,18 @@ One database holds one leaderboard. `query_partition` is the host-only table of 
 public/private query split; nothing public ever reads it except the scorer call. `phase` holds the
 development and final windows; each submission records its phase, its kind (a ranked list is
 truncated and ranked apart) and whether its team selected it for the private board.
+`pending_submission` holds the submissions received and still being scored, so that the reveal
+can wait for those of the final phase; it is an addition within schema 2, created on first use.
 
 Schema versions: 1 (no phases, no selection) and 2. A version-1 database is refused with the
 command that upgrades it in place (`opreid leaderboard migrate`, benchmarks/leaderboard/migrate.py).
 
-Concurrency: `Store.locked()` opens the transaction in which a quota is checked and a submission
-inserted. On SQLite it starts with `BEGIN IMMEDIATE` (one writer at a time, across processes); on
-PostgreSQL the caller locks the team row with `SELECT ... FOR UPDATE`.
+Concurrency: every write happens in `Store.locked()`. On SQLite it starts with `BEGIN IMMEDIATE`:
+the write lock is taken first, waiting up to the busy timeout, so one writer runs at a time across
+processes. (A plain `BEGIN` that reads and then writes cannot wait: when another connection wrote
+in between, SQLite answers "database is locked" at once.) On PostgreSQL the caller locks the rows
+it decides on with `SELECT ... FOR UPDATE`: the board row for the phase and the reveal, the team
+row for its quota and selection, always in that order.
 """
 
 from __future__ import annotations
@@ -37,11 +42,16 @@ from sqlalchemy import (
     inspect,
     select,
 )
-from sqlalchemy.engine import URL, Engine, make_url
+from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, sessionmaker
 
-from benchmarks.leaderboard.errors import LeaderboardError, NotInitialisedError, OutdatedSchemaError
+from benchmarks.leaderboard.errors import (
+    DatabaseUnavailableError,
+    LeaderboardError,
+    NotInitialisedError,
+    OutdatedSchemaError,
+)
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +61,8 @@ SCHEMA_VERSION = 2
 #: The phases of a leaderboard, in their order.
 PHASES = ("development", "final")
 _IMMEDIATE = "opreid_begin_immediate"
+#: How long a SQLite connection waits for another writer before giving up (milliseconds).
+SQLITE_BUSY_TIMEOUT_MS = 60_000
 
 
 def utcnow() -> datetime:
@@ -147,6 +159,18 @@ class Submission(Base):
         return track_name(self.truncated_at)
 
 
+class PendingSubmission(Base):
+    """A submission received in a phase and still being scored. The reveal waits for those of the final
+    phase until `expires_at`; after that, the submission can no longer be recorded once revealed."""
+
+    __tablename__ = "pending_submission"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    team_id: Mapped[int] = mapped_column(ForeignKey("team.id"))
+    phase: Mapped[str] = mapped_column(String(32), index=True)
+    received_at: Mapped[datetime] = mapped_column(DateTime)
+    expires_at: Mapped[datetime] = mapped_column(DateTime)
+
+
 def track_name(truncated_at: int | None) -> str:
     return "full" if truncated_at is None else f"top-{truncated_at}"
 
@@ -172,7 +196,7 @@ def _sqlite_hooks(engine: Engine) -> None:
     def _connect(dbapi_conn, _record):  # noqa: ANN001
         dbapi_conn.isolation_level = None
         cur = dbapi_conn.cursor()
-        cur.execute("PRAGMA busy_timeout=60000")
+        cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         cur.execute("PRAGMA journal_mode=WAL")  # readers never wait for the writer
         cur.execute("PRAGMA foreign_keys=ON")
         cur.close()
@@ -193,13 +217,14 @@ class Store:
             path = Path(self.url.database or "")
             if self.url.database and not path.parent.is_dir():
                 raise LeaderboardError(f"folder of the database does not exist: {path.parent}")
-            self.engine = create_engine(self.url, connect_args={"timeout": 60})
+            self.engine = create_engine(self.url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
             _sqlite_hooks(self.engine)
         else:
             self.engine = create_engine(self.url, pool_pre_ping=True)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._schema_seen = False
         self._current = False
+        self._pending_table = False
 
     @property
     def display_url(self) -> str:
@@ -213,12 +238,13 @@ class Store:
 
     @contextlib.contextmanager
     def _available(self) -> Iterator[None]:
-        """A server that is down or a file that cannot be opened is a LeaderboardError naming the database."""
+        """A server that is down, or a file that cannot be opened or stays locked, is a
+        DatabaseUnavailableError naming the database (for the host; the web app does not show it)."""
         try:
             yield
         except OperationalError as exc:
             reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc).splitlines()[0]
-            raise LeaderboardError(f"database unavailable: {self.display_url}: {reason}") from None
+            raise DatabaseUnavailableError(f"database unavailable: {self.display_url}: {reason}") from None
 
     def create_schema(self) -> None:
         with self._available():
@@ -235,6 +261,13 @@ class Store:
         except FileExistsError:
             return
         os.close(fd)
+
+    def ensure_pending_table(self) -> None:
+        """Create `pending_submission` in a schema-2 database made before it existed (idempotent)."""
+        if not self._pending_table:
+            with self._available():
+                Base.metadata.create_all(self.engine, tables=[PendingSubmission.__table__])
+            self._pending_table = True
 
     def has_schema(self) -> bool:
         if not self._schema_seen:
@@ -279,23 +312,34 @@ class Store:
 
     @contextlib.contextmanager
     def session(self) -> Iterator[Session]:
-        """A read/write session; commits on success."""
+        """A session for reading; commits on success. Writes go through `locked()`."""
         with self._available(), self._sessions() as session, session.begin():
             yield session
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[Session]:
-        """A session whose transaction holds the write lock from its first statement (SQLite)."""
+        """A write transaction; on SQLite it holds the write lock from its first statement (waiting for
+        it up to the busy timeout); commits on success."""
         with self._available(), self.engine.connect() as conn:
             conn.execution_options(**{_IMMEDIATE: True})
             with Session(bind=conn, expire_on_commit=False) as session, session.begin():
                 yield session
 
-    def board(self, session: Session) -> Board:
+    @contextlib.contextmanager
+    def locked_connection(self) -> Iterator[Connection]:
+        """`locked()` for Core statements (schema changes): a connection inside a write transaction."""
+        with self._available(), self.engine.connect() as conn:
+            conn.execution_options(**{_IMMEDIATE: True})
+            with conn.begin():
+                yield conn
+
+    def board(self, session: Session, *, lock: bool = False) -> Board:
+        """The board row; `lock` holds it until the transaction ends (PostgreSQL; SQLite's
+        `locked()` already holds the whole database)."""
         if not self.has_schema():
             raise NotInitialisedError(f"no leaderboard in {self.display_url}; run `opreid leaderboard init`")
         self.require_current()
-        board = session.get(Board, 1)
+        board = session.get(Board, 1, with_for_update=lock and not self.is_sqlite)
         if board is None:
             raise NotInitialisedError(f"no leaderboard in {self.display_url}; run `opreid leaderboard init`")
         return board

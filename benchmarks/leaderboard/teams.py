@@ -3,26 +3,16 @@
 from __future__ import annotations
 
 import logging
-import re
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from benchmarks.leaderboard.errors import AuthError, TeamExistsError, UnknownTeamError
+from benchmarks.leaderboard.names import check_team_name
 from benchmarks.leaderboard.store import Board, Store, Submission, Team, utcnow
 from benchmarks.leaderboard.tokens import hash_token, matches, new_token
 
 log = logging.getLogger(__name__)
-
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._-]{0,63}$")
-
-
-def check_team_name(name: str) -> str:
-    if not _NAME.match(name or ""):
-        raise UnknownTeamError(
-            f"bad team name {name!r}: 1-64 letters, digits, space, '.', '_' or '-', starting with a letter or digit"
-        )
-    return name
 
 
 def require_host(board: Board, token: str | None) -> None:
@@ -38,16 +28,25 @@ def is_host(store: Store, token: str | None) -> bool:
         return matches(token, store.board(session).host_token_hash)
 
 
-def authenticate_team(session: Session, token: str | None) -> Team:
-    """The active team owning `token`; AuthError for an unknown or revoked token."""
+def authenticate_team(session: Session, token: str | None, *, lock: bool = False) -> Team:
+    """The active team owning `token`; AuthError for an unknown or revoked token. `lock` holds its row
+    until the transaction ends (PostgreSQL)."""
     if not token:
         raise AuthError("a team token is required")
-    team = session.scalar(select(Team).where(Team.token_hash == hash_token(token)))
+    query = select(Team).where(Team.token_hash == hash_token(token))
+    team = session.scalar(query.with_for_update() if lock else query)
     if team is None or not matches(token, team.token_hash):
         raise AuthError("unknown team token")
     if team.revoked_at is not None:
         raise AuthError(f"the token of team {team.name!r} was revoked")
     return team
+
+
+def team_name_of(store: Store, token: str | None) -> str:
+    """The name of the active team owning `token`; AuthError for a missing, unknown or revoked token."""
+    with store.session() as session:
+        store.board(session)
+        return authenticate_team(session, token).name
 
 
 def authorize_team_view(session: Session, board: Board, token: str | None, name: str | None) -> Team:
@@ -73,10 +72,15 @@ def add_team(store: Store, host_token: str | None, name: str) -> str:
     """Create a team; returns its token (shown once, stored hashed)."""
     check_team_name(name)
     token = new_token()
-    with store.session() as session:
+    with store.locked() as session:
         require_host(store.board(session), host_token)
-        if session.scalar(select(Team).where(Team.name == name)) is not None:
+        same = session.scalar(select(Team.name).where(func.lower(Team.name) == name.lower()))
+        if same == name:
             raise TeamExistsError(f"team {name!r} already exists")
+        if same is not None:
+            raise TeamExistsError(
+                f"team {name!r} would look like team {same!r}, which exists: choose another name"
+            )
         session.add(Team(name=name, token_hash=hash_token(token), created_at=utcnow()))
     log.info("added team %r", name)
     return token
@@ -84,7 +88,7 @@ def add_team(store: Store, host_token: str | None, name: str) -> str:
 
 def revoke_team(store: Store, host_token: str | None, name: str) -> None:
     """Revoke a team's token: it can no longer submit; its recorded submissions stay in the standings."""
-    with store.session() as session:
+    with store.locked() as session:
         require_host(store.board(session), host_token)
         team = session.scalar(select(Team).where(Team.name == name))
         if team is None:

@@ -1,4 +1,4 @@
-"""`opreid build-split`, `opreid validate` and `opreid export`: parse, call the library, print.
+"""`opreid build-split`: parse, call the library, print.
 
 Summaries go to stdout (`--json`: JSON alone); warnings and errors go to stderr through the root's
 error policy.
@@ -16,7 +16,6 @@ from manifests import InvalidInputError
 from opreid_builder.build import COUNT_NAMES, SplitRequest
 from opreid_builder.cli.curate import config_from_options, curate_options, progress_option, show_progress
 from opreid_builder.errors import SplitError
-from opreid_builder.export.formats import FORMATS as EXPORT_FORMATS
 from opreid_builder.split.presets import PRESETS
 from opreid_builder.split.protocol import ProtocolRules
 
@@ -173,83 +172,3 @@ def build_split(ctx: click.Context, raw: Path | None, out: Path, curated: bool, 
         for violation in result.report.violations:
             click.echo(str(violation), err=True)
         raise InvalidInputError(f"the release in {out} breaks {len(result.report.violations)} invariant(s)")
-
-
-@click.command("validate")
-@click.argument("out", type=click.Path(path_type=Path, exists=True))
-@click.option(
-    "--public", is_flag=True,
-    help="OUT is a participants' package (folder or archive from `opreid release pack`): check it alone.",
-)  # fmt: skip
-@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
-def validate_cmd(out: Path, public: bool, as_json: bool) -> None:
-    """Check every invariant of a release (or, with --public, of a participants' package); one line
-    per violation (exit 2) or a summary (exit 0).
-
-    The invariants follow the release's protocol (dataset.json `protocol`): an OPReID build, or a
-    benchmark imported with its official split. What that protocol allows but a reader should know
-    (queries without a cross-camera match, counts that differ from the published ones) is printed
-    as a note on stderr.
-    """
-    from opreid_builder.release.validate import validate, validate_public
-
-    report = validate_public(out) if public else validate(out)
-    if as_json:
-        click.echo(json.dumps(report.as_dict(), indent=2, default=str))
-    elif report.ok:
-        counts = report.summary.get("counts", {})
-        parts = ", ".join(
-            f"{s} {c['ids']} ids / {c['images']} images" if "ids" in c else f"{s} {c['images']} images"
-            for s, c in counts.items()
-        )
-        protocol = report.summary.get("protocol")
-        click.echo(f"ok: {out}{f' ({protocol} protocol)' if protocol else ''}: {parts}; "
-                   f"{report.summary.get('files_checked', 0)} checksums verified")  # fmt: skip
-    else:
-        for violation in report.violations:
-            click.echo(str(violation))
-    if not as_json:
-        for note in report.notes:
-            click.echo(f"opreid validate: note: {note}", err=True)
-    if not report.ok:
-        raise InvalidInputError(f"{out}: {len(report.violations)} violation(s)")
-
-
-@click.command("export")
-@click.argument("out", type=click.Path(path_type=Path, exists=True, file_okay=False))
-@click.option(
-    "--format", "fmt", type=click.Choice(list(EXPORT_FORMATS)), default="market1501", show_default=True,
-    help="market1501: fast-reid/torchreid folders (names carry pids); hf: Hugging Face datasets Parquet shards.",
-)  # fmt: skip
-@click.option("-o", "--dest", type=click.Path(path_type=Path), required=True, help="New folder to write.")
-@click.option(
-    "--with-ground-truth", is_flag=True,
-    help="hf: add the private query/gallery pids and occlusion flags (host only; never publish the result).",
-)  # fmt: skip
-@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
-@progress_option
-def export_cmd(
-    out: Path, fmt: str, dest: Path, with_ground_truth: bool, as_json: bool, progress: bool | None
-) -> None:
-    """Export the release OUT for other tools.
-
-    market1501 writes bounding_box_train/, query/, bounding_box_test/ with Market-1501 names: the
-    names carry pids, so it needs OUT/private/ground_truth.parquet and yields a folder with the
-    ground truth in it (not for participants). hf writes Parquet shards, README.md and croissant.json
-    that `datasets.load_dataset` reads; it holds no private label unless --with-ground-truth.
-    """
-    from opreid_builder.export.formats import export_release
-
-    result = export_release(
-        out, dest, fmt, progress=show_progress(progress), with_ground_truth=with_ground_truth
-    )
-    if as_json:
-        click.echo(json.dumps({"format": fmt, "dest": str(result.dest), "images": result.images,
-                               "warnings": result.warnings,
-                               "contains_ground_truth": result.contains_ground_truth}, indent=2))  # fmt: skip
-    else:
-        counts = ", ".join(f"{k} {v}" for k, v in result.images.items())
-        truth = "no private ground truth"
-        if result.contains_ground_truth:
-            truth = ("names carry" if fmt == "market1501" else "it holds") + " the private ground truth"
-        click.echo(f"exported {fmt} to {result.dest}: {counts} images ({truth})")

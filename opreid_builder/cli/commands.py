@@ -12,14 +12,14 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "occlusion": (
         "opreid_builder.cli.curate:occlusion",
-        "Occlusion rule tools (calibrate a rule on labelled crops).",
+        "Occlusion flag tools (calibrate rules and flags on labelled crops, fit a learned flag).",
     ),
     "build-split": (
         "opreid_builder.cli.build_split:build_split",
         "Curate RAW, draw the OPReID split and write the release.",
     ),
     "validate": (
-        "opreid_builder.cli.build_split:validate_cmd",
+        "opreid_builder.cli.validate:validate_cmd",
         "Check every invariant of a built release (checksums, leaks, protocol).",
     ),
     "import": (
@@ -31,7 +31,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "Package a release for participants: public files only, a sample submission, instructions.",
     ),
     "export": (
-        "opreid_builder.cli.build_split:export_cmd",
+        "opreid_builder.cli.export:export_cmd",
         "Export a release to the Market-1501 layout (needs the private ground truth).",
     ),
 }

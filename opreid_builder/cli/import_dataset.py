@@ -26,6 +26,9 @@ _FACE_NAMES = ("face_detectors", "face_models", "insightface_root", "face_score"
 
 def _print(result) -> None:
     click.echo(f"imported {result.format}{f' ({result.subset})' if result.subset else ''} into {result.out}")
+    why = {"counts": "its counts are the published ones", "user": "--published"}.get(result.published)
+    click.echo(f"name: {result.name} (" + (f"the published {result.format}: {why})" if why else
+               f"not the published {result.format}: no comparison with published results; --published if it is)"))  # fmt: skip
     click.echo(f"{'split':<9}{'ids':>8}{'images':>9}{'published':>18}{'occluded':>10}  flags")
     for split in SPLITS:
         got, pub = result.counts[split], result.official_counts.get(split, {})
@@ -35,8 +38,8 @@ def _print(result) -> None:
                    f"{result.occlusion_flags[split]}")  # fmt: skip
     i = result.images
     click.echo(
-        f"images: {i['hardlink']} hard-linked, {i['copy']} copied, {i['stripped']} without JPEG metadata, "
-        f"{i['masked']} face-masked; {result.junk} junk left out, {len(result.unexpected)} unexpected file(s) "
+        f"images: {i['hardlink']} hard-linked, {i['copy']} copied, {i['stripped']} without metadata, "
+        f"{i['converted']} converted to PNG, {i['masked']} face-masked; {result.junk} junk left out, {len(result.unexpected)} unexpected file(s) "
         f"skipped, {len(result.unreadable)} unreadable"
     )
     notes = len(result.report.notes)
@@ -61,8 +64,18 @@ recorded as unknown.
               help="cuhk03: the detected (default) or labeled boxes of CUHK03-NP.")  # fmt: skip
 @click.option("--copy", is_flag=True, help="Copy the images instead of hard-linking them (hard links need "
               "OUT on SRC's file system; elsewhere images are copied anyway).")  # fmt: skip
-@click.option("--seed", type=click.IntRange(min=0), default=ImportOptions.seed, show_default=True,
-              help="Seed of the opaque public names and the pid remapping.")  # fmt: skip
+@click.option("--seed", type=click.IntRange(min=0), default=None,
+              help="Seed of the opaque public names and the pid remapping. Default: a random secret, kept in "
+              "private/naming.json. A fixed seed makes the names reproducible, by anyone who knows it: with "
+              "the public dataset, it gives every test pid.")  # fmt: skip
+@click.option("--name", default=None, help="The release's name (dataset.json, the card, training records). "
+              "Default: the dataset's own when SRC is the published dataset, else '<SRC folder> in the <FORMAT> "
+              "layout'.")  # fmt: skip
+@click.option("--published", is_flag=True, help="SRC is the published dataset itself, although its counts differ "
+              "from the published ones (a few files missing): `opreid report` then compares runs on it with "
+              "the paper's numbers. Without it, only a copy whose counts match is compared.")  # fmt: skip
+@click.option("--force", is_flag=True, help="Replace OUT even when a leaderboard was made from it (the "
+              "leaderboard then refuses submissions until it is created again).")  # fmt: skip
 @click.option("--mask-faces", is_flag=True, help="Mask faces (the curation stages of `opreid curate`, with "
               "the face options below); the datasets are public, so this is opt-in.")  # fmt: skip
 @occlusion_rule_options
@@ -71,8 +84,9 @@ recorded as unknown.
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
 @progress_option
 @click.pass_context
-def import_cmd(ctx: click.Context, fmt: str, src: Path, out: Path, subset: str | None, copy: bool, seed: int,
-               mask_faces: bool, as_json: bool, progress: bool | None, **options: Any) -> None:  # fmt: skip
+def import_cmd(ctx: click.Context, fmt: str, src: Path, out: Path, subset: str | None, copy: bool,
+               seed: int | None, force: bool, name: str | None, published: bool, mask_faces: bool,
+               as_json: bool, progress: bool | None, **options: Any) -> None:  # fmt: skip
     from opreid_builder.public_datasets.importer import import_benchmark
 
     given = [n for n in _FACE_NAMES if ctx.get_parameter_source(n) == click.core.ParameterSource.COMMANDLINE]
@@ -82,7 +96,7 @@ def import_cmd(ctx: click.Context, fmt: str, src: Path, out: Path, subset: str |
     if options["pose_model"] or options["keypoints"] or mask_faces:
         curation = config_from_options(**options)
     request = ImportOptions(subset=subset, copy=copy, seed=seed, mask_faces=mask_faces, curation=curation,
-                            workers=options["workers"])  # fmt: skip
+                            workers=options["workers"], force=force, name=name, published=published)  # fmt: skip
     result = import_benchmark(fmt, src, out, request, progress=show_progress(progress))
     if as_json:
         click.echo(json.dumps(result.as_dict(), indent=2, sort_keys=True, default=str))

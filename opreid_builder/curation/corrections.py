@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pyarrow as pa
+
 from manifests import sha256_file
 from opreid_builder.curation.tabular_files import TableFileError, read_table_file
 from opreid_builder.errors import CorrectionsError
@@ -50,15 +52,13 @@ def _flag(value, where: str) -> bool | None:
 
 def load_corrections(path: str | Path) -> Corrections:
     """Read and check a corrections file; CorrectionsError names the file and row of any problem."""
-    import pyarrow as pa
-
     path = Path(path)
     if not path.is_file():
         raise CorrectionsError(f"corrections file not found: {path} (--corrections)")
     try:
         table = read_table_file(
             path, {"image_id": pa.string(), "occluded": pa.string()},
-            {c: pa.string() for c in REVIEW_COLUMNS},
+            {c: pa.string() for c in REVIEW_COLUMNS}, newlines_in_values=True,
         )  # fmt: skip
     except TableFileError as exc:
         raise CorrectionsError(str(exc)) from None

@@ -2,7 +2,7 @@
 
 An engine takes an index (a pyarrow Table, one row per crop) and a list of `StageSpec`, and yields
 the output batches in any order. What is cached, how shards are committed, the corrections and the
-final `images.parquet` belong to the driver (curate.py), so both engines give the same files.
+final `images.parquet` belong to the driver (pipeline.py), so both engines give the same files.
 
 - `local`: threads in this process. Each stage has its own small pool (`concurrency` threads, each
   with its own stage instance, so a model is loaded once per thread) and works a few batches ahead

@@ -24,7 +24,15 @@ from pathlib import Path
 
 import numpy as np
 
-from manifests import COCO17, FACE_POINTS, HEAD_POINTS, SHOULDERS, sha256_file
+from manifests import (
+    COCO17,
+    DEFAULT_KPT_CONF,
+    FACE_POINTS,
+    HEAD_POINTS,
+    SHOULDERS,
+    missing_keypoints,
+    sha256_file,
+)
 from opreid_builder.errors import FaceDetectorError, ModelFileError
 
 log = logging.getLogger(__name__)
@@ -36,6 +44,11 @@ FACE_MODEL_ENV = "OPREID_FACE_MODEL"
 NO_FACE_MODEL = "none"
 #: The face detector opreid ships and runs by default (MIT licence: models/LICENSE-face_detection_yunet.txt).
 BUNDLED_YUNET = Path(__file__).resolve().parent / "models" / "face_detection_yunet.onnx"
+#: Face detection defaults: the minimum score, and the long side crops are upscaled to first.
+SCORE_THRESHOLD = 0.6
+UPSCALE_TO = 512
+#: The pose head box's size relative to the span of the head keypoints.
+HEAD_ENLARGE = 2.0
 HEAD_ONLY_WARNING = (
     "no face detector model runs (--face-model none): faces are masked by the pose head box alone, which "
     "misses faces the pose model does not see; the dataset card says so"
@@ -119,7 +132,12 @@ class YuNetDetector(_ModelFaceDetector):
 
     name = "yunet"
 
-    def __init__(self, model_path: str | os.PathLike, score_threshold: float = 0.6, upscale_to: int = 512):
+    def __init__(
+        self,
+        model_path: str | os.PathLike,
+        score_threshold: float = SCORE_THRESHOLD,
+        upscale_to: int = UPSCALE_TO,
+    ):
         import cv2
 
         self.path = _check_file(model_path, "YuNet face model", "--face-model")
@@ -149,8 +167,8 @@ class InsightFaceDetector(_ModelFaceDetector):
     def __init__(
         self,
         model_path: str | os.PathLike,
-        score_threshold: float = 0.5,
-        upscale_to: int = 512,
+        score_threshold: float = SCORE_THRESHOLD,
+        upscale_to: int = UPSCALE_TO,
         input_size: int = 640,
     ):
         self.path = _check_file(model_path, "insightface SCRFD model", "--face-model")
@@ -180,30 +198,28 @@ class InsightFaceDetector(_ModelFaceDetector):
 
 
 def pose_head_box(
-    keypoints: np.ndarray | None, width: int, height: int, kpt_conf: float = 0.5, enlarge: float = 2.0
-) -> FaceBox | None:
+    keypoints: np.ndarray | None, width: int, height: int, kpt_conf: float = DEFAULT_KPT_CONF,
+    enlarge: float = HEAD_ENLARGE,
+) -> FaceBox | None:  # fmt: skip
     """A head box from the nose, eye and ear keypoints, enlarged to cover the whole head.
 
     Fires only when the nose or an eye is seen (a face is towards the camera); ears then only widen
-    the box. Its size is at least 1/3 of the shoulder width or 1/10 of the crop height, whichever
-    is known, so a single visible point still gives a head-sized box. Score: mean point confidence.
+    the box. A keypoint is seen when the occlusion rule would not call it missing. Its size is at
+    least 1/3 of the shoulder width or 1/10 of the crop height, whichever is known, so a single
+    visible point still gives a head-sized box. Score: mean point confidence.
     """
     if keypoints is None:
         return None
     kp = np.asarray(keypoints, dtype=np.float64).reshape(len(COCO17), 3)
-
-    def seen(i: int) -> bool:
-        x, y, c = kp[i]
-        return bool(np.isfinite(kp[i]).all() and c >= kpt_conf and 0 <= x < width and 0 <= y < height)
-
-    if not any(seen(i) for i in FACE_POINTS):
+    seen = ~missing_keypoints(kp, width, height, kpt_conf)
+    if not seen[list(FACE_POINTS)].any():
         return None
-    pts = np.array([kp[i] for i in HEAD_POINTS if seen(i)])
+    pts = kp[[i for i in HEAD_POINTS if seen[i]]]
     cx, cy = float(pts[:, 0].mean()), float(pts[:, 1].mean())
     span = max(float(np.ptp(pts[:, 0])), float(np.ptp(pts[:, 1])))
     floor = height / 10.0
     ls, rs = SHOULDERS
-    if seen(ls) and seen(rs):
+    if seen[ls] and seen[rs]:
         floor = max(floor, abs(kp[ls, 0] - kp[rs, 0]) / 3.0)
     half = max(span, floor) * enlarge / 2.0
     return _clip(
@@ -237,9 +253,9 @@ class FaceConfig:
     detectors: tuple[str, ...] = ()
     models: tuple[str, ...] = ()  # model files; the kind comes from the name (yunet*) else insightface
     insightface_root: str | None = None
-    score_threshold: float = 0.6
-    upscale_to: int = 512
-    head_enlarge: float = 2.0
+    score_threshold: float = SCORE_THRESHOLD
+    upscale_to: int = UPSCALE_TO
+    head_enlarge: float = HEAD_ENLARGE
 
 
 def _model_paths(config: FaceConfig) -> list[Path]:
@@ -338,15 +354,6 @@ class FaceDetectors:
 
     def detect_models(self, rgb: np.ndarray) -> list[FaceBox]:
         return [box for m in self.models for box in m.detect(rgb)]
-
-    def head_boxes(
-        self, persons: list[np.ndarray], width: int, height: int, kpt_conf: float
-    ) -> list[FaceBox]:
-        """The head box of every person given (each 17 x 3 keypoints), when the pose head box is used."""
-        if not self.pose_head:
-            return []
-        boxes = (pose_head_box(kp, width, height, kpt_conf, self.config.head_enlarge) for kp in persons)
-        return [b for b in boxes if b is not None]
 
 
 def detector_summary(faces: dict) -> str:

@@ -10,10 +10,12 @@ from __future__ import annotations
 import io
 import logging
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 import numpy as np
 
-from opreid_builder.curation.faces import FaceBox
+from manifests import DEFAULT_KPT_CONF
+from opreid_builder.curation.faces import HEAD_ENLARGE, FaceBox
 from opreid_builder.errors import CurationError
 
 log = logging.getLogger(__name__)
@@ -24,6 +26,22 @@ PIXEL_CELLS = 4
 BLUR_WARNING = (
     "--face-mask blur can be partly reversed (deblurring); use fill or pixelate for a public release"
 )
+
+
+@dataclass(frozen=True)
+class MaskSettings:
+    """How faces are masked: the detector boxes plus the pose head box of every person found.
+
+    Its defaults are curation's (`CurateConfig` and the CLI read them here).
+    """
+
+    method: str = MASK_METHODS[0]
+    enlarge: float = 1.3  # detector boxes grow by this factor about their centre
+    jpeg_quality: int = 95
+    pose_head: bool = True
+    head_enlarge: float = HEAD_ENLARGE
+    kpt_conf: float = DEFAULT_KPT_CONF  # the occlusion rule's: a head keypoint it calls missing is not seen
+    detector_count: int = 0  # how many detectors ran on each crop (recorded per crop)
 
 
 def check_method(method: str) -> None:
@@ -41,8 +59,9 @@ def enlarged(box: FaceBox, factor: float, width: int, height: int) -> tuple[int,
 
 
 def mask_faces(
-    rgb: np.ndarray, boxes: Iterable[FaceBox], method: str = "fill", enlarge: float = 1.3
-) -> np.ndarray:
+    rgb: np.ndarray, boxes: Iterable[FaceBox], method: str = MaskSettings.method,
+    enlarge: float = MaskSettings.enlarge,
+) -> np.ndarray:  # fmt: skip
     """A copy of the crop with every box masked; detector boxes are enlarged, pose head boxes already are."""
     import cv2
 
@@ -68,7 +87,7 @@ def mask_faces(
     return out
 
 
-def encode_jpeg(rgb: np.ndarray, quality: int = 95) -> bytes:
+def encode_jpeg(rgb: np.ndarray, quality: int = MaskSettings.jpeg_quality) -> bytes:
     """JPEG bytes with no EXIF or other metadata (the pixels alone); deterministic for the same input."""
     from PIL import Image
 

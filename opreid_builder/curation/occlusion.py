@@ -13,8 +13,9 @@ Rules (`--rule`):
 - `count`: occluded when at least `min_run` of the 17 keypoints are missing, wherever they are.
 
 A keypoint is missing when its confidence is below `kpt_conf`, it is not finite, or it lies
-outside the crop. The keypoint names, the COCO-18 order and the body parts are the data contract's
-(manifests/keypoints.py); the generator (`opreid synth`) checks its occluders against PAPER_RULE.
+outside the crop. That test, the keypoint names, the COCO-18 order and the body parts are the data
+contract's (manifests/keypoints.py), shared with face masking; the generator (`opreid synth`) checks
+its occluders against PAPER_RULE.
 """
 
 from __future__ import annotations
@@ -23,7 +24,16 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from manifests import COCO17, COCO18, COCO18_ORDER, KEYPOINT_INDEX, PART_KEYPOINTS, in_order
+from manifests import (
+    COCO17,
+    COCO18,
+    COCO18_ORDER,
+    DEFAULT_KPT_CONF,
+    KEYPOINT_INDEX,
+    PART_KEYPOINTS,
+    in_order,
+    missing_keypoints,
+)
 from opreid_builder.errors import CurationError
 
 RULES = ("coco18", "coco17", "body", "count")
@@ -42,7 +52,7 @@ class OcclusionRule:
     """The rule and its parameters; `asdict` of it goes into dataset.json."""
 
     rule: str = "coco18"
-    kpt_conf: float = 0.5
+    kpt_conf: float = DEFAULT_KPT_CONF
     min_run: int = 3
 
     def __post_init__(self) -> None:
@@ -66,7 +76,7 @@ class OcclusionRule:
 
     def decide(self, missing17: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Longest run in the rule's order and the decision, for (..., 17) missing masks."""
-        run = longest_runs(in_order(missing17, ORDERS[self.rule]))
+        run = longest_runs(ordered_missing(missing17, self.rule))
         evidence = np.asarray(missing17, dtype=bool).sum(axis=-1) if self.rule == "count" else run
         return run, evidence >= self.min_run
 
@@ -84,23 +94,6 @@ class Occlusion:
     n_missing: int  # of the 17
     missing_parts: tuple[str, ...]
     occluded: bool
-
-
-def missing_keypoints(keypoints: np.ndarray, width, height, kpt_conf: float) -> np.ndarray:
-    """(..., 17) bool: confidence below the threshold, not finite, or outside [0, width) x [0, height).
-
-    `keypoints` is (..., 17, 3) or (..., 51); `width` and `height` are numbers or (...,) arrays.
-    """
-    kp = np.asarray(keypoints, dtype=np.float64)
-    kp = kp.reshape(*kp.shape[:-1], len(COCO17), 3) if kp.shape[-1] != 3 else kp
-    w = np.asarray(width, dtype=np.float64)[..., None]
-    h = np.asarray(height, dtype=np.float64)[..., None]
-    x, y, c = kp[..., 0], kp[..., 1], kp[..., 2]
-    finite = np.isfinite(kp).all(axis=-1)
-    with np.errstate(invalid="ignore"):
-        inside = (x >= 0) & (y >= 0) & (x < w) & (y < h)
-        confident = c >= kpt_conf
-    return ~(finite & inside & confident)
 
 
 def ordered_missing(missing17: np.ndarray, rule: str) -> np.ndarray:

@@ -13,10 +13,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
-import json
 import logging
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -29,6 +28,9 @@ from opreid_builder.errors import CurationError, KeypointsFileError, ModelFileEr
 log = logging.getLogger(__name__)
 
 POSE_MODEL_ENV = "OPREID_POSE_MODEL"
+#: Crops per pose model call, and the minimum person detection score.
+BATCH_SIZE = 32
+PERSON_CONF = 0.25
 K = TypeVar("K")
 
 
@@ -95,12 +97,35 @@ def _model_digest(path: Path) -> str:
     return digest.hexdigest()
 
 
+@contextlib.contextmanager
+def _process_state_kept():
+    """Undo what importing Ultralytics does to the rest of the process.
+
+    Its import replaces ``PIL.Image.open`` (an unidentifiable file then tries to pip-install a
+    HEIF plugin and fails with ModuleNotFoundError instead of PIL's error, so a damaged crop would
+    stop a run instead of being recorded and skipped), wraps ``torch.save``, sets numpy's print
+    options and turns OpenCV's threads off. None of that is ours to change for the caller.
+    """
+    import cv2
+    import torch
+    from PIL import Image
+
+    image_open, torch_save = Image.open, torch.save
+    printoptions, cv2_threads = np.get_printoptions(), cv2.getNumThreads()
+    try:
+        yield
+    finally:
+        Image.open, torch.save = image_open, torch_save
+        np.set_printoptions(**printoptions)
+        cv2.setNumThreads(cv2_threads)
+
+
 def _quiet_ultralytics():
-    """Import Ultralytics offline, with auto-install off and its logger silenced."""
+    """Import Ultralytics offline, with auto-install off, its logger silenced and its patches undone."""
     os.environ.setdefault("YOLO_OFFLINE", "1")
     os.environ.setdefault("YOLO_AUTOINSTALL", "False")
     os.environ.setdefault("YOLO_VERBOSE", "False")
-    with contextlib.redirect_stdout(io.StringIO()):
+    with _process_state_kept(), contextlib.redirect_stdout(io.StringIO()):
         import ultralytics
         from ultralytics.utils import LOGGER
 
@@ -128,8 +153,8 @@ class PoseEstimator:
         device: str | None = None,
         imgsz: int | None = None,
         half: bool = False,
-        batch_size: int = 32,
-        person_conf: float = 0.25,
+        batch_size: int = BATCH_SIZE,
+        person_conf: float = PERSON_CONF,
     ):
         self.path = resolve_model_path(model_path)
         self.device, self.imgsz, self.half = device, imgsz, half
@@ -153,11 +178,6 @@ class PoseEstimator:
                 raise PoseError(f"{self.path} is a {task} model, not a pose model (--pose-model)")
             self._model = model
         return self._model
-
-    def cache_key(self) -> str:
-        """What the cached keypoints depend on: model content, input size, precision, person threshold."""
-        spec = {"model": self._digest, "imgsz": self.imgsz, "half": self.half, "conf": self.person_conf}
-        return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
     def describe(self) -> dict:
         return {
@@ -269,6 +289,33 @@ class KeypointsFile:
     def describe(self) -> dict:
         return {"source": "keypoints-file", "file": self.path.name, "sha256": self._digest}
 
+    def check_matches(self, source_paths: Sequence[str]) -> None:
+        """Refuse a file that names none of the crops, and warn when it names only some of them.
+
+        Entries are looked up by the crop's path relative to RAW, so a file keyed by paths relative to
+        another folder would otherwise turn every crop into `no_person` without a word. The message
+        shows a crop's path beside one of the file's, so the mismatch can be seen.
+        """
+        if not source_paths:
+            return
+        missing = [p for p in source_paths if p not in self._by_file]
+        if not missing:
+            return
+        named = set(source_paths)
+        theirs = next((k for k in sorted(self._by_file) if k not in named), None) or next(
+            iter(self._by_file), None
+        )
+        example = f"crop {missing[0]!r}; " + (f"the file has {theirs!r}" if theirs else "the file is empty")
+        if len(missing) == len(source_paths):
+            raise KeypointsFileError(
+                f"--keypoints {self.path}: none of the {len(source_paths)} crops has an entry (e.g. {example}); "
+                "its `file` column must name each crop relative to RAW"
+            )
+        log.warning(
+            "--keypoints %s: %d of %d crops have no entry (e.g. %s): no person is found in them (see --no-person)",
+            self.path, len(missing), len(source_paths), example,
+        )  # fmt: skip
+
 
 def keypoint_source(
     pose_model: str | None = None,
@@ -276,8 +323,8 @@ def keypoint_source(
     device: str | None = None,
     imgsz: int | None = None,
     half: bool = False,
-    batch_size: int = 32,
-    person_conf: float = 0.25,
+    batch_size: int = BATCH_SIZE,
+    person_conf: float = PERSON_CONF,
 ) -> KeypointsFile | PoseEstimator:
     """The keypoint source a command asks for: a precomputed file, or a pose model (never both)."""
     if pose_model and keypoints:

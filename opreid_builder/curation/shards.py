@@ -7,8 +7,11 @@ only the shard it falls in, and a shard that finished is found again by any late
 engine computed it.
 
 A finished shard is one Parquet file, `cache/shards/<stage>/<stage key>/<shard id>.parquet`, written
-atomically when the last of its rows comes back. A run killed at any point loses only the shards in
-flight; a rerun computes exactly those and gives the same files.
+atomically when the last of its rows comes back, with the sha256 of its bytes beside it
+(`<shard id>.sha256`, written first). A run killed at any point loses only the shards in flight; a
+rerun computes exactly those and gives the same files. A shard is reused only when its bytes match
+that digest and it holds exactly its shard's keys: an edited, truncated or swapped shard is computed
+again, with a warning, rather than trusted (its flags and masks end up in a release).
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from manifests import atomic_path, atomic_write_text
+from manifests import atomic_path, atomic_write_text, sha256_bytes, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -90,24 +93,44 @@ class ShardStore:
     def path(self, shard: Shard) -> Path:
         return self.folder / f"{shard.id}.parquet"
 
-    def has(self, shard: Shard) -> bool:
-        return self.path(shard).is_file()
+    def digest_path(self, shard: Shard) -> Path:
+        """Where the sha256 of the shard's file, recorded when it was written, is kept."""
+        return self.folder / f"{shard.id}.sha256"
 
     def load(self, shard: Shard) -> pa.Table | None:
-        """The shard's rows, or None when it is missing or unreadable (then it is removed and redone)."""
+        """The shard's rows, or None when it is missing or cannot be trusted (then it is removed and redone)."""
         path = self.path(shard)
         if not path.is_file():
             return None
         try:
-            table = pq.read_table(path)
-            if not table.schema.remove_metadata().equals(self.schema.remove_metadata()):
-                raise ValueError("its columns changed")
-        except (OSError, pa.ArrowInvalid, ValueError) as exc:
-            log.warning("ignoring cache shard %s (%s)", path, exc)
+            data = path.read_bytes()
+            table = pq.read_table(pa.BufferReader(data))
+        except (OSError, pa.ArrowInvalid) as exc:
+            return self._discard(shard, str(exc))
+        problem = self._problem(shard, data, table)
+        return table if problem is None else self._discard(shard, problem)
+
+    def _problem(self, shard: Shard, data: bytes, table: pa.Table) -> str | None:
+        """Why the shard's file cannot be reused, or None."""
+        try:
+            recorded = self.digest_path(shard).read_text(encoding="ascii").strip()
+        except (OSError, ValueError):
+            return "no digest was recorded when it was written"
+        if sha256_bytes(data) != recorded:
+            return "its bytes differ from the digest recorded when it was written"
+        if not table.schema.remove_metadata().equals(self.schema.remove_metadata()):
+            return "its columns changed"
+        keys = table.column(self.schema.names[0]).to_pylist()
+        if len(keys) != len(shard.keys) or sorted(keys) != list(shard.keys):
+            return f"it holds {len(keys)} rows that are not its shard's {len(shard.keys)} keys"
+        return None
+
+    def _discard(self, shard: Shard, why: str) -> None:
+        log.warning("computing cache shard %s again (%s)", self.path(shard), why)
+        for path in (self.path(shard), self.digest_path(shard)):
             with contextlib.suppress(OSError):
                 path.unlink()
-            return None
-        return table
+        return None
 
     def split_done(self, shards: list[Shard]) -> tuple[list[pa.Table], list[Shard]]:
         """The tables of the shards already finished, and the shards still to compute, in order."""
@@ -130,6 +153,7 @@ class ShardStore:
         table = table.select(self.schema.names).cast(self.schema)
         with atomic_path(self.path(shard)) as tmp:
             pq.write_table(table, tmp, compression="zstd")
+            atomic_write_text(self.digest_path(shard), sha256_file(tmp) + "\n")
         return table
 
     def clean_temporary(self) -> None:

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import numpy as np
+import pyarrow as pa
 
 from manifests import IMAGES
 from opreid_builder.curation.tabular_files import TableFileError, read_table_file
@@ -230,8 +231,6 @@ def _read_index(path: Path) -> list[tuple[str, int, int]]:
     CSV ids are read as text and converted here, so that a value that is not an integer, or does
     not fit its manifest column, is reported with its row rather than as a bare Arrow error.
     """
-    import pyarrow as pa
-
     try:
         table = read_table_file(path, {"path": pa.string(), "pid": pa.string(), "camid": pa.string()})
     except TableFileError as exc:

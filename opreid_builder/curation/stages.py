@@ -11,9 +11,9 @@ any worker concatenate.
 | `ChecksumStage` (decode + checksum) | source_path | sha256, readable, detail, width, height |
 | `LoadStage` | source_path, sha256 | data (the file's bytes; null if it changed since it was hashed) |
 | `PoseStage` / `KeypointsFileStage` | data (source_path) | n_persons, person_index, keypoints, persons, pose_box, pose_score |
-| `OcclusionStage` | keypoints, width, height | longest_missing_run, missing_parts, occluded |
+| `OcclusionStage` | keypoints, width, height (+ n_persons, pose_box, pose_score) | longest_missing_run, missing_parts, occluded, occlusion_score |
 | `FaceStage` | data | model_faces (boxes of the face detector models) |
-| `MaskStage` (masking + encode) | data, persons, model_faces | face_boxes, face_detectors, mask_method, masked (JPEG bytes) |
+| `MaskStage` (masking + encode) | data, persons, model_faces | face_boxes, face_detectors, mask_method, masked (JPEG bytes), masked_sha256 |
 | `WriteMaskedStage` | image_id, masked | writes masked/{image_id}.jpg; drops the byte columns |
 
 Pixels travel as the crop's encoded bytes and are decoded by each stage that needs them: a 64 x 128
@@ -32,11 +32,12 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from manifests import COCO17, IMAGES, PART_KEYPOINTS, atomic_write_bytes, sha256_bytes
+from manifests import COCO17, IMAGES, PART_KEYPOINTS, atomic_write_bytes, missing_keypoints, sha256_bytes
 from opreid_builder.curation import pose as pose_module
 from opreid_builder.curation.faces import FaceBox, FaceConfig, FaceDetectors, pose_head_box
-from opreid_builder.curation.masking import encode_jpeg, mask_faces
-from opreid_builder.curation.occlusion import OcclusionRule, missing_keypoints
+from opreid_builder.curation.masking import MaskSettings, encode_jpeg, mask_faces
+from opreid_builder.curation.occlusion import OcclusionRule
+from opreid_builder.curation.occlusion_flag import Flag, PaperFlag, PoseEvidence
 from opreid_builder.curation.sources import (
     DEFAULT_MAX_PIXELS,
     decode_image,
@@ -55,14 +56,15 @@ COLUMN_TYPES: dict[str, pa.DataType] = {
     "n_persons": pa.int32(), "person_index": pa.int32(), "keypoints": _FLOATS,
     "persons": pa.list_(_FLOATS), "pose_box": _FLOATS, "pose_score": pa.float32(),
     "longest_missing_run": pa.int32(), "missing_parts": pa.list_(pa.string()), "occluded": pa.bool_(),
+    "occlusion_score": pa.float32(),
     "model_faces": _FACES, "face_boxes": _FACES, "face_detectors": pa.int32(), "mask_method": pa.string(),
-    "masked": pa.binary(),
+    "masked": pa.binary(), "masked_sha256": pa.string(),
 }  # fmt: skip
 READ_COLUMNS = ("sha256", "readable", "detail", "width", "height")
 POSE_COLUMNS = ("n_persons", "person_index", "keypoints", "persons", "pose_box", "pose_score")
 FACE_COLUMNS = ("model_faces",)
-MASK_COLUMNS = ("face_boxes", "face_detectors", "mask_method")
-OCCLUSION_COLUMNS = ("longest_missing_run", "missing_parts", "occluded")
+#: `masked_sha256` is what the masked crop held when written: a cached mask is reused only while it holds that.
+MASK_COLUMNS = ("face_boxes", "face_detectors", "mask_method", "masked_sha256")
 
 
 def as_table(batch: Batch) -> pa.Table:
@@ -173,8 +175,8 @@ class PoseSettings:
     device: str | None = None
     imgsz: int | None = None
     half: bool = False
-    batch_size: int = 32
-    person_conf: float = 0.25
+    batch_size: int = pose_module.BATCH_SIZE
+    person_conf: float = pose_module.PERSON_CONF
 
 
 class PoseStage:
@@ -209,10 +211,15 @@ class KeypointsFileStage:
 
 
 class OcclusionStage:
-    """The occlusion rule on each crop's keypoints (null columns where no person was taken)."""
+    """The occlusion flag on each crop with a person (null columns where no person was taken).
 
-    def __init__(self, rule: OcclusionRule):
+    The rule's evidence (longest missing run, missing parts) is always recorded; the decision is the
+    flag's: the rule itself (`PaperFlag`, the default) or a learned flag with its P(occluded).
+    """
+
+    def __init__(self, rule: OcclusionRule, flag: Flag | None = None):
         self.rule = rule
+        self.flag = flag if flag is not None else PaperFlag(rule)
 
     def __call__(self, batch: Batch) -> pa.Table:
         table = as_table(batch)
@@ -221,19 +228,46 @@ class OcclusionStage:
         run: list = [None] * n
         parts: list = [None] * n
         occluded: list = [None] * n
+        score: list = [None] * n
         idx = [i for i, kp in enumerate(kps) if kp is not None]
         if idx:
             kp = np.asarray([kps[i] for i in idx], dtype=np.float32).reshape(-1, len(COCO17), 3)
             w = np.asarray(table.column("width").to_pylist(), dtype=np.float64)[idx]
             h = np.asarray(table.column("height").to_pylist(), dtype=np.float64)[idx]
             missing = missing_keypoints(kp, w, h, self.rule.kpt_conf)
-            runs, flags = self.rule.decide(missing)
+            runs = self.rule.decide(missing)[0]
+            flags, probs = self.flag.decide(
+                PoseEvidence(kp, np.stack([w, h], axis=1), *_box_columns(table, idx), missing)
+            )
             part_missing = {p: missing[:, list(k)].any(axis=1) for p, k in PART_KEYPOINTS.items()}
             for j, i in enumerate(idx):
                 run[i] = int(runs[j])
                 occluded[i] = bool(flags[j])
                 parts[i] = [p for p, m in part_missing.items() if m[j]]
-        return with_columns(table, {"longest_missing_run": run, "missing_parts": parts, "occluded": occluded})
+                score[i] = None if probs is None else float(probs[j])
+        return with_columns(
+            table,
+            {
+                "longest_missing_run": run,
+                "missing_parts": parts,
+                "occluded": occluded,
+                "occlusion_score": score,
+            },
+        )
+
+
+def _box_columns(table: pa.Table, idx: list[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Person boxes, scores and people counts of the rows `idx` (NaN where a keypoints file gave none)."""
+    n = table.num_rows
+
+    def column(name: str) -> list:
+        return table.column(name).to_pylist() if name in table.column_names else [None] * n
+
+    boxes, scores, people = column("pose_box"), column("pose_score"), column("n_persons")
+    box = np.array([boxes[i] if boxes[i] is not None else [np.nan] * 4 for i in idx], dtype=np.float64)
+    score = np.array([np.nan if scores[i] is None else scores[i] for i in idx], dtype=np.float64)
+    count = np.array([1 if people[i] is None else people[i] for i in idx], dtype=np.float64)
+    return box.reshape(len(idx), 4), score, count
 
 
 class FaceStage:
@@ -250,19 +284,6 @@ class FaceStage:
         )  # fmt: skip
         found = [[_box_dict(b) for b in self.detectors.detect_models(pixels(d, w, h))] for d, w, h in rows]
         return with_columns(table, {"model_faces": found})
-
-
-@dataclass(frozen=True)
-class MaskSettings:
-    """How faces are masked: the detector boxes plus the pose head box of every person found."""
-
-    method: str = "fill"
-    enlarge: float = 1.3
-    jpeg_quality: int = 95
-    pose_head: bool = True
-    head_enlarge: float = 2.0
-    kpt_conf: float = 0.5
-    detector_count: int = 0  # how many detectors ran on each crop (recorded per crop)
 
 
 class MaskStage:
@@ -300,10 +321,12 @@ class MaskStage:
             masked = mask_faces(
                 pixels(data, w, h), [FaceBox(**b) for b in boxes], self.s.method, self.s.enlarge
             )
+            jpeg = encode_jpeg(masked, self.s.jpeg_quality)
             out["face_boxes"].append(boxes)
             out["face_detectors"].append(self.s.detector_count)
             out["mask_method"].append(self.s.method if boxes else "none")
-            out["masked"].append(encode_jpeg(masked, self.s.jpeg_quality))
+            out["masked"].append(jpeg)
+            out["masked_sha256"].append(sha256_bytes(jpeg))
         return with_columns(table, out)
 
 

@@ -3,33 +3,31 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
 
 from opreid_builder.errors import TableFileError
 
-if TYPE_CHECKING:
-    import pyarrow as pa
 
-
-def read_table_file(path: Path, column_types: dict, optional_types: dict | None = None) -> pa.Table:
+def read_table_file(
+    path: Path, column_types: dict, optional_types: dict | None = None, *, newlines_in_values: bool = False
+) -> pa.Table:
     """Read `path` (Parquet by suffix, CSV otherwise) and check it has every column of `column_types`.
 
     CSV columns are parsed with the given Arrow types (`optional_types` too, where present), so an id
-    like "0012" stays a string.
+    like "0012" stays a string. `newlines_in_values` accepts quoted cells holding a line break (a file
+    name may), at the price of single-threaded parsing: for small files such as review corrections.
     """
-    import pyarrow as pa
-
     try:
         if path.suffix.lower() == ".parquet":
-            import pyarrow.parquet as pq
-
             table = pq.read_table(path)
         else:
-            import pyarrow.csv as pacsv
-
             table = pacsv.read_csv(
                 path,
                 convert_options=pacsv.ConvertOptions(column_types={**(optional_types or {}), **column_types}),
+                parse_options=pacsv.ParseOptions(newlines_in_values=newlines_in_values),
             )
     except (OSError, pa.ArrowInvalid, pa.ArrowTypeError) as exc:
         raise TableFileError(

@@ -1,15 +1,16 @@
 """Export a release as a Hugging Face dataset folder: Parquet shards with the images inside.
 
-`datasets.load_dataset(DIR)` reads it as one config with the splits train, query and gallery, the
-images as `Image` features. Every split has the same columns (`image, image_id, path, pid, camid,
-occluded`); query and gallery keep the public manifests' row order (the order of a submission's rows
-and columns), and their `pid` and `occluded` are null: the public export reads the public files only,
-so it works on a participant's copy and never carries the private ground truth. `with_ground_truth`
-fills them from `private/ground_truth.parquet`, for the host's own use, and says so loudly.
+Two configs, because `datasets` gives every split of a config the same features: `train` (the
+default; `image, image_id, path, pid, camid, occluded`) and `test`, the splits query and gallery in
+the public manifests' row order (the order of a submission's rows and columns), with `image,
+image_id, path, camid` only: the public export reads the public files, works on a participant's
+copy and carries no ground truth, not even as an all-null column. `with_ground_truth` adds `pid`
+and `occluded` to them from `private/ground_truth.parquet`, for the host's own use, and says so
+loudly. `datasets.load_dataset(DIR)` reads the train split, `load_dataset(DIR, "test")` the other two.
 
 Written only with pyarrow (the `hf` extra brings `datasets` for loading). Beside the shards:
-`README.md` (YAML front matter with the configs, splits and features, then the release's card) and
-`croissant.json`.
+`README.md` (YAML front matter with the configs, their features and each split's size, then the
+participants' card: never the host's, which names the split seed) and `croissant.json`.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import pyarrow.parquet as pq
 from manifests import (
     GALLERY,
     GROUND_TRUTH,
+    OPREID_PROTOCOL,
     QUERY,
     SPLITS,
     TRAIN,
@@ -33,12 +35,17 @@ from manifests import (
     atomic_folder,
     atomic_write_text,
     progress_bar,
+    read_dataset_json,
     read_manifest,
+    release_protocol,
 )
 from opreid.version import __version__
-from opreid_builder.errors import ExportError
+from opreid_builder.errors import ExportError, ReleaseError
 from opreid_builder.export.result import ExportResult
 from opreid_builder.release import croissant
+from opreid_builder.release.image_containers import ContainerError, clean_image
+from opreid_builder.release.public_package import check_imported_naming, public_card
+from opreid_builder.release.validate import PACKAGE_KIND
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +61,10 @@ SCHEMA = pa.schema(
         ("camid", pa.int32()), ("occluded", pa.bool_()),
     ]
 )  # fmt: skip
+#: The labels a public export gives the train split only.
+LABELS = ("pid", "occluded")
+#: The configs and their splits: `datasets` gives every split of a config the same features.
+CONFIGS = {"train": ("train",), "test": ("query", "gallery")}
 #: The `datasets` feature types of SCHEMA (Parquet metadata key `huggingface` and README front matter).
 FEATURES = {
     "image": {"_type": "Image"},
@@ -63,6 +74,15 @@ FEATURES = {
     "camid": {"dtype": "int32", "_type": "Value"},
     "occluded": {"dtype": "bool", "_type": "Value"},
 }
+
+
+def split_schema(split: str, with_ground_truth: bool) -> pa.Schema:
+    """A split's columns: all of SCHEMA, but the labels for query and gallery in a public export."""
+    if split == "train" or with_ground_truth:
+        return SCHEMA
+    return pa.schema([f for f in SCHEMA if f.name not in LABELS])
+
+
 GROUND_TRUTH_WARNING = (
     "this export holds the private ground truth (query and gallery pids and occlusion flags): "
     "for the benchmark host only, never publish it or give it to participants"
@@ -88,11 +108,13 @@ def _split_rows(out: Path, with_ground_truth: bool) -> dict[str, pa.Table]:
     out_tables = {}
     for split in SPLITS:
         t = tables[split]
-        n = t.num_rows
         if split == "train":
             pid, occluded = t.column("pid"), t.column("occluded")
         elif truth is None:
-            pid, occluded = pa.nulls(n, pa.int64()), pa.nulls(n, pa.bool_())
+            out_tables[split] = pa.table(
+                {"image_id": t.column("image_id"), "path": t.column("path"), "camid": t.column("camid")}
+            )
+            continue
         else:
             index = pc.index_in(t.column("image_id"), value_set=truth.column("image_id"))
             if index.null_count:
@@ -123,56 +145,110 @@ def _shards(out: Path, table: pa.Table) -> list[tuple[int, int]]:
     return bounds
 
 
-def _write_shard(out: Path, table: pa.Table, dest: Path, bar) -> None:
-    metadata = {b"huggingface": json.dumps({"info": {"features": FEATURES}}).encode()}
-    with pq.ParquetWriter(dest, SCHEMA.with_metadata(metadata), compression="zstd") as writer:
+def _features(schema: pa.Schema) -> dict:
+    return {name: FEATURES[name] for name in schema.names}
+
+
+def _image_bytes(out: Path, rel: str) -> bytes:
+    """A released image as it goes into a shard: pixels and the minimum container of its format."""
+    data = DatasetLayout(out).resolve(rel).read_bytes()
+    try:
+        cleaned = clean_image(data)
+    except ContainerError as exc:
+        raise ExportError(
+            f"released image {rel} holds more than its pixels ({exc}); run `opreid validate {out}`"
+        ) from None
+    return data if cleaned is None else cleaned
+
+
+def _write_shard(out: Path, table: pa.Table, schema: pa.Schema, dest: Path, bar) -> int:
+    """Write one shard; returns the Arrow size of what it holds (the split's `num_bytes`)."""
+    metadata = {b"huggingface": json.dumps({"info": {"features": _features(schema)}}).encode()}
+    nbytes = 0
+    with pq.ParquetWriter(dest, schema.with_metadata(metadata), compression="zstd") as writer:
         rows, size, images = [], 0, []
 
-        def flush() -> None:
+        def flush() -> int:
             part = table.slice(rows[0], len(rows))
             image = pa.array(images, IMAGE)
-            writer.write_table(pa.Table.from_arrays([image, *part.columns], schema=writer.schema))
+            batch = pa.Table.from_arrays([image, *part.columns], schema=writer.schema)
+            writer.write_table(batch)
             bar.update(len(rows))
+            return batch.nbytes
 
         for i, rel in enumerate(table.column("path").to_pylist()):
-            data = DatasetLayout(out).resolve(rel).read_bytes()
+            data = _image_bytes(out, rel)
             rows.append(i)
             images.append({"bytes": data, "path": Path(rel).name})
             size += len(data)
             if size >= MAX_ROW_GROUP_BYTES or len(rows) >= MAX_ROW_GROUP_ROWS:
-                flush()
+                nbytes += flush()
                 rows, size, images = [], 0, []
         if rows:
-            flush()
+            nbytes += flush()
+    return nbytes
 
 
-def _front_matter(counts: dict[str, int]) -> str:
+def _front_matter(counts: dict[str, int], sizes: dict[str, int], with_ground_truth: bool) -> str:
     lines = ["---", "pretty_name: OPReID-protocol benchmark", "task_categories:", "- image-feature-extraction",
-             "tags:", "- person-re-identification", "- occlusion", "- opreid", "configs:", "- config_name: default",
-             "  data_files:"]  # fmt: skip
-    for split in SPLITS:
-        lines += [f"  - split: {split}", f"    path: {DATA_DIR}/{split}-*.parquet"]
-    lines += ["dataset_info:", "  features:"]
-    for name, feature in FEATURES.items():
-        lines += [
-            f"  - name: {name}",
-            f"    dtype: {'image' if feature['_type'] == 'Image' else feature['dtype']}",
-        ]
-    lines += ["  splits:"]
-    for split in SPLITS:
-        lines += [f"  - name: {split}", f"    num_examples: {counts[split]}"]
+             "tags:", "- person-re-identification", "- occlusion", "- opreid", "configs:"]  # fmt: skip
+    for config, splits in CONFIGS.items():
+        lines += (
+            [f"- config_name: {config}"]
+            + (["  default: true"] if config == "train" else [])
+            + ["  data_files:"]
+        )
+        for split in splits:
+            lines += [f"  - split: {split}", f"    path: {DATA_DIR}/{split}-*.parquet"]
+    lines.append("dataset_info:")
+    for config, splits in CONFIGS.items():
+        lines += [f"- config_name: {config}", "  features:"]
+        for name in split_schema(splits[0], with_ground_truth).names:
+            feature = FEATURES[name]
+            dtype = "image" if feature["_type"] == "Image" else feature["dtype"]
+            lines += [f"  - name: {name}", f"    dtype: {dtype}"]
+        lines.append("  splits:")
+        for split in splits:
+            lines += [
+                f"  - name: {split}",
+                f"    num_bytes: {sizes[split]}",
+                f"    num_examples: {counts[split]}",
+            ]
+        lines.append(f"  dataset_size: {sum(sizes[s] for s in splits)}")
     lines.append("---")
     return "\n".join(lines) + "\n"
 
 
-def _readme(out: Path, counts: dict[str, int], with_ground_truth: bool) -> str:
-    card = DatasetLayout(out).card
-    body = card.read_text(encoding="utf-8") if card.is_file() else "# OPReID-protocol benchmark\n"
+def _card(out: Path) -> str:
+    """The participants' card of the release: a package's or an import's README as it is, else the public
+    card rebuilt from the host's private tables; never the host's card, which names the split seed."""
+    layout = DatasetLayout(out)
+    try:
+        info = read_dataset_json(out)
+    except ManifestError:
+        info = {}
+    if info.get("kind") == PACKAGE_KIND or (info and release_protocol(info) != OPREID_PROTOCOL):
+        if info.get("kind") != PACKAGE_KIND:
+            check_imported_naming(out, info)
+        return layout.card.read_text(encoding="utf-8") if layout.card.is_file() else ""
+    try:
+        return public_card(out, info)
+    except (ReleaseError, KeyError) as exc:
+        log.warning(
+            "README.md holds no dataset card: the release's own names the split seed, and the participants' "
+            "card cannot be rebuilt here (%s); export the package `opreid release pack` writes instead",
+            exc,
+        )
+        return ""
+
+
+def _readme(out: Path, counts: dict[str, int], sizes: dict[str, int], with_ground_truth: bool) -> str:
+    body = _card(out) or "# OPReID-protocol benchmark\n"
     truth = (
         f"**Host only: {GROUND_TRUTH_WARNING}.** Query and gallery rows carry `pid` and `occluded`."
         if with_ground_truth
-        else "Query and gallery rows have `pid` and `occluded` set to null: the ground truth stays with the "
-        "benchmark host, who scores submissions with `opreid score`."
+        else "Query and gallery rows have no `pid` or `occluded`: the ground truth stays with the benchmark "
+        "host, who scores submissions with `opreid score`."
     )
     usage = f"""## Loading with Hugging Face datasets
 
@@ -181,23 +257,26 @@ Exported by `opreid export --format hf` (opreid {__version__}).
 ```python
 from datasets import load_dataset
 
-ds = load_dataset("path/to/this/folder")  # splits: train, query, gallery; `image` is an Image feature
+train = load_dataset("path/to/this/folder")          # config `train` (the default): the train split
+test = load_dataset("path/to/this/folder", "test")   # config `test`: the query and gallery splits
+# `image` is an Image feature in every split
 ```
 
 Rows of `query` and `gallery` keep the order of `query.parquet` and `gallery.parquet`: the rows and
 columns of a submission follow it. {truth} Counts: {", ".join(f"{s} {counts[s]:,}" for s in SPLITS)}.
 
 """
-    return _front_matter(counts) + "\n" + usage + body
+    return _front_matter(counts, sizes, with_ground_truth) + "\n" + usage + body
 
 
-def _croissant() -> dict:
+def _croissant(with_ground_truth: bool) -> dict:
     tables = []
     for split in SPLITS:
+        schema = split_schema(split, with_ground_truth)
         columns = [
-            croissant.Column(name, "sc:ImageObject" if name == "image" else croissant.data_type(SCHEMA.field(name).type),
+            croissant.Column(name, "sc:ImageObject" if name == "image" else croissant.data_type(schema.field(name).type),
                              croissant.COLUMN_DESCRIPTIONS[name], json_path="bytes" if name == "image" else None)
-            for name in SCHEMA.names
+            for name in schema.names
         ]  # fmt: skip
         tables.append(croissant.Table(split, croissant.SPLIT_DESCRIPTIONS[split], f"{DATA_DIR}/{split}-*.parquet",
                                       columns))  # fmt: skip
@@ -217,16 +296,20 @@ def export_hf(out: str | Path, dest: str | Path, progress: bool = False, with_gr
     tables = _split_rows(out, with_ground_truth)
     shards = {split: _shards(out, tables[split]) for split in SPLITS}
     counts = {split: tables[split].num_rows for split in SPLITS}
+    sizes = dict.fromkeys(SPLITS, 0)
     with atomic_folder(dest) as staging:
         (staging / DATA_DIR).mkdir()
         with progress_bar(total=sum(counts.values()), enabled=progress, desc="export hf") as bar:
             for split in SPLITS:
                 n = len(shards[split])
+                schema = split_schema(split, with_ground_truth)
                 for k, (a, b) in enumerate(shards[split]):
                     name = f"{DATA_DIR}/{split}-{k:05d}-of-{n:05d}.parquet"
-                    _write_shard(out, tables[split].slice(a, b - a), staging / name, bar)
-        atomic_write_text(staging / "README.md", _readme(out, counts, with_ground_truth))
-        atomic_write_text(staging / "croissant.json", croissant.dumps(_croissant()))
+                    sizes[split] += _write_shard(
+                        out, tables[split].slice(a, b - a), schema, staging / name, bar
+                    )
+        atomic_write_text(staging / "README.md", _readme(out, counts, sizes, with_ground_truth))
+        atomic_write_text(staging / "croissant.json", croissant.dumps(_croissant(with_ground_truth)))
     warnings = [GROUND_TRUTH_WARNING] if with_ground_truth else []
     for w in warnings:
         log.warning(w)

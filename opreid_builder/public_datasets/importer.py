@@ -15,20 +15,30 @@ occluded/holistic breakdown is ever reported for them.
 Images are hard-linked from SRC (`--copy` copies them): a hard link is a regular file to every
 reader, costs no space and names nothing, whereas a symbolic link would carry the official path
 (and so the pid) next to each opaque name and break when SRC moves. Where SRC is on another file
-system the image is copied. A JPEG carrying EXIF/XMP or a comment is written without those
-segments instead (pixels untouched); `--mask-faces` releases the masked crops of the curation pass.
+system, or the file belongs to another user (who could rewrite a released image in place), the
+image is copied. An image holding more than pixels and its format's minimum container (EXIF, ICC,
+IPTC, text chunks, TIFF tags, thumbnails, trailing bytes: `release.image_containers`) is written
+reduced to it instead, losslessly, or converted to PNG where that cannot be done; `--mask-faces`
+releases the masked crops of the curation pass.
+
+Public names and the pid remapping are drawn from a random secret per release, kept in
+`private/naming.json`, unless `--seed` fixes it: the datasets are public, so whoever knows the seed
+can replay the draw and read every test pid off the public names.
 
 Nothing is written when the copy breaks its layout (the scan is read-only), and the release is
 built in `.OUT.importing/` beside OUT, validated there, and renamed into place last; the
-curation caches of a killed run are kept there and reused.
+curation caches of a killed run are kept there and reused, and a previous release left beside OUT
+by a run killed between its two renames is put back (or removed, when the new one is in place).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import errno
+import json
 import logging
 import os
+import secrets
 import shutil
 from collections import Counter
 from dataclasses import dataclass, field
@@ -52,12 +62,15 @@ from manifests import (
     write_dataset_json,
 )
 from opreid.version import __version__
-from opreid_builder.curation.pipeline import CurateConfig, curate_scan
-from opreid_builder.curation.sources import SourceItem, SourceScan, decode_image, prefetch
-from opreid_builder.errors import BenchmarkImportError
+from opreid_builder.curation.config import CurateConfig
+from opreid_builder.curation.pipeline import curate_scan
+from opreid_builder.curation.sources import SourceItem, SourceScan, decode_image, prefetch, read_regular_file
+from opreid_builder.errors import BenchmarkImportError, BenchmarkLayoutError
 from opreid_builder.public_datasets.card import render_benchmark_card
 from opreid_builder.public_datasets.scan import BenchmarkScan, scan_benchmark
-from opreid_builder.release.jpeg_segments import strip_metadata
+from opreid_builder.release.image_containers import ContainerError, clean_image, image_problem
+from opreid_builder.release.leaderboard_marker import refuse_replacing_leaderboard_release
+from opreid_builder.release.png_chunks import encode_png
 from opreid_builder.release.validate import ValidationReport, validate
 from opreid_builder.release.writer import PUBLIC_ID_HEX, ReleaseRows, release_files
 from opreid_builder.split.protocol import DISTRACTOR_PID
@@ -66,10 +79,11 @@ from opreid_builder.split.public_formats import FORMATS, BenchmarkLayout, get_la
 log = logging.getLogger(__name__)
 
 _IMPORT_SALT = 0x1AB0127  # separates the import's draws from a build-split release of the same seed
-#: Where each split's occlusion flags come from (dataset.json `occlusion_flags`).
-FLAG_SOURCES = ("dataset", "pose", "keypoints-file", UNKNOWN_FLAGS)
-#: How an image reached images/ (dataset.json `images`).
-IMAGE_METHODS = ("hardlink", "copy", "stripped", "masked")
+#: How an image reached images/ (dataset.json `images`): `stripped` is reduced to its format's
+#: minimum container, losslessly; `converted` is its decoded pixels as a PNG.
+IMAGE_METHODS = ("hardlink", "copy", "stripped", "converted", "masked")
+#: Where the seed of the public names is kept (never in a public file).
+NAMING_FILE = "naming.json"
 
 
 @dataclass(frozen=True)
@@ -83,14 +97,19 @@ class ImportOptions:
 
     subset: str | None = None
     copy: bool = False
-    seed: int = 0
+    seed: int | None = None  # None: a random secret (kept in private/); an int makes the names reproducible
     mask_faces: bool = False
     curation: CurateConfig | None = None
     workers: int = 2
+    force: bool = False  # replace a release a leaderboard was made from
+    name: str | None = None  # the release's name (default: the dataset's, or SRC's in the layout's)
+    published: bool = False  # SRC is the published dataset even though its counts differ
 
     def __post_init__(self) -> None:
-        if self.seed < 0:
+        if self.seed is not None and self.seed < 0:
             raise BenchmarkImportError(f"--seed must be >= 0 (got {self.seed})")
+        if self.name is not None and not self.name.strip():
+            raise BenchmarkImportError("--name must not be empty")
         if self.mask_faces and self.curation is None:
             raise BenchmarkImportError("--mask-faces runs the curation stages: give them a CurateConfig")
 
@@ -102,6 +121,8 @@ class ImportResult:
     out: Path
     format: str
     subset: str | None
+    name: str
+    published: str | None  # why it is the layout's published dataset ("counts", "user"), or None
     counts: dict[str, dict[str, int]]
     official_counts: dict[str, dict[str, int]]
     occlusion_flags: dict[str, str]
@@ -114,7 +135,8 @@ class ImportResult:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "out": str(self.out), "format": self.format, "subset": self.subset, "counts": self.counts,
+            "out": str(self.out), "format": self.format, "subset": self.subset, "name": self.name,
+            "published": self.published, "counts": self.counts,
             "official_counts": self.official_counts, "occlusion_flags": self.occlusion_flags,
             "images": self.images, "junk": self.junk,
             "unexpected": [{"path": p, "reason": r} for p, r in self.unexpected], "unused": self.unused,
@@ -125,12 +147,13 @@ class ImportResult:
 
 @dataclass(frozen=True)
 class _Read:
-    """One official image as read: its digest, whether it decodes, whether it carries JPEG metadata."""
+    """One official image as read: its digest, whether it decodes, and how it must be written: as it is
+    (None), reduced to its minimum container (`stripped`) or converted to PNG (`converted`)."""
 
     sha256: str | None
     detail: str | None
     readable: bool
-    metadata: bool
+    rewrite: str | None
 
 
 @dataclass
@@ -143,7 +166,7 @@ class _Release:
     camid: list[int] = field(default_factory=list)
     occluded: list[bool] = field(default_factory=list)
     sha256: list[str] = field(default_factory=list)
-    metadata: list[bool] = field(default_factory=list)
+    rewrite: list[str | None] = field(default_factory=list)
     masked: list[str | None] = field(default_factory=list)  # masked crop relative to staging
 
 
@@ -157,8 +180,9 @@ def _previous_import(out: Path) -> bool:
         return False
 
 
-def _check_out(out: Path, root: Path) -> None:
-    """OUT must lie outside the dataset (and hold it not); an existing OUT must be empty or an import."""
+def _check_out(out: Path, root: Path, force: bool) -> None:
+    """OUT must lie outside the dataset (and hold it not); an existing OUT must be empty or an import,
+    and not the release of a leaderboard unless forced."""
     o, r = out.resolve(), root.resolve()
     if o == r or r in o.parents or o in r.parents:
         raise BenchmarkImportError(f"OUT ({out}) and the dataset ({root}) must not contain one another")
@@ -169,6 +193,7 @@ def _check_out(out: Path, root: Path) -> None:
             f"{out} is neither empty nor an imported release; choose a new folder (an import replaces "
             "only a previous import)"
         )
+    refuse_replacing_leaderboard_release(out, force, action="re-importing into it", instead="Import")
 
 
 # --- reading ------------------------------------------------------------------------------------
@@ -178,12 +203,11 @@ def _read_all(scan: BenchmarkScan, workers: int, progress: bool) -> list[_Read]:
     """Digest and decode every official image once (a truncated file fails here, not in training)."""
 
     def load(rel: str) -> _Read:
-        try:
-            data = (scan.root / rel).read_bytes()
-        except OSError as exc:
-            return _Read(None, f"cannot read: {exc.strerror or exc}", False, False)
+        data, why = read_regular_file(scan.root / rel)
+        if data is None:
+            return _Read(None, why, False, None)
         decoded = decode_image(data)
-        return _Read(sha256_bytes(data), decoded.detail, decoded.ok, strip_metadata(data) is not None)
+        return _Read(sha256_bytes(data), decoded.detail, decoded.ok, _rewrite(data) if decoded.ok else None)
 
     paths = [im.path for im in scan.images]
     bar = progress_bar(total=len(paths), desc="read", enabled=progress)
@@ -227,15 +251,38 @@ def _flag_sources(scan: BenchmarkScan, curation: dict[str, Any] | None) -> dict[
 # --- writing ------------------------------------------------------------------------------------
 
 
-def _place(src: Path, dst: Path, copy: bool, metadata: bool) -> str:
-    """Put one image at dst: a hard link, or a copy (asked for, or across file systems), or a copy
-    without its JPEG metadata segments. Returns the method used."""
-    if metadata:
-        stripped = strip_metadata(src.read_bytes())
-        if stripped is not None:
-            dst.write_bytes(stripped)
-            return "stripped"
-    if not copy:
+def _rewrite(data: bytes) -> str | None:
+    """How an image must be written so that it holds pixels and its minimum container only."""
+    if image_problem(data) is None:
+        return None
+    try:
+        clean_image(data)
+    except ContainerError:
+        return "converted"
+    return "stripped"
+
+
+def _rewritten(data: bytes, how: str) -> bytes:
+    if how == "stripped":
+        cleaned = clean_image(data)
+        if cleaned is not None:
+            return cleaned
+    decoded = decode_image(data)
+    if not decoded.ok:
+        raise BenchmarkImportError("an official image changed while it was imported; run the import again")
+    return encode_png(decoded.rgb)
+
+
+def _place(src: Path, dst: Path, copy: bool, rewrite: str | None) -> str:
+    """Put one image at dst: a hard link, or a copy (asked for, across file systems, or a file another
+    user owns), or its pixels in their minimum container (`_rewrite`). Returns the method used."""
+    if rewrite is not None:
+        data, why = read_regular_file(src)
+        if data is None:
+            raise BenchmarkImportError(f"{src}: {why} (it changed while it was imported)")
+        dst.write_bytes(_rewritten(data, rewrite))
+        return rewrite
+    if not copy and os.stat(src, follow_symlinks=False).st_uid == os.geteuid():
         try:
             os.link(src, dst, follow_symlinks=False)
             return "hardlink"
@@ -257,9 +304,30 @@ def _prepare_staging(out: Path) -> Path:
     return staging
 
 
+def _replaced(out: Path) -> Path:
+    return out.parent / f".{out.name}.replaced"
+
+
+def _recover_interrupted_swap(out: Path) -> None:
+    """A run killed between the two renames of `_swap_into_place` left the previous release beside OUT:
+    put it back when OUT is gone, remove it when the new release is in place."""
+    old = _replaced(out)
+    if not old.is_dir() or old.is_symlink():
+        return
+    if not out.exists() or (out.is_dir() and not out.is_symlink() and not any(out.iterdir())):
+        if out.exists():
+            out.rmdir()
+        os.replace(old, out)
+        log.warning("put back %s: an import killed while replacing it had left it in %s", out, old.name)
+    else:
+        shutil.rmtree(old)
+        log.warning("removed %s: the release an import killed after replacing it had left beside %s",
+                    old.name, out.name)  # fmt: skip
+
+
 def _swap_into_place(staging: Path, out: Path) -> None:
     if out.is_dir() and any(out.iterdir()):
-        old = out.parent / f".{out.name}.replaced"
+        old = _replaced(out)
         shutil.rmtree(old, ignore_errors=True)
         os.replace(out, old)
         os.replace(staging, out)
@@ -354,7 +422,8 @@ def import_benchmark(
     layout = get_layout(fmt)
     out = Path(out)
     scan = scan_benchmark(layout, src, options.subset)
-    _check_out(out, scan.root)
+    _recover_interrupted_swap(out)
+    _check_out(out, scan.root, options.force)
     staging = _prepare_staging(out)
     try:
         result = _build(scan, staging, options, progress)
@@ -377,7 +446,8 @@ def _warnings(result: ImportResult) -> list[str]:
         if (got["ids"], got["images"]) != (official["ids"], official["images"]):
             lines.append(
                 f"{split}: {got['ids']} ids / {got['images']} images, the published {result.format} has "
-                f"{official['ids']} / {official['images']} (a partial or modified copy?)"
+                f"{official['ids']} / {official['images']} (a partial or modified copy, or another dataset in its "
+                "layout?)"
             )
     if result.unexpected:
         lines.append(f"{len(result.unexpected)} unexpected file(s) skipped (listed in the card), e.g. "
@@ -402,6 +472,7 @@ def _build(scan: BenchmarkScan, staging: Path, options: ImportOptions, progress:
     unreadable = [
         (scan.images[i].path, reads[i].detail or "unreadable") for i, r in enumerate(reads) if not r.readable
     ]
+    _check_readable_splits(scan, reads)
     curated, curation = None, None
     if options.curation is not None:
         # pose only where the dataset has no flags of its own; masking needs every image
@@ -425,20 +496,24 @@ def _build(scan: BenchmarkScan, staging: Path, options: ImportOptions, progress:
         rel.camid.append(im.camid)
         rel.occluded.append(bool(occluded))
         rel.sha256.append(reads[i].sha256)
-        rel.metadata.append(reads[i].metadata)
+        rel.rewrite.append(reads[i].rewrite)
         rel.masked.append(row["masked_path"] if options.mask_faces and row is not None else None)
     if options.mask_faces and any(m is None for m in rel.masked):
         raise BenchmarkImportError("the curation pass left an official image without a masked crop")
     written = _write(scan, staging, rel, options, progress)
     counts = written.counts
     images = {**written.methods, "method": "copy" if options.copy else "hardlink"}
+    naming = "given" if options.seed is not None else "random"
     official = {s: dataclasses.asdict(c) for s, c in layout.published_counts(scan.subset).items()}
+    published = _published(counts, official, options.published)
     info = {
-        "name": f"{layout.title}, official protocol (imported by opreid)",
+        "name": _release_name(scan, options, published),
+        "published_dataset": layout.name if published else None,
+        "published_by": published,
         PROTOCOL_KEY: layout.name,
         "tool": "opreid",
         "tool_version": __version__,
-        "seed": int(options.seed),
+        "naming_seed": naming,
         "source": _source_record(scan, unreadable),
         "conventions": _conventions(layout),
         "counts": counts,
@@ -461,7 +536,8 @@ def _build(scan: BenchmarkScan, staging: Path, options: ImportOptions, progress:
             "this with the dataset's name (a bug)"
         )
     return ImportResult(
-        out=staging, format=layout.name, subset=scan.subset, counts=counts, official_counts=official,
+        out=staging, format=layout.name, subset=scan.subset, name=info["name"], published=published,
+        counts=counts, official_counts=official,
         occlusion_flags=flags, images=images, junk=len(scan.junk), unexpected=list(scan.unexpected),
         unused=dict(scan.unused), unreadable=unreadable, report=report,
     )  # fmt: skip
@@ -474,12 +550,44 @@ class _Written:
     digests: dict[str, str]  # sha256 of the images that are byte copies of the source
 
 
+def _published(counts: dict, official: dict, said: bool) -> str | None:
+    """Why the copy is its layout's published dataset (`counts` match, or the `user` says so), or None:
+    only then are runs on it compared with published numbers (`opreid report`)."""
+    if said:
+        return "user"
+    same = all(
+        (counts[s]["ids"], counts[s]["images"]) == (c["ids"], c["images"]) for s, c in official.items()
+    )
+    return "counts" if official and same else None
+
+
+def _release_name(scan: BenchmarkScan, options: ImportOptions, published: str | None) -> str:
+    if options.name is not None:
+        return options.name.strip()
+    if published:
+        return f"{scan.layout.title}, official protocol (imported by opreid)"
+    # another dataset in the layout (CUHK03-NP or CUHK01 in Market's, a lab's own crops): not the published one
+    return f"{scan.root.name} in the {scan.layout.title} layout (imported by opreid)"
+
+
+def _check_readable_splits(scan: BenchmarkScan, reads: list[_Read]) -> None:
+    """Every split the copy holds keeps at least one readable image: an empty split is no benchmark."""
+    for split in SPLITS:
+        found = [(im.path, r) for im, r in zip(scan.images, reads, strict=True) if im.split == split]
+        if found and not any(r.readable for _, r in found):
+            path, first = found[0]
+            raise BenchmarkLayoutError(
+                f"{split}: no readable image: all {len(found)} are unreadable (e.g. {path}: {first.detail})"
+            )
+
+
 def _write(
     scan: BenchmarkScan, staging: Path, rel: _Release, options: ImportOptions, progress: bool
 ) -> _Written:
-    """images/, the three public manifests, the ground truth and the release map."""
+    """images/, the three public manifests, the ground truth, the release map and the naming seed."""
     layout = DatasetLayout(staging)
-    rng = np.random.default_rng(np.random.SeedSequence([int(options.seed), _IMPORT_SALT]))
+    seed = int(options.seed) if options.seed is not None else secrets.randbits(128)
+    rng = np.random.default_rng(np.random.SeedSequence([seed, _IMPORT_SALT]))
     source_pid = np.array(rel.source_pid, dtype=np.int64)
     split = np.array(rel.split, dtype=object)
     query_pids = set(source_pid[split == "query"].tolist())  # one namespace with the gallery's
@@ -492,7 +600,8 @@ def _write(
         occluded=np.array(rel.occluded, dtype=bool),
         source_image_id=[sha[:16] for sha in rel.sha256],
         source_path=list(rel.path),
-        ext=[Path(m or p).suffix.lower() for p, m in zip(rel.path, rel.masked, strict=True)],
+        ext=[".png" if how == "converted" and m is None else Path(m or p).suffix.lower()
+             for p, m, how in zip(rel.path, rel.masked, rel.rewrite, strict=True)],
     )  # fmt: skip
     images.name(layout, rng)
     for s in SPLITS:
@@ -506,11 +615,14 @@ def _write(
             os.link(staging / rel.masked[i], dst)
             methods["masked"] += 1
             continue
-        method = _place(scan.root / rel.path[i], dst, options.copy, rel.metadata[i])
+        method = _place(scan.root / rel.path[i], dst, options.copy, rel.rewrite[i])
         methods[method] += 1
         if method in ("hardlink", "copy"):
             digests[images.path[i]] = rel.sha256[i]
     images.write_manifests(layout)
+    naming = {"seed": seed, "given": options.seed is not None,
+              "note": "the seed of the public names and the pid remapping: with the dataset, it gives every test pid"}  # fmt: skip
+    atomic_write_text(layout.private / NAMING_FILE, json.dumps(naming, indent=2, sort_keys=True) + "\n")
     role = np.array(images.role, dtype=object)
     pid0 = (source_pid == DISTRACTOR_PID) & scan.layout.has_distractors
     return _Written(

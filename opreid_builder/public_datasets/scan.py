@@ -5,7 +5,11 @@ exists. What breaks the layout is a one-line `BenchmarkLayoutError` naming the f
 does not parse, pid 0 outside the gallery, a train identity in the test set, a bad list line); a
 missing protocol folder is a `BenchmarkImportError` naming it. Anything else found (a `Thumbs.db`,
 a stray folder, a symbolic link, an image no list names) is recorded as unexpected and skipped.
-Only regular files are taken; symbolic links are listed, never followed.
+Only regular files are taken; symbolic links are listed, never followed: a path is read only when
+it resolves to itself under the dataset root, so a link anywhere along it (a protocol folder, its
+parent, an identity folder, a folder a list line passes through) is refused, whether it leaves the
+root or loops back into it. List files are streamed, their paths normalised (`./0000//x.jpg` is
+`0000/x.jpg`), and a file listed twice, by one list or two, is refused.
 """
 
 from __future__ import annotations
@@ -14,12 +18,15 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from opreid_builder.curation.sources import IMAGE_SUFFIXES, JUNK_PID
+from opreid_builder.curation.sources import IMAGE_SUFFIXES, JUNK_PID, id_problem
 from opreid_builder.errors import BenchmarkImportError, BenchmarkLayoutError
 from opreid_builder.split.protocol import DISTRACTOR_PID
 from opreid_builder.split.public_formats import BenchmarkLayout, Folder, ListFile
 
 TEST_SPLITS = ("query", "gallery")
+#: The longest list-file line read (a real one is a path and a pid: well under 200 characters).
+MAX_LIST_LINE = 4096
+LINKED = "reached through a symbolic link (only real folders and regular files are read)"
 
 
 @dataclass(frozen=True)
@@ -97,20 +104,40 @@ class _Scanner:
     def __init__(self, layout: BenchmarkLayout, root: Path, subset: str | None):
         self.scan = BenchmarkScan(layout, root, subset)
         self.layout, self.root = layout, root
+        self.real_root = os.path.realpath(root)
         distractor = [f.path for f in layout.protocol_folders(subset) if f.distractors]
         self.distractor_folder = distractor[0] if distractor else None
 
     def skip(self, rel: str, why: str) -> None:
         self.scan.unexpected.append((rel, why))
 
+    def linked(self, rel: str) -> str | None:
+        """The first component of `rel` (a normalised path under the root) that is a symbolic link, or
+        None: the path then resolves to itself, inside the root."""
+        if os.path.realpath(self.root / rel) == os.path.join(self.real_root, rel):
+            return None
+        parts = rel.split("/")
+        for n in range(1, len(parts) + 1):
+            if (self.root.joinpath(*parts[:n])).is_symlink():
+                return "/".join(parts[:n])
+        return rel  # changed while we looked: refused all the same
+
+    def check_id(self, rel: str, pid: int, camid: int) -> None:
+        if problem := id_problem(pid, camid):
+            raise BenchmarkLayoutError(f"{rel}: {problem}")
+
     # --- folders ---------------------------------------------------------------------------
 
     def folder(self, folder: Folder) -> None:
         path = self.root / folder.path
-        if folder.split is None and not _is_real_dir(path):
-            return
-        if path.is_symlink():
-            raise BenchmarkLayoutError(f"{folder.path}: a symbolic link; only real folders are read")
+        link = self.linked(folder.path) if os.path.lexists(path) else None
+        if folder.split is None:
+            if link is not None:
+                self.skip(f"{folder.path}/", f"{LINKED}: {link}")
+            if link is not None or not path.is_dir():
+                return
+        elif link is not None:
+            raise BenchmarkLayoutError(f"{folder.path}: {LINKED}: {link} is a symbolic link")
         for entry in _entries(path):
             rel = f"{folder.path}/{entry.name}"
             if entry.is_symlink():
@@ -145,6 +172,8 @@ class _Scanner:
                 f"(e.g. {folder.pattern.example})"
             )
         pid, cam = parsed
+        camid = folder.camera if folder.camera is not None else cam
+        self.check_id(rel, pid, int(camid))
         if folder_pid is not None and pid != int(folder_pid):
             raise BenchmarkLayoutError(
                 f"{rel}: the name's pid {pid} differs from its identity folder {folder_pid}/"
@@ -158,62 +187,73 @@ class _Scanner:
             raise BenchmarkLayoutError(
                 f"{rel}: pid 0 marks a distractor, allowed only in {self.distractor_folder}/"
             )
-        camid = folder.camera if folder.camera is not None else cam
         self.scan.images.append(SourceImage(rel, folder.split, pid, int(camid), folder.occluded))
         return None
 
     # --- list files (MSMT17) ---------------------------------------------------------------
 
-    def list_file(self, lst: ListFile, listed: set[str]) -> None:
+    def list_file(self, lst: ListFile, listed: dict[str, str]) -> None:
+        """Read one list file line by line; `listed` maps every path listed so far to its list."""
         path = self.root / lst.path
         if lst.split is None and not path.is_file():
             return
-        if path.is_symlink() or not path.is_file():
+        if self.linked(lst.path) is not None or not path.is_file():
             raise BenchmarkLayoutError(f"{lst.path}: not a regular file")
+        if lst.split is not None and (link := self.linked(lst.images)) is not None:
+            raise BenchmarkLayoutError(f"{lst.images}: {LINKED}: {link} is a symbolic link")
         try:
-            lines = path.read_text(encoding="utf-8").splitlines()
+            with open(path, encoding="utf-8") as fh:
+                for number, line in enumerate(_lines(fh, lst.path), 1):
+                    if line.strip():
+                        self.list_line(lst, number, line, listed)
         except UnicodeDecodeError:
             raise BenchmarkLayoutError(f"{lst.path}: not a UTF-8 text file") from None
-        seen: set[str] = set()
-        for number, line in enumerate(lines, 1):
-            if not line.strip():
-                continue
-            parts = line.split()
-            name = parts[0] if parts else ""
-            if (
-                len(parts) != 2
-                or not parts[1].lstrip("-").isdigit()
-                or name.startswith("/")
-                or ".." in name.split("/")
-            ):
-                raise BenchmarkLayoutError(
-                    f"{lst.path}: line {number} does not parse as '<path> <pid>' "
-                    f"(e.g. '{lst.pattern.example.split('_')[0]}/{lst.pattern.example} 0')"
-                )  # fmt: skip
-            rel = f"{lst.images}/{name}"
-            full = self.root / rel
-            if full.is_symlink() or not full.is_file():
-                raise BenchmarkLayoutError(f"{lst.path}: line {number}: {rel} is missing")
-            if rel in seen:
-                raise BenchmarkLayoutError(f"{lst.path}: line {number}: {rel} is listed twice")
-            seen.add(rel)
-            listed.add(rel)
-            if lst.split is None:
-                self.scan.unused[lst.path] = self.scan.unused.get(lst.path, 0) + 1
-                continue
-            parsed = lst.pattern.parse(PurePosixPath(rel).stem)
-            if parsed is None or PurePosixPath(rel).suffix.lower() not in IMAGE_SUFFIXES:
-                raise BenchmarkLayoutError(
-                    f"{rel}: file name does not parse as {lst.pattern.template}.jpg (e.g. {lst.pattern.example})"
-                )
-            pid = int(parts[1])
-            if pid < 0:
-                raise BenchmarkLayoutError(f"{lst.path}: line {number}: negative pid {pid}")
-            self.scan.images.append(SourceImage(rel, lst.split, pid, int(parsed[1]), None))
 
-    def unlisted(self, folders: list[str], listed: set[str]) -> None:
+    def list_line(self, lst: ListFile, number: int, line: str, listed: dict[str, str]) -> None:
+        parts = line.split()
+        name = parts[0] if parts else ""
+        normal = PurePosixPath(name)
+        if (
+            len(parts) != 2
+            or not parts[1].lstrip("-").isdigit()
+            or normal.is_absolute()
+            or ".." in normal.parts
+            or not normal.parts
+        ):
+            raise BenchmarkLayoutError(
+                f"{lst.path}: line {number} does not parse as '<path> <pid>' "
+                f"(e.g. '{lst.pattern.example.split('_')[0]}/{lst.pattern.example} 0')"
+            )  # fmt: skip
+        rel = f"{lst.images}/{normal.as_posix()}"
+        if rel in listed:
+            other = "" if listed[rel] == lst.path else f" (first in {listed[rel]})"
+            raise BenchmarkLayoutError(f"{lst.path}: line {number}: {rel} is listed twice{other}")
+        listed[rel] = lst.path
+        if (link := self.linked(rel)) is not None:
+            return self.skip(rel, f"{LINKED}: {link}")
+        full = self.root / rel
+        if not full.is_file():
+            raise BenchmarkLayoutError(f"{lst.path}: line {number}: {rel} is missing")
+        if lst.split is None:
+            self.scan.unused[lst.path] = self.scan.unused.get(lst.path, 0) + 1
+            return None
+        parsed = lst.pattern.parse(PurePosixPath(rel).stem)
+        if parsed is None or PurePosixPath(rel).suffix.lower() not in IMAGE_SUFFIXES:
+            raise BenchmarkLayoutError(
+                f"{rel}: file name does not parse as {lst.pattern.template}.jpg (e.g. {lst.pattern.example})"
+            )
+        pid = int(parts[1])
+        if pid < 0:
+            raise BenchmarkLayoutError(f"{lst.path}: line {number}: negative pid {pid}")
+        self.check_id(f"{lst.path}: line {number}", pid, int(parsed[1]))
+        self.scan.images.append(SourceImage(rel, lst.split, pid, int(parsed[1]), None))
+        return None
+
+    def unlisted(self, folders: list[str], listed: dict[str, str]) -> None:
         """Files under the list files' image folders that no list names."""
         for folder in folders:
+            if not (self.root / folder).is_dir() or self.linked(folder) is not None:
+                continue
             for dirpath, dirnames, filenames in os.walk(self.root / folder):
                 here = Path(dirpath)
                 for d in sorted(dirnames):
@@ -259,10 +299,15 @@ def scan_benchmark(layout: BenchmarkLayout, src: str | Path, subset: str | None 
     src, subset = _subset_folder(layout, Path(src), subset)
     subset = layout.choose_subset(subset)
     root = locate_root(layout, src, subset)
+    if root.parent == src and root.is_symlink():
+        raise BenchmarkLayoutError(
+            f"{root}: a symbolic link inside SRC; only real folders are read (give the folder it points to "
+            "as SRC)"
+        )
     scanner = _Scanner(layout, root, subset)
     for folder in layout.protocol_folders(subset) + layout.unused_folders(subset):
         scanner.folder(folder)
-    listed: set[str] = set()
+    listed: dict[str, str] = {}
     for lst in layout.lists:
         scanner.list_file(lst, listed)
     scanner.unlisted(sorted({lst.images for lst in layout.lists}), listed)
@@ -272,6 +317,16 @@ def scan_benchmark(layout: BenchmarkLayout, src: str | Path, subset: str | None 
     scan.unexpected.sort()
     _check_protocol(scan)
     return scan
+
+
+def _lines(fh, name: str):
+    """The lines of a text file, one at a time, each at most MAX_LIST_LINE characters."""
+    while line := fh.readline(MAX_LIST_LINE + 1):
+        if len(line) > MAX_LIST_LINE:
+            raise BenchmarkLayoutError(
+                f"{name}: a line longer than {MAX_LIST_LINE} characters (not a list file?)"
+            )
+        yield line
 
 
 def _check_protocol(scan: BenchmarkScan) -> None:

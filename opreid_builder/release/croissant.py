@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 
+from manifests import GALLERY, QUERY, SPLITS, TRAIN, DatasetLayout, sha256_file
+
 CONFORMS_TO = "http://mlcommons.org/croissant/1.0"
 #: The Croissant 1.0 JSON-LD context, as the specification's examples give it.
 CONTEXT = {
@@ -205,8 +207,6 @@ SPLIT_DESCRIPTIONS = {
 
 def release_croissant(root, version: str) -> dict:
     """Croissant metadata of a release's public part: the three manifests (with their sha256) and images/."""
-    from manifests import GALLERY, QUERY, SPLITS, TRAIN, DatasetLayout, sha256_file
-
     layout = DatasetLayout(root)
     schemas = {"train": TRAIN, "query": QUERY, "gallery": GALLERY}
     tables = []

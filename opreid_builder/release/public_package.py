@@ -1,7 +1,8 @@
 """`opreid release pack`: the package participants receive, and nothing else.
 
 From a built release OUT, the package takes the train, query and gallery manifests and the images
-they name, and writes beside them a card without the split seed, a `dataset.json` that lists and
+they name, and writes beside them a card without the split seed (an imported benchmark's card,
+which names no seed, is taken as it is), a `dataset.json` that lists and
 checksums only these files, `sample_submission.npy` (a Q x G float32 matrix of zeros: a valid
 submission in the exact shape and order) and `SUBMITTING.md`. `private/`, the curation working
 folders, the leaderboard database and its marker are never read, let alone copied: the package is
@@ -33,6 +34,7 @@ from manifests import (
     GALLERY,
     GROUND_TRUTH,
     IMAGES,
+    OPREID_PROTOCOL,
     QUERY,
     TRAIN,
     DatasetLayout,
@@ -41,6 +43,7 @@ from manifests import (
     progress_bar,
     read_dataset_json,
     read_manifest,
+    release_protocol,
     sha256_file,
     write_dataset_json,
 )
@@ -270,7 +273,11 @@ def _build(out: Path, staging: Path, info: dict[str, Any], progress: bool) -> tu
         _copy_checked(layout.resolve(rel), target.resolve(rel), listed.get(rel), rel)
     num_query = pq.read_metadata(target.query).num_rows
     num_gallery = pq.read_metadata(target.gallery).num_rows
-    atomic_write_text(target.card, public_card(out, info))
+    if release_protocol(info) == OPREID_PROTOCOL:
+        atomic_write_text(target.card, public_card(out, info))
+    else:  # an imported benchmark: its card holds no seed and nothing private
+        check_imported_naming(out, info)
+        _copy_checked(layout.card, target.card, listed.get(layout.card.name), layout.card.name)
     atomic_write_text(target.submitting_guide, submitting_guide(str(info.get("name", "the benchmark")),
                                                                 num_query, num_gallery))  # fmt: skip
     write_sample_submission(target.sample_submission, num_query, num_gallery)
@@ -295,6 +302,23 @@ def _build(out: Path, staging: Path, info: dict[str, Any], progress: bool) -> tu
         },
     )  # fmt: skip
     return num_query, num_gallery
+
+
+def check_imported_naming(out: Path, info: dict[str, Any]) -> None:
+    """An import's public names are only as secret as their seed: refuse one that recorded its seed in
+    public (imports before the random secret, which drew with seed 0 by default)."""
+    if "naming_seed" not in info and "seed" in info:
+        raise PackRefusedError(
+            f"refusing to pack {out}: its public names were drawn from the seed in its dataset.json, and with "
+            "the public dataset anyone can replay that draw and read every test pid off them; import it "
+            "again (without --seed: a random secret) and pack the new release"
+        )
+    if info.get("naming_seed") == "given":
+        log.warning(
+            "%s was imported with --seed: anyone who knows that seed can read every test pid off the public "
+            "names of this package",
+            out,
+        )
 
 
 def validate_public_manifests(staging: Path) -> list[str]:

@@ -2,11 +2,14 @@
 
 Checks: checksums of every file in dataset.json (and no unlisted file); readable manifests; public
 files carry no pid and nothing a pid can be recovered from (columns, key-value metadata, non-opaque
-names, rows ordered or grouped by pid, EXIF/comments in released images); the ground truth matches
+names, rows ordered or grouped by pid, released images holding more than pixels and their format's
+minimum container: metadata, thumbnails, trailing bytes); the ground truth matches
 the public manifests; identities disjoint between train and test; every query identity has its
 cross-camera match; the protocol's per-identity counts; queries occluded; no image used twice; no
 image staging tree left by an interrupted build; every released image masked by as many face
-detectors as the release claims.
+detectors as the release claims; every machine occlusion flag is what the flag the release names
+gives (the paper's rule, or the learned flag file kept in `private/`, checked against its sha256),
+and the ground truth carries the curated flags.
 
 The checks of the protocol follow dataset.json `protocol`: an OPReID release (`opreid`, or no
 `protocol` at all) gets all of the above. A benchmark imported with its official split (`opreid
@@ -37,6 +40,7 @@ from manifests import (
     GALLERY,
     GROUND_TRUTH,
     IMAGES,
+    MASKED_DIGESTS,
     OPREID_PROTOCOL,
     QUERY,
     SPLITS,
@@ -50,8 +54,11 @@ from manifests import (
     sha256_file,
 )
 from manifests.layout import DATABASE_SUFFIXES, IMAGES_DIR
+from opreid_builder.curation.flag_check import check_flags
+from opreid_builder.curation.occlusion_flag import RELEASE_FLAG_NAME
 from opreid_builder.errors import BuilderError
-from opreid_builder.release.jpeg_segments import metadata_segment
+from opreid_builder.release.archive import package_format, unpack_archive
+from opreid_builder.release.image_containers import image_file_problem
 from opreid_builder.release.writer import PUBLIC_ID_HEX, RELEASE_MAP, release_files, stale_staging
 from opreid_builder.split.protocol import DISTRACTOR_PID, ProtocolRules
 from opreid_builder.split.public_formats import LAYOUTS
@@ -177,16 +184,6 @@ def _check_public_file(path: Path, split: str, schema, report: ValidationReport)
             report.add("public-metadata", f"{path.name} column {fld.name!r} carries field metadata")
 
 
-def _jpeg_metadata(path: Path) -> str | None:
-    """Name the first EXIF/XMP (APP1) or comment (COM) segment of a JPEG, or None."""
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(1 << 16)
-    except OSError:
-        return None
-    return metadata_segment(head)
-
-
 def _check_order(split: str, pids: np.ndarray, report: ValidationReport) -> None:
     """Rows must be neither sorted nor grouped by pid (both would leak identity through position)."""
     n = len(pids)
@@ -232,9 +229,10 @@ def _check_files(out: Path, split: str, frame: pd.DataFrame, report: ValidationR
                     f"{split} row {image_id!r} ({rel}) is not an opaque images/{split}/<id> name",
                 )
     for rel in frame["path"]:
-        what = _jpeg_metadata(out / rel)
+        what = image_file_problem(out / rel)
         if what:
-            report.add("image-metadata", f"{rel} carries {what}")
+            report.add("image-metadata", f"{rel} holds {what}: released images hold pixels and their format's "
+                                         "minimum container only")  # fmt: skip
 
 
 def _check_identities(gt: pd.DataFrame, report: ValidationReport) -> None:
@@ -388,6 +386,26 @@ def _check_ground_truth(public: dict[str, pd.DataFrame], gt: pd.DataFrame, repor
         report.add("ground-truth", f"ground-truth image {image_id} is in no public manifest")
 
 
+def _splits_required(protocol: str, official: bool) -> tuple[str, ...]:
+    """The splits that must hold images: query and gallery always, train where the protocol has one
+    (an imported test-only benchmark has none)."""
+    if (
+        official
+        and not any(f.split == "train" for f in LAYOUTS[protocol].folders)
+        and not any(lst.split == "train" for lst in LAYOUTS[protocol].lists)
+    ):
+        return ("query", "gallery")
+    return ("train", "query", "gallery") if official else ("query", "gallery")
+
+
+def _check_not_empty(
+    public: dict[str, pd.DataFrame], required: tuple[str, ...], report: ValidationReport
+) -> None:
+    for split in required:
+        if split in public and public[split].empty:
+            report.add("empty-split", f"{split}.parquet holds no image: the {split} split is empty")
+
+
 def claimed_detectors(curation: dict[str, Any]) -> int | None:
     """How many face detectors a release says ran on every image (None when it records no faces entry)."""
     faces = curation.get("faces")
@@ -426,6 +444,67 @@ def _check_face_detectors(
     if len(short) > _NAMED:
         report.add(
             "face-detectors", f"{len(short) - _NAMED} more released image(s) were masked by too few detectors"
+        )
+
+
+def _check_occlusion_flags(
+    layout: DatasetLayout,
+    info: dict[str, Any],
+    mapping: pd.DataFrame,
+    gt: pd.DataFrame,
+    report: ValidationReport,
+) -> None:
+    """Recompute the machine flags from images.parquet and the flag the release names; the ground
+    truth of every released image carries its curated flag."""
+    curation = (info.get("parameters") or {}).get("curation") or {}
+    if "occlusion" not in curation or not layout.images_table.is_file():
+        return
+    try:
+        images = read_manifest(layout.images_table, IMAGES)
+    except ManifestError:
+        return  # reported by the face detector check
+    for finding in check_flags(images, curation, layout.private / RELEASE_FLAG_NAME):
+        report.add(finding.code, finding.message)
+    curated = dict(
+        zip(images.column("image_id").to_pylist(), images.column("occluded").to_pylist(), strict=True)
+    )
+    released = mapping.merge(gt[["image_id", "occluded"]], on="image_id", how="inner")
+    differ = [
+        row.image_id for row in released.itertuples()
+        if curated.get(row.source_image_id) is not None and bool(curated[row.source_image_id]) != bool(row.occluded)
+    ]  # fmt: skip
+    if differ:
+        report.add("occlusion-flag", f"{len(differ)} released image(s) carry another flag in the ground truth than "
+                                     f"in private/images.parquet (e.g. {differ[0]})")  # fmt: skip
+
+
+def _check_masked_crops(
+    layout: DatasetLayout, public: dict[str, pd.DataFrame], mapping: pd.DataFrame, report: ValidationReport
+) -> None:
+    """Every released image is, byte for byte, the masked crop curate wrote for its source (as recorded in
+    cache/masked_digests.parquet): a crop swapped into masked/ after curation is not released unnoticed."""
+    if not layout.masked_digests.is_file():
+        return
+    recorded = _read(layout.masked_digests, MASKED_DIGESTS, report)
+    if recorded is None:
+        return
+    wanted = recorded.drop_duplicates("image_id").set_index("image_id")["sha256"]
+    frames = [frame[["image_id", "path"]] for frame in public.values()]
+    paths = pd.concat(frames).drop_duplicates("image_id").set_index("image_id")["path"] if frames else {}
+    differ = []
+    for image_id, source in zip(mapping["image_id"], mapping["source_image_id"], strict=True):
+        file = layout.resolve(paths[image_id]) if image_id in paths else None
+        if file is not None and file.is_file() and sha256_file(file) != wanted.get(source):
+            differ.append((image_id, source))
+    for image_id, source in differ[:_NAMED]:
+        report.add(
+            "masked-crop",
+            f"released image {image_id} is not the masked crop curate wrote for its source {source} "
+            "(masked/ changed after curation: run `opreid curate` again, then build-split)",
+        )
+    if len(differ) > _NAMED:
+        report.add(
+            "masked-crop", f"{len(differ) - _NAMED} more released image(s) differ from their masked crop"
         )
 
 
@@ -472,6 +551,7 @@ def validate(out: str | Path) -> ValidationReport:
         if frame is not None:
             public[split] = frame
             _check_files(out, split, frame, report)
+    _check_not_empty(public, _splits_required(protocol, official), report)
     gt = _read(layout.ground_truth, GROUND_TRUTH, report)
     if gt is None:
         return report
@@ -501,6 +581,9 @@ def validate(out: str | Path) -> ValidationReport:
                 for image_id in sorted(leaked):
                     report.add("opaque-name", f"public image_id {image_id} is a source image id")
             _check_face_detectors(layout, info, mapping, report)
+            if protocol == OPREID_PROTOCOL:
+                _check_occlusion_flags(layout, info, mapping, gt, report)
+            _check_masked_crops(layout, public, mapping, report)
     report.summary["violations"] = len(report.violations)
     return report
 
@@ -580,7 +663,8 @@ def _check_package_files(root: Path, info: dict[str, Any], report: ValidationRep
             report.add("missing-file", f"{rel} is listed in dataset.json but missing")
         elif sha256_file(path) != digest:
             report.add("checksum", f"{rel} does not match its sha256 in dataset.json (modified)")
-    for rel in sorted(expected - set(present)):
+    optional = {DatasetLayout(root).croissant.name}  # an imported benchmark's release has none
+    for rel in sorted(expected - set(present) - optional):
         if rel not in listed:
             report.add("missing-file", f"{rel} is missing from the package")
     report.summary["files_checked"] = len(listed)
@@ -670,6 +754,7 @@ def _validate_package(root: Path, report: ValidationReport) -> None:
             if image_id in seen:
                 report.add("duplicate-image", f"image_id {image_id} appears in {seen[image_id]} and {split}")
             seen.setdefault(image_id, split)
+    _check_not_empty(frames, ("query", "gallery"), report)
     sizes = {s: len(frames[s]) if s in frames else None for s in ("query", "gallery")}
     _check_sample(root, sizes["query"], sizes["gallery"], report)
     report.summary["counts"] = {s: {"images": len(f)} for s, f in frames.items()}
@@ -678,10 +763,9 @@ def _validate_package(root: Path, report: ValidationReport) -> None:
 def validate_public(package: str | Path) -> ValidationReport:
     """Check a participants' package alone (a folder, or the .tar/.tar.gz/.zip `release pack` wrote):
     only public files, each listed and matching its checksum; no pid, no private column or metadata
-    anywhere; opaque query/gallery names; no EXIF or comment in any image; a sample submission of
+    anywhere; opaque query/gallery names; no metadata in any image (the whitelist of
+    `image_containers`); a sample submission of
     the right shape. Never raises for a broken package: reports instead."""
-    from opreid_builder.release.archive import package_format, unpack_archive
-
     package = Path(package)
     report = ValidationReport(out=package)
     if package.is_dir():

@@ -24,7 +24,6 @@ import io
 import logging
 import multiprocessing
 import os
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,7 +52,6 @@ KEYPOINTS_NAME = "keypoints.parquet"
 TRUTH_NAME = "truth.parquet"
 MAX_CAMERAS = 9  # one digit in `c{cam}`, as Market-1501 readers expect
 MAX_IDENTITIES = 9999  # four digits in the pid
-_MARKET_NAME = re.compile(r"^(\d{4})_c(\d)s1_(\d{6})_00\.jpg$")
 
 
 class SynthConfigError(SynthError):
@@ -482,29 +480,19 @@ def generate(out_dir: Path, config: SynthConfig, progress: bool = False) -> Synt
     except OSError as exc:
         raise SynthOutputError(f"cannot create {out_dir}: {exc.strerror or exc}") from None
     tasks = [(str(out_dir), config, group) for group in _groups(specs)]
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=len(specs), unit="img", desc="synth", file=None, dynamic_ncols=True)
     rows: list[dict] = []
-    try:
+    with manifests.progress_bar(total=len(specs), desc="synth", enabled=progress) as bar:
         if config.workers > 1 and len(tasks) > 1:
             ctx = multiprocessing.get_context("spawn")
             with ctx.Pool(min(config.workers, len(tasks))) as pool:
                 for group_rows in pool.imap_unordered(_render_group, tasks, chunksize=1):
                     rows += group_rows
-                    if bar is not None:
-                        bar.update(len(group_rows))
+                    bar.update(len(group_rows))
         else:
             for task in tasks:
                 group_rows = _render_group(task)
                 rows += group_rows
-                if bar is not None:
-                    bar.update(len(group_rows))
-    finally:
-        if bar is not None:
-            bar.close()
+                bar.update(len(group_rows))
     rows.sort(key=lambda r: r["file"])
     manifests.write_manifest(
         {"file": [r["file"] for r in rows], "keypoints": [r["keypoints"] for r in rows]},
@@ -535,9 +523,3 @@ def generate(out_dir: Path, config: SynthConfig, progress: bool = False) -> Synt
         holistic=len(rows) - occluded,
         files=[r["file"] for r in rows],
     )
-
-
-def parse_market_name(name: str) -> tuple[int, int, int] | None:
-    """(pid, camid, frame) of a name this generator writes, or None."""
-    m = _MARKET_NAME.match(name)
-    return (int(m.group(1)), int(m.group(2)), int(m.group(3))) if m else None

@@ -48,6 +48,7 @@ class SplitRecords:
 def _check_root(root: Path) -> DatasetLayout:
     if not root.is_dir():
         raise DataError(f"dataset folder not found: {root}")
+    manifests.verify_manifests(root)  # a manifest edited since the build would train or extract silently
     return DatasetLayout(root)
 
 

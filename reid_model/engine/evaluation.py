@@ -5,7 +5,8 @@ ground truth is present, the test split of every `--eval-data` release (cross-da
 e.g. train on Market-1501 and test on Occluded-REID), and the validation split held out of the
 training identities (`--val-ids`), which alone chooses `best.pt`. Each set is named by its
 release's `dataset.json` "name" (else the folder name) and carries its "protocol" when dataset.json
-has one; `opreid report` reads those keys from metrics.jsonl.
+has one, and `"published": false` when an imported release says it is not the published dataset of
+its layout; `opreid report` reads those keys from metrics.jsonl.
 
 The distances and the metrics come from `benchmarks.metrics.market.evaluate_features` (the scorer's
 path for a features submission), so that training reports what the scorer would report.
@@ -44,11 +45,14 @@ class EvalSet:
     gallery: SplitRecords
     protocol: Any = None  # dataset.json's "protocol", when it has one
     root: Path | None = None
+    published: bool | None = None  # whether an import is its layout's published dataset (None: not said)
 
     def labels(self) -> dict[str, Any]:
         out: dict[str, Any] = {"dataset": self.dataset, "split": self.split}
         if self.protocol is not None:
             out["protocol"] = self.protocol
+        if self.published is not None:
+            out["published"] = self.published
         return out
 
 
@@ -71,19 +75,20 @@ def evaluation_sets(
         if extra.resolve() in {r.resolve() for r in roots}:
             raise DataError(f"--eval-data {extra}: given twice (or is --data)")
         roots.append(extra)
-    named = [(root, ident.name, ident.protocol) for root in roots for ident in [release_identity(root)]]
-    counts = Counter(name for _, name, _ in named)
+    named = [(root, release_identity(root)) for root in roots]
+    counts = Counter(ident.name for _, ident in named)
     sets: list[EvalSet] = []
     if validation is not None:
-        name, protocol = named[0][1], named[0][2]
-        sets.append(EvalSet(name, "val", validation.query, validation.gallery, protocol, roots[0]))
-    for root, name, protocol in named:
+        ident = named[0][1]
+        sets.append(
+            EvalSet(ident.name, "val", validation.query, validation.gallery, ident.protocol, roots[0])
+        )
+    for root, ident in named:
         if not has_ground_truth(root):
             continue
-        label = name if counts[name] == 1 else f"{name} [{root.resolve().name}]"
-        sets.append(
-            EvalSet(label, "test", read_split(root, "query"), read_split(root, "gallery"), protocol, root)
-        )
+        label = ident.name if counts[ident.name] == 1 else f"{ident.name} [{root.resolve().name}]"
+        query, gallery = read_split(root, "query"), read_split(root, "gallery")
+        sets.append(EvalSet(label, "test", query, gallery, ident.protocol, root, ident.published))
     return sets
 
 

@@ -4,7 +4,8 @@
 The contract with the trainer: an evaluation record has `"kind": "eval"`, `iteration`, `mAP`,
 `rank1`, `mINP` (fractions, or null without a valid query) and, when it evaluates another release
 than the run's `--data`, `"dataset"` (the release's dataset.json name, else its folder name) and
-optionally `"protocol"`. A record without `"dataset"` is on the run's `--data` release, read from
+optionally `"protocol"` and `"published"` (false: an imported release that is not its layout's
+published dataset). A record without `"dataset"` is on the run's `--data` release, read from
 `environment.json`. Reading is light: no torch.
 """
 
@@ -41,6 +42,9 @@ class Release:
 
     name: str
     protocol: str | None = None
+    #: dataset.json `published_dataset` of an import: whether it is its layout's published dataset
+    #: (None: the release does not say: an OPReID build, or an import before the key)
+    published: bool | None = None
 
 
 @dataclass
@@ -54,6 +58,7 @@ class RunResult:
     iteration: int
     metrics: dict[str, float | None]
     train_dataset: Release | None = None
+    published: bool | None = None
 
     def as_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -75,9 +80,11 @@ def release_identity(root: str | Path) -> Release:
         else:
             name = info.get("name")
             protocol = info.get("protocol")
+            published = (info.get("published_dataset") is not None) if "published_dataset" in info else None
             return Release(
                 name.strip() if isinstance(name, str) and name.strip() else folder,
                 protocol if isinstance(protocol, str) and protocol else None,
+                published,
             )
     return Release(folder)
 
@@ -189,6 +196,8 @@ def read_run(
                 )
             key = train_release.name
             rec = {**rec, "protocol": rec.get("protocol") or train_release.protocol}
+            if "published" not in rec and train_release.published is not None:
+                rec["published"] = train_release.published
         last[key] = rec  # a later record replaces an earlier one; the order stays the first-seen
     results = []
     for dataset, rec in last.items():
@@ -202,6 +211,7 @@ def read_run(
                 iteration=int(iteration) if isinstance(iteration, int) else -1,
                 metrics={m: _metric(rec.get(m)) for m in RESULT_METRICS},
                 train_dataset=train_release,
+                published=rec.get("published") if isinstance(rec.get("published"), bool) else None,
             )  # fmt: skip
         )
     return results

@@ -1,9 +1,17 @@
 """The training loop (docs/model.md §0, §6): PK batches -> CBE -> forward (losses) -> Adam -> ME update.
 
+Input (docs/model.md §6.4): `loader.pipeline: tensor` gathers PK batches of uint8 crops from the
+decoded-crop cache and augments them as whole batches on the training device (flip, pad + crop,
+AutoAugment, then CBE or Random Erasing); `pil` decodes and transforms each image in loader workers
+and erases the collated batch on the CPU. Either way `train_batches()` yields the forward batch.
+
 Determinism: batches, per-image augmentation and erasing are pure functions of (seed, step, rank),
 the LR is a pure function of the step, and the model has no other randomness; a checkpoint
 therefore needs only the weights, optimiser/scheduler/scaler states and the step count to resume
 to bitwise-identical weights (CPU, same thread count). Only rank 0 writes files.
+
+Speed levers (`train.channels_last`, `amp_dtype`, `fused_adam`, `compile`, `cudnn_benchmark`): the
+CUDA-only ones are no-ops on the CPU; RUN/environment.json records which were applied.
 
 Checkpoints: `last.pt` always; `best.pt` only with a validation split (`data.val_ids`), chosen by
 (mAP + Rank-1) / 2 on it. Test splits are evaluated and logged but never choose a checkpoint.
@@ -12,9 +20,10 @@ Every `log_period` the train record also holds BED's operating range (docs/model
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +34,9 @@ from torch.nn.parallel import DistributedDataParallel
 
 from manifests import progress_bar
 from reid_model.config import Config, dump_config
+from reid_model.data.batch_augment import augment_batch
+from reid_model.data.crop_batches import CropSource, crop_batches
+from reid_model.data.crop_cache import default_cache_folder, image_checksums, open_crop_cache
 from reid_model.data.datasets import (
     SeededBatches,
     TrainDataset,
@@ -39,7 +51,7 @@ from reid_model.engine.checkpoint import load_checkpoint, save_checkpoint
 from reid_model.engine.evaluation import evaluate, evaluation_sets
 from reid_model.engine.lr_schedule import lr_factor_fn
 from reid_model.engine.run_records import MetricsLog, environment, plot_curves, write_json
-from reid_model.errors import CheckpointError, DataError, DistributedError
+from reid_model.errors import CheckpointError, ConfigError, DataError, DistributedError
 from reid_model.modeling.batch_erasing import ErasingParams, compound_batch_erasing, random_erasing
 from reid_model.modeling.model import BRANCHES, ReidModel, total_loss
 from reid_model.modeling.pretrained import load_pretrained
@@ -96,10 +108,58 @@ def step_generator(seed: int, step: int, rank: int) -> torch.Generator:
     return torch.Generator().manual_seed(state)
 
 
-def make_optimizer(model: torch.nn.Module, cfg: Config) -> torch.optim.Optimizer:
+def make_optimizer(
+    model: torch.nn.Module, cfg: Config, device: torch.device | None = None
+) -> torch.optim.Optimizer:
+    """Adam as the recipe sets it; one fused kernel per step with `train.fused_adam` on CUDA."""
     s = cfg.solver
     params = [p for p in model.parameters() if p.requires_grad]
-    return torch.optim.Adam(params, lr=s.base_lr, betas=tuple(s.betas), eps=1e-8, weight_decay=s.weight_decay)
+    fused = bool(cfg.train.fused_adam and device is not None and device.type == "cuda") or None
+    return torch.optim.Adam(
+        params, lr=s.base_lr, betas=tuple(s.betas), eps=1e-8, weight_decay=s.weight_decay, fused=fused
+    )
+
+
+def speed_levers(cfg: Config, device: torch.device) -> dict[str, bool | str]:
+    """The `train.*` speed levers as they apply on `device`: the CUDA-only ones are off elsewhere.
+    A lever the device cannot honour (bfloat16 on a GPU without it) is refused."""
+    t, cuda = cfg.train, device.type == "cuda"
+    amp = bool(cfg.solver.amp and cuda)
+    if amp and t.amp_dtype == "bfloat16" and not torch.cuda.is_bf16_supported():
+        raise ConfigError("train.amp_dtype=bfloat16: this GPU has no bfloat16 support; use float16")
+    amp_dtype = t.amp_dtype if amp else "float32"
+    if cfg.solver.cpu_bf16 and device.type == "cpu":
+        if cpu_has_fast_bfloat16():
+            amp, amp_dtype = True, "bfloat16"  # no grad scaler: bfloat16 has fp32's range
+        else:  # emulated bfloat16 is slower than fp32
+            log.info(
+                "solver.cpu_bf16: this CPU has no native bfloat16 (AMX or AVX512-BF16); training in fp32"
+            )
+    return {
+        "amp": amp,
+        "amp_dtype": amp_dtype,
+        "channels_last": t.channels_last,
+        "fused_adam": t.fused_adam and cuda,
+        "compile": t.compile and cuda,
+        "cudnn_benchmark": t.cudnn_benchmark and cuda,
+    }
+
+
+@contextlib.contextmanager
+def serial_cpu_ops(device: torch.device) -> Iterator[None]:
+    """Run the enclosed CPU tensor ops on one thread. The input ops (augmentation, erasing) are a few
+    elementwise passes over one batch: intra-op threads gain little there, while each parallel region
+    costs a fork and a join, and on a shared CPU a join waits for a descheduled thread's time slice.
+    Elementwise results do not depend on the thread count, so neither does any batch."""
+    threads = torch.get_num_threads()
+    if device.type != "cpu" or threads == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 class Trainer:
@@ -146,23 +206,22 @@ class Trainer:
         if state is None:
             load_pretrained(self.model.backbone, cfg.model.pretrained, cfg.model.allow_download)
         self.model = self._convert_sync_bn(self.model, cfg, ctx)
-        self.memory_format = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
+        self.levers = speed_levers(cfg, ctx.device)
+        self.memory_format = torch.channels_last if self.levers["channels_last"] else torch.contiguous_format
         self.model.to(ctx.device, memory_format=self.memory_format)
-        self.use_amp = cfg.solver.amp and ctx.device.type == "cuda"
-        # fp16 with a grad scaler on CUDA; bfloat16 (no scaler: its range is fp32's) on CPU if asked
-        self.autocast_dtype = torch.float16 if self.use_amp else torch.bfloat16
-        cpu_bf16 = cfg.solver.cpu_bf16 and ctx.device.type == "cpu"
-        if cpu_bf16 and not cpu_has_fast_bfloat16():
-            log.warning(
-                "solver.cpu_bf16: this CPU has no native bfloat16 (AMX or AVX512-BF16); training in fp32"
-            )
-            cpu_bf16 = False
-        self.use_autocast = self.use_amp or cpu_bf16
-        self.optimizer = make_optimizer(self.model, cfg)
+        if self.levers["cudnn_benchmark"]:
+            torch.backends.cudnn.benchmark = True
+        self.use_amp = bool(self.levers["amp"])
+        self.amp_dtype = torch.bfloat16 if self.levers["amp_dtype"] == "bfloat16" else torch.float16
+        self.optimizer = make_optimizer(self.model, cfg, ctx.device)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lr_factor_fn(cfg.solver, self.iters_per_epoch)
         )
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
+        # bfloat16 has float32's range: no loss scaling
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp and self.amp_dtype == torch.float16)
+        self._crop_source: CropSource | None = None
+        self.crop_cache_path: str | None = None
+        self.compiled: torch.nn.Module | None = None  # the training forward under torch.compile
         self.iteration = 0
         self.best_score = -1.0
         if state is not None:
@@ -174,6 +233,8 @@ class Trainer:
             if ctx.distributed
             else None
         )
+        if self.levers["compile"]:
+            self.compiled = torch.compile(self._forward_model())
         self.evaluate_enabled = bool(self.eval_sets)
 
     @staticmethod
@@ -198,7 +259,7 @@ class Trainer:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
-        if self.use_amp and state.get("scaler"):
+        if self.scaler.is_enabled() and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
         self.iteration = int(state["iteration"])
         self.best_score = float(state.get("best_score", -1.0))
@@ -228,30 +289,34 @@ class Trainer:
 
     # -- one step ----------------------------------------------------------------------------------------
     def _forward_model(self) -> torch.nn.Module:
+        if self.compiled is not None:
+            return self.compiled
         return self.ddp if self.ddp is not None else self.model
+
+    def _erase(self, images: torch.Tensor, pids: torch.Tensor, camids: torch.Tensor, gen: torch.Generator):
+        """CBE (2B images out of B) or, without it, Random Erasing, on the batch's device."""
+        params = erasing_params(self.cfg)
+        if self.cfg.cbe:
+            return compound_batch_erasing(images, pids, camids, gen, params)
+        if params.prob > 0:
+            images = random_erasing(images, gen, params)
+        return images, pids, camids
 
     def train_step(
         self, images: torch.Tensor, pids: torch.Tensor, camids: torch.Tensor, measure: bool = False
     ) -> dict[str, float]:
-        """One optimisation step; returns the loss terms and BED's operating range as floats. With
-        `measure`, also the gradient norm each part of BED sends to the features (`range_*_grad_*`)."""
+        """One optimisation step on a forward batch from `train_batches()` (augmented and erased);
+        returns the loss terms and BED's operating range as floats. With `measure`, also the gradient
+        norm each part of BED sends to the features (`range_*_grad_*`)."""
         cfg = self.cfg
-        gen = step_generator(cfg.seed, self.iteration, self.ctx.rank)
-        params = erasing_params(cfg)
-        if cfg.cbe:
-            images, pids, camids = compound_batch_erasing(images, pids, camids, gen, params)
-        elif params.prob > 0:
-            images = random_erasing(images, gen, params)
         device = self.ctx.device
-        images = images.to(device, non_blocking=True)
+        images = images.to(device, non_blocking=True).contiguous(memory_format=self.memory_format)
         pids = pids.to(device, non_blocking=True)
         frozen = self.iteration < cfg.solver.freeze_iters
         self.model.train()
         if frozen:
             self.model.backbone.eval()  # frozen backbone: BN uses (and keeps) its running statistics
-        if self.memory_format is not torch.contiguous_format:
-            images = images.contiguous(memory_format=self.memory_format)
-        with torch.autocast(device_type=device.type, dtype=self.autocast_dtype, enabled=self.use_autocast):
+        with torch.autocast(device_type=device.type, dtype=self.amp_dtype, enabled=self.use_amp):
             out = self._forward_model()(images, pids)
         loss = total_loss(out)
         if not torch.isfinite(loss):
@@ -318,6 +383,9 @@ class Trainer:
             atomic_write_text(self.paths.config, dump_config(self.cfg))
             env = environment(self.ctx.device, self.ctx.world_size)
             env["data"] = str(self.data_root.resolve())
+            env["input_pipeline"] = self.cfg.loader.pipeline
+            env["crop_cache"] = self.crop_cache_path
+            env["speed_levers"] = self.levers
             env["resumed_from_iteration"] = self.iteration if resumed else None
             write_json(self.paths.environment, env)
         return metrics
@@ -347,10 +415,9 @@ class Trainer:
                     self.save(self.paths.best)
         barrier(self.ctx)
 
-    def train_batches(self):
-        """The iterator of (images, pids, camids) batches from the current iteration on (never ending)."""
+    def _sampler(self) -> PKSampler:
         cfg = self.cfg
-        sampler = PKSampler(
+        return PKSampler(
             self.records.pids,
             self.batch,
             cfg.data.num_instance,
@@ -358,12 +425,55 @@ class Trainer:
             rank=self.ctx.rank,
             world_size=self.ctx.world_size,
         )
-        dataset = TrainDataset(self.records, train_transform(cfg.input))
-        batches = SeededBatches(sampler, self.iteration, cfg.seed)
-        return iter(train_loader(dataset, batches, cfg.data.num_workers))
+
+    def crop_source(self) -> CropSource:
+        """The decoded-crop cache of the release's training images (built on first use) and the rows of
+        this run's records in it. It covers the whole training manifest, so runs that hold out
+        different validation identities share it."""
+        if self._crop_source is None:
+            cfg = self.cfg
+            every = read_train(self.data_root).paths
+            checksums = image_checksums(every)
+            by_path = dict(zip(every, checksums, strict=True))
+            folder = default_cache_folder(self.data_root, self.paths.root, cfg.loader.cache_dir)
+            cache = open_crop_cache(every, checksums, cfg.input, folder, workers=cfg.data.num_workers,
+                                    progress=self.progress)  # fmt: skip
+            log.info("decoded-crop cache: %s (%s)", cache.path, "built" if cache.built else "reused")
+            self.crop_cache_path = str(cache.path)
+            rows = cache.rows_of([by_path[p] for p in self.records.paths])
+            self._crop_source = CropSource(cache.array, rows, self.records.pids, self.records.camids)
+        return self._crop_source
+
+    def train_batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """The forward batches (images, pids, camids) from the current iteration on, never ending:
+        augmented and erased, the images on the training device with the `tensor` pipeline."""
+        cfg, rank, device = self.cfg, self.ctx.rank, self.ctx.device
+        start = self.iteration
+        if cfg.loader.pipeline == "pil":
+            dataset = TrainDataset(self.records, train_transform(cfg.input))
+            loader = train_loader(
+                dataset, SeededBatches(self._sampler(), start, cfg.seed), cfg.data.num_workers
+            )
+            for step, (images, pids, camids) in enumerate(loader, start=start):
+                with serial_cpu_ops(images.device):
+                    batch = self._erase(images, pids, camids, step_generator(cfg.seed, step, rank))
+                yield batch
+            return
+        source = self.crop_source()
+        pin = device.type == "cuda"
+        for step, images, pids, camids in crop_batches(
+            source, self._sampler(), start, cfg.loader.prefetch, pin
+        ):
+            gen = step_generator(cfg.seed, step, rank)
+            with serial_cpu_ops(device):
+                images = augment_batch(images.to(device, non_blocking=True), gen, cfg.input)
+                batch = self._erase(images, pids, camids, gen)
+            yield batch
 
     def fit(self) -> dict[str, Any]:
         resumed = self.iteration > 0
+        if self.cfg.loader.pipeline == "tensor":
+            self.crop_source()  # built (or found) before the run folder records where it is
         metrics = self._prepare_run_dir(resumed)
         cfg = self.cfg
         stop_at = self.total_iters

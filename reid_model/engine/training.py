@@ -8,7 +8,7 @@ from typing import Any
 from reid_model.errors import CheckpointError, ConfigError, DataError
 
 #: Keys that may change when resuming: bookkeeping only, never the model or the optimisation.
-RESUMABLE_PREFIXES = ("train.", "test.", "data.num_workers")
+RESUMABLE_PREFIXES = ("train.", "test.", "data.num_workers", "loader.cache_dir", "loader.prefetch")
 
 
 def resolve_config(config: str | None, overrides: tuple[str, ...] = (), resume_state: dict | None = None):
@@ -38,7 +38,9 @@ def resolve_config(config: str | None, overrides: tuple[str, ...] = (), resume_s
     extra = parse_overrides(overrides)
     for key in flatten_dict(extra):
         if not key.startswith(RESUMABLE_PREFIXES):
-            raise ConfigError(f"cannot change {key!r} when resuming (only train.*, test.*, data.num_workers)")
+            raise ConfigError(
+                f"cannot change {key!r} when resuming (only train.*, test.*, data.num_workers, loader.cache_dir, loader.prefetch)"
+            )
     return config_from_dict(merge_dicts(base, extra))
 
 

@@ -58,10 +58,22 @@ def _training_note(result: RunResult, paper: PaperResults, dataset: str | None) 
         return None
     expected = paper.datasets[dataset].trained_on
     trained = result.train_dataset
-    if trained is not None and paper.dataset(trained.name, trained.protocol) == expected:
+    if (
+        trained is not None
+        and trained.published is not False
+        and paper.dataset(trained.name, trained.protocol) == expected
+    ):
         return None
     what = f"{trained.name!r}" if trained is not None else "an unknown release"
     return f"{result.run}: the paper's {dataset} numbers come from training on {expected}; this run trained on {what}"
+
+
+def _not_published_note(result: RunResult, dataset: str) -> str:
+    return (
+        f"{result.run}: {result.dataset!r} is in the {result.protocol} layout but is not the published dataset "
+        f"(its counts differ from the published ones), so it is not compared with the paper's {dataset}; "
+        "`opreid import --published` says a copy is the published one"
+    )
 
 
 def report_row(result: RunResult, paper: PaperResults, cell: PaperCell | None) -> ReportRow:
@@ -73,7 +85,9 @@ def report_row(result: RunResult, paper: PaperResults, cell: PaperCell | None) -
     }
     return ReportRow(
         run=result.run, dataset=result.dataset, protocol=result.protocol,
-        paper_dataset=cell.dataset if cell else paper.dataset(result.dataset, result.protocol),
+        paper_dataset=cell.dataset if cell else (
+            None if result.published is False else paper.dataset(result.dataset, result.protocol)
+        ),
         components=[c for c in paper.components if c in result.components], iteration=result.iteration,
         ours=ours, paper=theirs, diff=diff, cell=cell.citation if cell else None,
         paper_method=cell.method if cell else None,
@@ -95,6 +109,9 @@ def build_report(runs: Sequence[str | Path]) -> Report:
             report.notes.append(f"{run}: no evaluation recorded (no ground truth, or not evaluated yet)")
         for result in results:
             dataset = paper.dataset(result.dataset, result.protocol)
+            if result.published is False and dataset is not None:
+                report.notes.append(_not_published_note(result, dataset))
+                dataset = None
             report.rows.append(report_row(result, paper, paper.cell(dataset, result.components)))
             note = _training_note(result, paper, dataset)
             if note and note not in report.notes:

@@ -81,7 +81,7 @@ def test_build_split_with_huge_jpegs_stays_in_bounded_memory(tmp_path):
     got = _run(f"""
         import json, resource
         from opreid_builder.build import SplitRequest, build_release
-        from opreid_builder.curation.pipeline import CurateConfig
+        from opreid_builder.curation.config import CurateConfig
         def peak():
             return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         split = SplitRequest(scale=0.005, counts={{"train_ids": 20, "train_images": 200}}, seed=2)

@@ -17,6 +17,7 @@ from manifests import (
     SchemaKindError,
     SchemaVersionError,
     UnreadableManifestError,
+    csv_cell,
 )
 
 
@@ -229,3 +230,9 @@ def test_atomic_folder_replaces_whole_or_leaves_the_target(tmp_path):
     with atomic_folder(target) as staging:
         (staging / "c.txt").write_text("two")
     assert sorted(os.listdir(target)) == ["c.txt"] and sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_csv_cell_writes_formulas_as_text_and_leaves_numbers_alone():
+    for text in ("=1+1", "+1", "-1", "@SUM(A1)", "\t=1", "\r=1"):
+        assert csv_cell(text) == "'" + text
+    assert [csv_cell(v) for v in (None, "", "a=1", -1, 2.5, True)] == ["", "", "a=1", -1, 2.5, True]

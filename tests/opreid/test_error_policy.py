@@ -63,6 +63,8 @@ BAD_INPUT = {
     "leaderboard team revoke": (["alpha", "--data", "EMPTY"], ExitCode.USER, "no leaderboard at"),
     "occlusion calibrate": (["--occluded", "EMPTY", "--holistic", "EMPTY", "--keypoints", "JUNK"],
                             ExitCode.INVALID_INPUT, "keypoints"),
+    "occlusion fit": (["--occluded", "EMPTY", "--holistic", "EMPTY", "-o", "NOWHERE", "--keypoints", "JUNK"],
+                      ExitCode.INVALID_INPUT, "keypoints"),
     "release pack": (["EMPTY", "-o", "NOWHERE"], ExitCode.INVALID_INPUT, "dataset.json: no such file"),
     "report": (["NOWHERE"], ExitCode.USER, "run folder not found"),
     "review": (["EMPTY"], ExitCode.INVALID_INPUT, "images.parquet"),

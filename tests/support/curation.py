@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 from pathlib import Path
 
@@ -148,7 +149,8 @@ class FakePose:
     """Stands in for PoseEstimator: keypoints come from a keypoints file keyed by content hash.
 
     `model_path` is the keypoints file (inside RAW). Counts the crops it was asked about, so tests
-    can tell whether pose ran again.
+    can tell whether pose ran again. Like a pose model it gives a person box (the keypoints' extent
+    with a margin) and a detection score, which the learned occlusion flag reads.
     """
 
     calls = 0
@@ -164,10 +166,12 @@ class FakePose:
         self.by_sha = {}
         for f in kf._by_file:
             if (path.parent / f).is_file():
-                self.by_sha[manifests.sha256_file(path.parent / f)] = kf.lookup(f)
-
-    def cache_key(self) -> str:
-        return "fake"
+                found = kf.lookup(f)
+                xy = found.keypoints[:, :2]
+                box = (*(xy.min(axis=0) - 4.0).tolist(), *(xy.max(axis=0) + 4.0).tolist())
+                self.by_sha[manifests.sha256_file(path.parent / f)] = dataclasses.replace(
+                    found, box=tuple(float(v) for v in box), score=0.9
+                )
 
     def describe(self) -> dict:
         return {"source": "pose", "model": "fake"}

@@ -173,15 +173,19 @@ class PostgresServer:
 
 # ---- Chromium and a live server -------------------------------------------------------------------
 class LiveServer:
-    """uvicorn serving an ASGI app on 127.0.0.1:<free port> in a background thread."""
+    """uvicorn serving an ASGI app on 127.0.0.1:<free port> in a background thread, configured as
+    `leaderboard serve` configures it (`settings`: its header deadline)."""
 
-    def __init__(self, app):
+    def __init__(self, app, settings=None):
         import uvicorn
 
+        from benchmarks.leaderboard.web import WebSettings, server_config
+
         self.port = free_port()
-        self.server = uvicorn.Server(
-            uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
+        config = server_config(
+            app, settings or WebSettings(), host="127.0.0.1", port=self.port, log_level="warning"
         )
+        self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     @property

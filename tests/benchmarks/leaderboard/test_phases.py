@@ -7,6 +7,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 
 import numpy as np
@@ -14,6 +17,7 @@ import pytest
 import support.leaderboard as lf
 from sqlalchemy import text
 
+from benchmarks.leaderboard import submissions as submissions_module
 from benchmarks.leaderboard.board import BoardSettings, create_board, init_board, open_store, private_mask
 from benchmarks.leaderboard.errors import (
     AuthError,
@@ -21,6 +25,7 @@ from benchmarks.leaderboard.errors import (
     NotRevealedError,
     OutdatedSchemaError,
     PhaseClosedError,
+    ScoringPendingError,
     SelectionError,
 )
 from benchmarks.leaderboard.migrate import migrate
@@ -126,6 +131,40 @@ def test_private_board_revealed_only_by_the_host_after_the_final_phase(challenge
         compute_standings(store, private=True, phase="development", clock=clock)
     with pytest.raises(LeaderboardError, match="revealed"):
         set_phase(store, host, "final", ends_at=clock.now + timedelta(days=1), clock=clock)
+
+
+def test_a_final_submission_scored_after_the_end_is_waited_for_by_the_reveal(challenge, monkeypatch):
+    """Received before the final phase ends, scored after: it counts in the final phase, and the reveal
+    refuses (or waits) until it is recorded, so the revealed board never gains a row."""
+    c = challenge
+    store, host, clock, data = c["store"], c["host"], c["clock"], c["data"]
+    clock.now = T0 + timedelta(days=2) - timedelta(seconds=1)  # the last second of the final phase
+    real, scoring, release = submissions_module.score_file, threading.Event(), threading.Event()
+
+    def slow_score(*args, **kwargs):
+        scoring.set()
+        assert release.wait(60)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(submissions_module, "score_file", slow_score)
+    with ThreadPoolExecutor(2) as pool:
+        job = pool.submit(c["send"], "alpha", lf.distance_matrix(data, 0.9, 1), "in-time")
+        assert scoring.wait(60)
+        clock.now = T0 + timedelta(days=2, minutes=5)  # the phase has ended while it is scored
+        with pytest.raises(ScoringPendingError, match="1 submission\\(s\\) .* still being scored") as info:
+            reveal(store, host, clock)
+        assert info.value.exit_code == ExitCode.REFUSED
+        waiting = pool.submit(reveal, store, host, clock, wait_s=60, poll_s=0.05)
+        time.sleep(0.3)
+        assert not waiting.done()
+        release.set()
+        result = job.result()
+        when = waiting.result()
+    assert result.phase == "final" and when == clock.now
+    final = compute_standings(store, private=True, phase="final", clock=clock)
+    assert final.revealed and [r.method for r in final.rows] == ["in-time"]
+    with pytest.raises(PhaseClosedError):  # received after the end: refused as before
+        c["send"]("beta", lf.distance_matrix(data, 0.9, 2), "late")
 
 
 def test_selection_decides_the_private_board(challenge):

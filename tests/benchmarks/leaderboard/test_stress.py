@@ -89,3 +89,32 @@ def test_parallel_submitters_never_exceed_a_quota(stress_db, dataset, tmp_path):
     with store.session() as s:
         assert s.scalar(select(func.count(Submission.id))) == 7
     store.dispose()
+
+
+def _select_by_cli(args: tuple[str, str, list[int]]) -> tuple[int, str]:
+    """`opreid leaderboard select` in a worker process, as a team types it: (exit code, stderr)."""
+    from click.testing import CliRunner
+
+    from opreid.cli import cli
+
+    db, token, ids = args
+    result = CliRunner().invoke(cli, ["leaderboard", "select", *map(str, ids), "--db", db, "--token", token])
+    return result.exit_code, result.stderr
+
+
+def test_parallel_selections_never_fail(stress_db, dataset, tmp_path):
+    """Selections read and then write: on SQLite they now take the write lock first, so none fails with
+    "database is locked" (and no error would show the database's path)."""
+    out, data = dataset
+    tokens = _board(stress_db, out, 10, [f"team{i}" for i in range(4)])
+    store = Store(stress_db)
+    ids: dict[str, list[int]] = {}
+    for i, token in enumerate(tokens.values()):
+        path = lf.write_submission(tmp_path / f"t{i}.npy", lf.distance_matrix(data, 0.5, i))
+        ids[token] = [submit(store, path, token, method=f"m{k}").submission_id for k in range(2)]
+    store.dispose()
+    jobs = [(stress_db, token, ids[token][: 1 + k % 2]) for k in range(8) for token in tokens.values()]
+    with ProcessPoolExecutor(WORKERS, mp_context=multiprocessing.get_context("fork")) as pool:
+        results = list(pool.map(_select_by_cli, jobs))
+    failed = [r for r in results if r[0] != 0]
+    assert not failed, f"{len(failed)} of {len(results)} failed: {failed[:2]}"

@@ -15,13 +15,18 @@ from benchmarks.rerank.kreciprocal import (
 )
 
 
-def reference_rerank(query, gallery, metric="cosine", k1=20, k2=6, lam=0.3):
-    """Zhong et al. as the paper states it, on full (Q+G)^2 matrices: every set built explicitly."""
+def reference_rerank(query, gallery, metric="cosine", k1=20, k2=6, lam=0.3, *, by_differences=False):
+    """Zhong et al. as the paper states it, on full (Q+G)^2 matrices: every set built explicitly.
+    `by_differences` sums (x_i - x_j)^2 instead of |x_i|^2 + |x_j|^2 - 2 x_i.x_j, which cancels to
+    rounding noise for duplicate and near-duplicate images."""
     x = np.concatenate([query, gallery]).astype(np.float64)
     if metric == "cosine":
         x = x / np.linalg.norm(x, axis=1, keepdims=True)
     sq = (x**2).sum(axis=1)
-    dist = np.maximum(sq[:, None] + sq[None, :] - 2 * x @ x.T, 0)
+    if by_differences:
+        dist = ((x[:, None, :] - x[None, :, :]) ** 2).sum(axis=2)
+    else:
+        dist = np.maximum(sq[:, None] + sq[None, :] - 2 * x @ x.T, 0)
     dist = dist / np.maximum(dist.max(axis=1, keepdims=True), np.finfo(np.float64).tiny)
     n, nq = len(x), len(query)
     rank = np.argsort(dist, axis=1, kind="stable")
@@ -224,3 +229,95 @@ def test_extract_rerank_writes_the_reranked_matrix(built_release, tmp_path, run_
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6)
     expect_error(run_opreid(*common, "--features", feats, "--rerank"), "opreid extract", 1,
                  "--rerank re-ranks the distance matrix: give -o")  # fmt: skip
+
+
+# ---- the torch code (--rerank-device), run on the CPU ------------------------------------------------
+@pytest.fixture
+def one_torch_thread():
+    """torch's worker threads spin while they wait: on a shared CPU a second one costs far more than it gives."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize(
+    ("metric", "k1", "k2", "lam", "memory_mb"),
+    [("cosine", 20, 6, 0.3, 1), ("euclidean", 3, 3, 1.0, 64), ("cosine", 7, 9, 0.5, 64)],
+)
+def test_the_torch_code_matches_the_full_matrix_implementation(
+    metric, k1, k2, lam, memory_mb, one_torch_thread
+):
+    feats, _ = clustered(120, 6, 24, seed=k1 + k2)
+    q, g = feats[:150], feats[150:]
+    settings = RerankSettings(k1=k1, k2=k2, lambda_value=lam, memory_mb=memory_mb, device="torch-cpu")
+    ours = rerank_matrix(q, g, metric, settings)
+    assert ours.dtype == np.float64 and ours.shape == (150, 570)
+    np.testing.assert_allclose(ours, reference_rerank(q, g, metric, k1, k2, lam), rtol=0, atol=1e-12)
+
+
+def test_the_torch_code_breaks_exact_ties_as_numpy_does(one_torch_thread):
+    rng = np.random.default_rng(3)
+    feats = rng.integers(0, 3, size=(160, 3)).astype(np.float64)
+    q, g = feats[:40], feats[40:]
+    ours = rerank_matrix(q, g, "euclidean", RerankSettings(k1=4, k2=2, memory_mb=1, device="torch-cpu"))
+    np.testing.assert_allclose(ours, reference_rerank(q, g, "euclidean", 4, 2), rtol=0, atol=1e-12)
+
+
+def test_float32_features_give_the_same_result_on_numpy_and_torch(one_torch_thread):
+    feats, _ = clustered(80, 5, 64, seed=4, spread=0.9)
+    q, g = feats[:80].astype(np.float32), feats[80:].astype(np.float32)
+    on_numpy = rerank_matrix(q, g, "cosine", RerankSettings(memory_mb=2))
+    on_torch = rerank_matrix(q, g, "cosine", RerankSettings(memory_mb=2, device="torch-cpu"))
+    assert on_numpy.dtype == on_torch.dtype == np.float32
+    np.testing.assert_allclose(on_torch, on_numpy, rtol=0, atol=2e-6)
+    np.testing.assert_allclose(on_numpy, reference_rerank(q, g), rtol=0, atol=2e-6)
+
+
+@pytest.mark.parametrize("device", ["cpu", "torch-cpu"])
+@pytest.mark.parametrize("metric", ["cosine", "euclidean"])
+def test_duplicate_and_near_duplicate_images(device, metric, one_torch_thread):
+    """100 copies of one image (more than a row keeps: those rows are redone whole) and 30 copies of
+    another moved by 1e-7: float32 features, each near-tie decided in float64 from the differences."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(400, 16)).astype(np.float32)
+    x[100:200] = x[5]
+    x[300:330] = x[250] + 1e-7 * rng.normal(size=(30, 16)).astype(np.float32)
+    q, g = x[:120], x[120:]
+    ours = rerank_matrix(q, g, metric, RerankSettings(memory_mb=1, device=device))
+    expected = reference_rerank(q, g, metric, by_differences=True)
+    np.testing.assert_allclose(ours, expected, rtol=0, atol=5e-7)
+
+
+def test_devices_that_cannot_run_are_user_errors():
+    q, g = np.ones((2, 3)), np.ones((3, 3))
+    with pytest.raises(RerankError, match="device must be") as info:
+        rerank_matrix(q, g, settings=RerankSettings(device="gpu"))
+    assert info.value.exit_code == 1
+    import torch
+
+    if not torch.cuda.is_available():
+        with pytest.raises(RerankError, match="no CUDA device is available"):
+            rerank_matrix(q, g, settings=RerankSettings(device="cuda"))
+
+
+def test_score_refuses_an_unknown_device_before_reading_anything(tmp_path, run_opreid, expect_error):
+    result = run_opreid("score", tmp_path / "f.npz", "--data", tmp_path, "--rerank", "--rerank-device", "tpu")
+    expect_error(result, "opreid score", 1, "--rerank-device", "cuda")
+
+
+def test_a_global_reduced_precision_setting_does_not_reach_the_products(one_torch_thread):
+    import torch
+
+    feats, _ = clustered(60, 5, 32, seed=6)
+    q, g = feats[:60].astype(np.float32), feats[60:].astype(np.float32)
+    before = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("medium")
+    try:
+        on_torch = rerank_matrix(q, g, "cosine", RerankSettings(device="torch-cpu"))
+        assert torch.get_float32_matmul_precision() == "medium"
+    finally:
+        torch.set_float32_matmul_precision(before)
+    np.testing.assert_allclose(on_torch, rerank_matrix(q, g, "cosine"), rtol=0, atol=2e-6)

@@ -41,8 +41,17 @@ def test_truth_rule_is_perfect_and_ranked_first(folders):
     assert scores == sorted(scores, reverse=True)
     lax = next(r for r in report.rows if (r.rule, r.kpt_conf, r.min_run) == ("count", 0.5, 2))
     assert lax.holistic_flagged >= paper.holistic_flagged
+    assert (
+        paper.occluded_ci[0] > 0.85
+        and paper.holistic_ci == (0.0, paper.holistic_ci[1])
+        and paper.holistic_ci[1] < 0.1
+    )
+    assert all(r.rates == "out-of-sample" for r in report.rows)  # a keypoints file: rules only
+    assert report.selection is not None and report.selection.rates == "cross-validated"
+    assert report.selection.occluded_flagged == 1.0 and report.selection.holistic_flagged == 0.0
     text = format_table(report, limit=5)
-    assert "coco18" in text and len(text.splitlines()) == 3 + 5
+    assert "coco18" in text and len(text.splitlines()) == 3 + 5 + 3
+    assert "Choosing a rule here" in text
 
 
 def test_calibrate_cli_table_and_json(folders):
@@ -63,10 +72,11 @@ def test_calibrate_cli_table_and_json(folders):
     assert res.exit_code == 0, res.output
     lines = res.output.splitlines()
     assert lines[1].split()[:3] == ["rule", "kpt_conf", "min_run"]
-    assert len(lines) == 3 + len(RULES) * len(CONFS) * len(RUNS)
+    assert len(lines) == 3 + len(RULES) * len(CONFS) * len(RUNS) + 3
     res = runner.invoke(cli, [*base, "--json"])
     body = json.loads(res.stdout)
     assert body["rows"][0]["score"] == 1.0 and body["source"]["source"] == "keypoints-file"
+    assert body["selection"]["rates"] == "cross-validated" and len(body["rows"][0]["occluded_ci"]) == 2
 
 
 def test_calibrate_errors(folders, tmp_path, monkeypatch):

@@ -164,7 +164,8 @@ KILL_LOCAL = """
 import os, signal, sys
 from pathlib import Path
 import opreid_builder.curation.stages as st
-from opreid_builder.curation.pipeline import CurateConfig, curate
+from opreid_builder.curation.config import CurateConfig
+from opreid_builder.curation.pipeline import curate
 real, count = st.encode_jpeg, [0]
 def encode(*a, **k):
     count[0] += 1

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 from support.curation import person_keypoints
 
-from manifests import COCO17, sha256_file
+from manifests import COCO17, DEFAULT_KPT_CONF, missing_keypoints, sha256_file
 from opreid_builder.curation.faces import (
     BUNDLED_YUNET,
     FaceBox,
@@ -20,7 +20,9 @@ from opreid_builder.curation.faces import (
     YuNetDetector,
     pose_head_box,
 )
-from opreid_builder.curation.masking import encode_jpeg, enlarged, mask_faces
+from opreid_builder.curation.masking import MaskSettings, encode_jpeg, enlarged, mask_faces
+from opreid_builder.curation.occlusion import OcclusionRule
+from opreid_builder.curation.stages import MaskStage
 from opreid_builder.errors import FaceDetectorError, ModelFileError
 
 I = {n: i for i, n in enumerate(COCO17)}  # noqa: E741
@@ -101,13 +103,25 @@ def test_bundled_yunet_ships_with_its_licence():
 
 
 def test_head_boxes_of_every_person():
-    d = FaceDetectors(FaceConfig(models=("none",)))
     near, far = kps(), kps()
     far[:, 0] = far[:, 0] / 4  # a second, smaller person on the left
     far[:, 1] = far[:, 1] / 4
-    boxes = d.head_boxes([near, far], 64, 128, 0.5)
-    assert len(boxes) == 2 and all(b.detector == "pose-head" for b in boxes)
-    assert boxes[1].x2 < boxes[0].x2
+    boxes = MaskStage(MaskSettings()).boxes(
+        [], [near.reshape(-1).tolist(), far.reshape(-1).tolist()], 64, 128
+    )
+    assert len(boxes) == 2 and all(b["detector"] == "pose-head" for b in boxes)
+    assert boxes[1]["x2"] < boxes[0]["x2"]
+
+
+@pytest.mark.parametrize("conf,x", [(0.49, 30.0), (0.5, 30.0), (np.nan, 30.0), (0.9, -1.0), (0.9, 64.0)])
+def test_head_box_sees_a_face_keypoint_exactly_when_the_occlusion_rule_does(conf, x):
+    """One test of a missing keypoint serves both: a face the rule calls hidden is not masked by the
+    head box, and a face it calls seen is (no band of confidences where the two disagree)."""
+    kp = kps(conf=0.0)
+    kp[I["nose"]] = (x, 12.0, conf)
+    missing = missing_keypoints(kp, 64, 128, DEFAULT_KPT_CONF)[I["nose"]]
+    assert (pose_head_box(kp, 64, 128) is None) == bool(missing)
+    assert MaskSettings().kpt_conf == OcclusionRule().kpt_conf == DEFAULT_KPT_CONF
 
 
 def test_fill_pixelate_blur():

@@ -1,5 +1,6 @@
 """Sources built to break curation: a FIFO, non-UTF-8 names, huge crops, unlistable folders, ids out
-of range, non-images. Each is recorded with a reason and curation goes on (issue 16)."""
+of range, non-images. Each is recorded with a reason and curation goes on: one bad file in a
+million-crop pool must not stop the run or cost the rest of it."""
 
 from __future__ import annotations
 
@@ -19,7 +20,8 @@ import pytest
 from PIL import Image, ImageFile
 from support.curation import person_keypoints, write_keypoints
 
-from opreid_builder.curation.pipeline import CurateConfig, curate
+from opreid_builder.curation.config import CurateConfig
+from opreid_builder.curation.pipeline import curate
 from opreid_builder.curation.sources import (
     NOT_UTF8,
     decode_image,

@@ -18,7 +18,8 @@ from support.paths import TESTS
 import manifests
 from opreid.cli import cli
 from opreid_builder.curation import pose as pose_mod
-from opreid_builder.curation.pipeline import CurateConfig, curate
+from opreid_builder.curation.config import CurateConfig
+from opreid_builder.curation.pipeline import curate
 from opreid_builder.errors import CurationError, ModelFileError
 
 
@@ -117,7 +118,9 @@ def test_corrupt_corpus_statuses(tmp_path):
     assert refused == [{"path": "0006_c1s1_000013_00.jpg", "reason": "symlink leaves RAW"}]
 
 
-def test_no_person_excluded_or_counted_occluded(tmp_path, synth):
+def test_no_person_kept_occluded_by_default_or_excluded(tmp_path, synth):
+    """Crops where pose finds nobody are kept and flagged occluded by default, marked `no-person`, and
+    counted in curation.json; `--no-person exclude` leaves them out of the benchmark."""
     raw = tmp_path / "raw"
     raw.mkdir()
     names = sorted(p.name for p in synth.glob("*.jpg"))[:6]
@@ -130,17 +133,23 @@ def test_no_person_excluded_or_counted_occluded(tmp_path, synth):
     kfile = write_keypoints(tmp_path, keep)
     r1 = curate(raw, tmp_path / "o1", CurateConfig(keypoints=str(kfile), workers=0), progress=False)
     st = {r["source_path"]: r for r in r1.images.to_pylist()}
-    assert [st[n]["status"] for n in names[4:]] == ["no_person", "no_person"]
-    assert st[names[4]]["masked_path"] is None and st[names[4]]["occluded"] is None
+    assert all(st[n]["status"] == "ok" and st[n]["occluded"] is True for n in names[4:])
+    assert all(st[n]["n_persons"] == 0 and st[n]["masked_path"] for n in names[4:])
+    assert all(
+        st[n]["occlusion_source"] == "no-person" and st[n]["occlusion_score"] is None for n in names[4:]
+    )
+    assert all(st[n]["occlusion_source"] == "keypoints-file" for n in names[:4])
+    assert r1.curation["no_person"] == {"policy": "occluded", "crops": 2}
     r2 = curate(
         raw,
         tmp_path / "o2",
-        CurateConfig(keypoints=str(kfile), no_person="occluded", workers=0),
+        CurateConfig(keypoints=str(kfile), no_person="exclude", workers=0),
         progress=False,
     )
     st = {r["source_path"]: r for r in r2.images.to_pylist()}
-    assert all(st[n]["status"] == "ok" and st[n]["occluded"] is True for n in names[4:])
-    assert all(st[n]["n_persons"] == 0 and st[n]["masked_path"] for n in names[4:])
+    assert [st[n]["status"] for n in names[4:]] == ["no_person", "no_person"]
+    assert st[names[4]]["masked_path"] is None and st[names[4]]["occluded"] is None
+    assert r2.curation["no_person"] == {"policy": "exclude", "crops": 2}
 
 
 def test_corrections_override_and_are_recorded(tmp_path, synth, curated):

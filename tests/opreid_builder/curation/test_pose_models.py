@@ -9,9 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from support.paths import ULTRALYTICS_ASSETS
 
 from manifests import COCO17
-from opreid_builder.curation.pipeline import CurateConfig, curate
+from opreid_builder.curation.config import CurateConfig
+from opreid_builder.curation.pipeline import curate
 from opreid_builder.curation.pose import PoseEstimator
 
 POSE_MODEL = os.environ.get("OPREID_TEST_POSE_MODEL")
@@ -39,9 +41,7 @@ def no_network(monkeypatch):
 
 
 def asset(name: str) -> np.ndarray:
-    import ultralytics
-
-    path = Path(ultralytics.__file__).parent / "assets" / name
+    path = ULTRALYTICS_ASSETS / name
     if not path.is_file():
         pytest.skip(f"Ultralytics' bundled {path} is missing")
     return np.asarray(Image.open(path).convert("RGB"))
@@ -121,10 +121,12 @@ def test_person_crops_go_through_curation(estimator, tmp_path):
     assert len(crops) >= 5
     for name, rgb in crops.items():
         Image.fromarray(rgb).save(raw / name, quality=95)
+    (raw / "0099_c1s1_000001_00.jpg").write_bytes(b"\xff\xd8 a damaged crop")  # recorded, skipped
     faces = (FACE_MODEL,) if FACE_MODEL and Path(FACE_MODEL).is_file() else ()
     cfg = CurateConfig(pose_model=POSE_MODEL, batch_size=4, face_models=faces, workers=0)
     result = curate(raw, tmp_path / "out", cfg, progress=False)
     rows = result.images.to_pylist()
+    assert [r["status"] for r in rows if r["source_path"].startswith("0099_")] == ["unreadable"]
     ok = [r for r in rows if r["status"] == "ok"]
     assert len(ok) >= len(crops) - 1
     for r in ok:
@@ -141,6 +143,9 @@ def test_person_crops_go_through_curation(estimator, tmp_path):
     assert all(r["occluded"] for r in ok if "_c2" in r["source_path"])
     assert result.curation["keypoints"]["source"] == "pose"
     assert any(r["face_boxes"] for r in ok)  # a face is found in at least one of these crops
-    # the rerun loads no model and gives the same table
+    # the rerun loads no model and gives the same table; a fresh build, in a process that has
+    # loaded the model, still records the damaged crop and goes on
     again = curate(raw, tmp_path / "out", cfg, progress=False)
     assert again.images.to_pylist() == rows
+    fresh = curate(raw, tmp_path / "fresh", cfg, progress=False)
+    assert fresh.images.to_pylist() == rows

@@ -18,6 +18,7 @@ import pyarrow as pa
 import pytest
 from PIL import Image
 from support.curation import SMALL_SPLIT, make_synth, person_keypoints, write_keypoints
+from support.paths import ULTRALYTICS_ASSETS
 
 import manifests
 from opreid_builder.release.validate import validate
@@ -29,9 +30,7 @@ POSE_MODEL = os.environ.get("OPREID_TEST_POSE_MODEL")
 
 
 def bus_crop() -> Image.Image:
-    import ultralytics
-
-    path = Path(ultralytics.__file__).parent / "assets" / "bus.jpg"
+    path = ULTRALYTICS_ASSETS / "bus.jpg"
     if not path.is_file():
         pytest.skip(f"Ultralytics' bundled {path} is missing")
     with Image.open(path) as im:
@@ -147,7 +146,8 @@ def test_validate_fails_when_a_released_crop_had_fewer_detectors_than_claimed(ra
 @pytest.mark.integration
 @pytest.mark.skipif(not POSE_MODEL or not Path(POSE_MODEL).is_file(), reason="set OPREID_TEST_POSE_MODEL")
 def test_the_head_of_every_person_the_pose_model_finds_is_masked(tmp_path):
-    from opreid_builder.curation.pipeline import CurateConfig, curate
+    from opreid_builder.curation.config import CurateConfig
+    from opreid_builder.curation.pipeline import curate
 
     raw = tmp_path / "raw"
     raw.mkdir()

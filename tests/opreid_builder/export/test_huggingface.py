@@ -23,13 +23,16 @@ def offline(monkeypatch):
 
 
 def _load(folder, tmp_path):
+    """Both configs as one dict of splits: `train` (the default) and `test` (query, gallery)."""
     from datasets import load_dataset
 
-    return load_dataset(str(folder), cache_dir=str(tmp_path / "hf-cache"))
+    train = load_dataset(str(folder), cache_dir=str(tmp_path / "hf-cache"))
+    test = load_dataset(str(folder), "test", cache_dir=str(tmp_path / "hf-cache"))
+    return {**train, **test}
 
 
 def test_public_export_loads_with_datasets_and_holds_no_private_label(
-    built_release, tmp_path, run_opreid, offline
+    built_release, tmp_path, run_opreid, offline, caplog
 ):
     from datasets import Image
 
@@ -42,7 +45,13 @@ def test_public_export_loads_with_datasets_and_holds_no_private_label(
 
     manifests = {s: read_manifest(built_release / f"{s}.parquet", schema).to_pylist()
                  for s, schema in (("train", TRAIN), ("query", QUERY), ("gallery", GALLERY))}  # fmt: skip
-    ds = _load(tmp_path / "hf", tmp_path)
+    import datasets.utils.logging as hf_logging
+
+    hf_logging.enable_propagation()  # so that caplog sees its warnings
+    try:
+        ds = _load(tmp_path / "hf", tmp_path)
+    finally:
+        hf_logging.disable_propagation()
     assert set(ds) == {"train", "query", "gallery"}
     assert (
         {s: ds[s].num_rows for s in ds}
@@ -56,15 +65,29 @@ def test_public_export_loads_with_datasets_and_holds_no_private_label(
         if split == "train":
             assert ds[split]["pid"] == [r["pid"] for r in rows]
             assert ds[split]["occluded"] == [r["occluded"] for r in rows]
-        else:
-            assert set(ds[split]["pid"]) == {None} and set(ds[split]["occluded"]) == {None}
+        else:  # no label at all, not even an all-null column
+            assert set(ds[split].features) == {"image", "image_id", "path", "camid"}
     first = ds["query"][0]["image"]
     assert first.size[1] > 0 and first.mode == "RGB"
     assert ds["query"][0]["image"].tobytes() == _decoded(built_release / manifests["query"][0]["path"])
     for shard in (tmp_path / "hf" / "data").glob("*.parquet"):
         table = pq.read_table(shard)
         if not shard.name.startswith("train"):
-            assert table.column("pid").null_count == table.num_rows  # nothing to leak
+            assert "pid" not in table.column_names and "occluded" not in table.column_names
+    assert "malformed" not in caplog.text  # every split's size is declared (num_bytes, num_examples)
+    readme = (tmp_path / "hf" / "README.md").read_text()
+    assert "seed" not in readme.lower()  # no release card here: a copy without private/ cannot rebuild it
+
+
+def test_the_readme_holds_the_participants_card_never_the_seed(built_release, tmp_path, offline):
+    from opreid_builder.release.public_package import public_card
+
+    export_release(built_release, tmp_path / "hf", "hf")
+    readme = (tmp_path / "hf" / "README.md").read_text()
+    seed = read_dataset_json(built_release)["seed"]
+    assert f"seed {seed}" in (built_release / "README.md").read_text()  # the host's card names it
+    assert f"seed {seed}" not in readme and "seed" not in readme.split("---")[1]
+    assert readme.endswith(public_card(built_release, read_dataset_json(built_release)))
 
 
 def _decoded(path):
@@ -148,7 +171,7 @@ def test_hf_export_croissant_reads_the_shards(built_release, tmp_path):
     export_release(built_release, tmp_path / "hf", "hf")
     ds = mlc.Dataset(jsonld=str(tmp_path / "hf" / "croissant.json"))
     gallery = list(itertools.islice(ds.records(record_set="gallery"), 3))
-    assert gallery[0]["gallery/pid"] is None and gallery[0]["gallery/image"].mode == "RGB"
+    assert "gallery/pid" not in gallery[0] and gallery[0]["gallery/image"].mode == "RGB"
     assert (
         sum(1 for _ in ds.records(record_set="train"))
         == read_manifest(built_release / "train.parquet", TRAIN).num_rows

@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 from support.split_pools import build_release
 
-from opreid_builder.cli.build_split import export_cmd
+from opreid_builder.cli.export import export_cmd
 from opreid_builder.errors import ExportError
 from opreid_builder.export.market1501 import export_market1501
 

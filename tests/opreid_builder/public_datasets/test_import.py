@@ -13,9 +13,10 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 from PIL import Image
+from support.paths import SHARED_DATA
 
 from manifests import GROUND_TRUTH, KEYPOINTS_FILE, ExitCode, read_dataset_json, read_manifest, write_manifest
-from opreid_builder.curation.pipeline import CurateConfig
+from opreid_builder.curation.config import CurateConfig
 from opreid_builder.public_datasets.importer import ImportOptions, import_benchmark
 from opreid_builder.release.validate import validate
 from opreid_builder.release.writer import RELEASE_MAP
@@ -150,8 +151,8 @@ def test_images_are_hard_links_unless_copy(synth_layout, tmp_path):
 def test_same_copy_and_seed_give_the_same_release_byte_for_byte(synth_layout, tmp_path):
     src = synth_layout("occluded_reid")
     a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
-    import_benchmark("occluded_reid", src, a)
-    import_benchmark("occluded_reid", src, b)
+    import_benchmark("occluded_reid", src, a, ImportOptions(seed=7))
+    import_benchmark("occluded_reid", src, b, ImportOptions(seed=7))
     import_benchmark("occluded_reid", src, c, ImportOptions(seed=1))
 
     def digest(root: Path) -> dict[str, bytes]:
@@ -267,7 +268,8 @@ def test_reimport_replaces_a_previous_import_and_refuses_anything_else(
     import_benchmark("partial_reid", src, out)
     (out / "leftover.txt").write_text("x")
     import_benchmark("partial_reid", src, out, ImportOptions(seed=3))
-    assert not (out / "leftover.txt").exists() and read_dataset_json(out)["seed"] == 3
+    assert not (out / "leftover.txt").exists()
+    assert json.loads((out / "private/naming.json").read_text())["seed"] == 3
     other = tmp_path / "other"
     other.mkdir()
     (other / "mine.txt").write_text("keep me")
@@ -566,4 +568,70 @@ def test_images_are_copied_where_a_hard_link_is_impossible(synth_layout, tmp_pat
         and result.images["method"] == "hardlink"
     )
     assert "24 image(s) copied: a hard link was not possible" in caplog.text
+    assert validate(tmp_path / "rel").ok
+
+
+# --- a layout is not a dataset: the name, and whether it is the published one ----------------------
+
+
+def test_a_copy_whose_counts_differ_is_not_named_the_published_dataset(synth_layout, tmp_path, run_opreid):
+    src = synth_layout("market1501")
+    result = run_opreid("import", "market1501", src, "-o", tmp_path / "plain", "--json")
+    assert result.exit_code == 0, result.stderr
+    info = read_dataset_json(tmp_path / "plain")
+    assert info["name"] == "Market-1501-v15.09.15 in the Market-1501 layout (imported by opreid)"
+    assert info["published_dataset"] is None and info["published_by"] is None
+    card = (tmp_path / "plain" / "README.md").read_text()
+    assert (
+        card.startswith(f"# {info['name']}: the Market-1501 protocol")
+        and "is not the published Market-1501" in card
+    )
+
+    named = run_opreid("import", "market1501", src, "-o", tmp_path / "named", "--name", "CUHK03-NP (labeled)")
+    assert named.exit_code == 0 and "name: CUHK03-NP (labeled) (not the published market1501" in named.stdout
+    assert read_dataset_json(tmp_path / "named")["name"] == "CUHK03-NP (labeled)"
+
+    said = run_opreid("import", "market1501", src, "-o", tmp_path / "said", "--published")
+    assert said.exit_code == 0, said.stderr
+    info = read_dataset_json(tmp_path / "said")
+    assert (info["published_dataset"], info["published_by"]) == ("market1501", "user")
+    assert info["name"] == "Market-1501, official protocol (imported by opreid)"
+
+
+def test_a_copy_with_the_published_counts_is_the_published_dataset(synth_layout, tmp_path, monkeypatch):
+    import dataclasses
+
+    import opreid_builder.public_datasets.importer as module
+    from opreid_builder.split.public_formats import Counts, get_layout
+
+    src = synth_layout("partial_ilids")
+    layout = get_layout("partial_ilids")
+    truth = truth_of(src, "partial_ilids")
+    counts = {
+        s: Counts(int(t["pid"].nunique()), len(t)) for s, t in truth[truth["split"].notna()].groupby("split")
+    }
+    as_published = dataclasses.replace(layout, published={"": counts})
+    monkeypatch.setattr(module, "get_layout", lambda fmt: as_published)
+    result = import_benchmark("partial_ilids", src, tmp_path / "rel")
+    assert result.published == "counts"
+    info = read_dataset_json(tmp_path / "rel")
+    assert info["published_dataset"] == "partial_ilids" and info["name"].startswith(
+        "Partial-iLIDS, official protocol"
+    )
+
+
+@pytest.mark.skipif(
+    not (SHARED_DATA / "cuhk01").is_dir(),
+    reason=f"{SHARED_DATA}/cuhk01 (real CUHK01 crops in the Market-1501 layout) is not here",
+)
+def test_cuhk01_in_the_market_layout_is_not_market1501(tmp_path):
+    src = SHARED_DATA / "cuhk01"
+    result = import_benchmark("market1501", src, tmp_path / "rel")
+    info = read_dataset_json(tmp_path / "rel")
+    assert result.published is None and info["published_dataset"] is None
+    assert (
+        info["name"] == "cuhk01 in the Market-1501 layout (imported by opreid)"
+        and "Market-1501," not in info["name"]
+    )
+    assert result.counts["train"]["ids"] == 871 and result.counts["query"]["images"] == 100
     assert validate(tmp_path / "rel").ok

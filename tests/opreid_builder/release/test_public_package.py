@@ -7,6 +7,7 @@ import io
 import json
 import shutil
 import tarfile
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,7 @@ from manifests import DatasetLayout, ExitCode, read_dataset_json, sha256_file, w
 from opreid_builder.errors import PackRefusedError, ReleaseError
 from opreid_builder.release.public_package import pack_release
 from opreid_builder.release.validate import PACKAGE_KEYS, validate_public
+from opreid_builder.split.public_formats import FORMATS
 
 PUBLIC_FILES = {"README.md", "SUBMITTING.md", "croissant.json", "dataset.json", "gallery.parquet", "query.parquet",
                 "sample_submission.npy", "train.parquet"}  # fmt: skip
@@ -176,7 +178,7 @@ def test_exif_put_back(copy):
     image.save(buf, format="JPEG", exif=exif.tobytes())
     (copy / rel).write_bytes(buf.getvalue())
     found = violations(copy)
-    assert f"image-metadata: {rel} carries EXIF/XMP (APP1)" in found
+    assert any(v.startswith(f"image-metadata: {rel} holds APP1 (EXIF/XMP) at byte") for v in found), found
     assert f"checksum: {rel} does not match its sha256 in dataset.json (modified)" in found
 
 
@@ -215,6 +217,58 @@ def test_an_archive_member_that_escapes_is_refused(tmp_path):
         f"archive: {evil}: member '../outside.txt' would land outside the folder it is unpacked in"
     ]
     assert not (tmp_path.parent / "outside.txt").exists()
+
+
+def _tar_gz(path: Path, members: list[tuple[str, bytes | None]]) -> Path:
+    """A .tar.gz of (name, data) members; data None makes a folder."""
+    with tarfile.open(path, "w:gz") as tar:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            if data is None:
+                info.type = tarfile.DIRTYPE
+                tar.addfile(info)
+            else:
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+def test_an_archive_with_more_members_than_it_lists_is_refused_before_extraction(tmp_path, monkeypatch):
+    """A few hundred KB holding thousands of empty members: counted from the headers, none written."""
+    import opreid_builder.release.archive as archive
+
+    listing = json.dumps({"kind": "public_package", "checksums": {"README.md": "0" * 64}}).encode()
+    members = [("public/README.md", b"x"), ("public/dataset.json", listing)]
+    members += [(f"public/images/query/{i:06d}.jpg", b"") for i in range(5000)]
+    bomb = _tar_gz(tmp_path / "bomb.tar.gz", members)
+    written = []
+    monkeypatch.setattr(archive, "_copy_bounded", lambda *a: written.append(a))
+    found = violations(bomb)
+    assert found == [f"archive: {bomb} holds more than 7 members: its dataset.json lists 1 file(s), and a package "
+                     "holds them, itself and at most 5 folders; nothing was extracted"]  # fmt: skip
+    assert not written
+    no_listing = _tar_gz(tmp_path / "nolist.tar.gz", members[:1] + members[2:10])
+    assert violations(no_listing) == [
+        f"archive: {no_listing}: no readable dataset.json listing its files; nothing was extracted"
+    ]
+    assert not written
+
+
+@pytest.mark.parametrize("order", ["file first", "folder first", "file under a file"])
+def test_a_name_that_is_a_file_and_a_folder_is_a_violation(order, tmp_path, run_opreid):
+    listing = json.dumps({"checksums": {"x": "0" * 64, "y": "0" * 64}}).encode()
+    clash = {
+        "file first": [("public/x", b"a"), ("public/x", None)],
+        "folder first": [("public/x", None), ("public/x", b"a")],
+        "file under a file": [("public/x", b"a"), ("public/x/y", b"b")],
+    }[order]
+    bad = _tar_gz(tmp_path / "clash.tar.gz", [("public/dataset.json", listing), *clash])
+    (found,) = violations(bad)
+    assert found.startswith(f"archive: {bad}") and (
+        "both a file and a folder" in found or "which is a file" in found
+    )
+    result = run_opreid("validate", "--public", bad)
+    assert result.exit_code == ExitCode.INVALID_INPUT, result.stderr
 
 
 # ---- pack refuses what would leak ----------------------------------------------------------------
@@ -275,3 +329,35 @@ def test_a_killed_pack_leaves_staging_that_the_next_one_removes(built_release, t
     pack_release(built_release, tmp_path / "public")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["public"]
     assert DatasetLayout(tmp_path / "public").sample_submission.is_file()
+
+
+# ---- imported benchmarks pack too ----------------------------------------------------------------
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_every_imported_layout_packs_and_validates(fmt, synth_layout, tmp_path, run_opreid):
+    from opreid_builder.public_datasets.importer import import_benchmark
+
+    out, dest = tmp_path / "rel", tmp_path / "public.zip"
+    import_benchmark(fmt, synth_layout(fmt), out)
+    result = run_opreid("release", "pack", out, "-o", dest)
+    assert result.exit_code == 0, result.stderr
+    checked = run_opreid("validate", "--public", dest)
+    assert checked.exit_code == 0, checked.stdout + checked.stderr
+    with zipfile.ZipFile(dest) as zf:
+        names = {n.split("/", 1)[1] for n in zf.namelist()}
+        card = zf.read("public/README.md").decode()
+    assert not any(n.startswith(("private/", "masked/", "cache/")) for n in names)
+    assert card == (out / "README.md").read_text() and "private/naming.json" in card
+
+
+def test_an_import_whose_seed_is_public_is_refused(synth_layout, tmp_path):
+    from opreid_builder.public_datasets.importer import import_benchmark
+
+    out = tmp_path / "rel"
+    import_benchmark("partial_ilids", synth_layout("partial_ilids"), out)
+    info = read_dataset_json(out)  # as an import before the random secret recorded it
+    del info["naming_seed"]
+    info["seed"] = 0
+    write_dataset_json(out, info)
+    with pytest.raises(PackRefusedError, match="anyone can replay that draw"):
+        pack_release(out, tmp_path / "public")
+    assert not (tmp_path / "public").exists()

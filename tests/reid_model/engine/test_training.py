@@ -18,6 +18,8 @@ from click.testing import CliRunner
 from support.model_data import build_model_dataset
 from support.paths import REPO
 
+from reid_model.distributed import cpu_has_fast_bfloat16
+
 torch.set_num_threads(1)
 FAST = [
     "input.height=64", "input.width=32", "data.ims_per_batch=8", "data.num_instance=2", "data.num_workers=0",
@@ -177,17 +179,21 @@ def test_eval_data_records_name_each_release(dataset, other_release, tmp_path):
         )
 
 
-def test_loader_workers_end_with_the_run(dataset, tmp_path):
-    """Runs trained one after another in one process (`opreid ablate`) leave no loader worker behind."""
+@pytest.mark.parametrize("pipeline", ["tensor", pytest.param("pil", marks=pytest.mark.slow)])
+def test_loader_workers_end_with_the_run(dataset, tmp_path, pipeline):
+    """Runs trained one after another in one process (`opreid ablate`) leave no loader worker (nor a
+    cache-building or prefetching one) behind."""
     import multiprocessing
+    import threading
 
     from reid_model.engine.training import train_model
 
     overrides = (*FAST, "data.num_workers=1", "solver.max_epochs=1", "train.eval_period=0",
-                 "train.eval_at_start=false")  # fmt: skip
+                 "train.eval_at_start=false", f"loader.pipeline={pipeline}")  # fmt: skip
     for k in range(2):
         train_model("tiny", dataset, tmp_path / f"run{k}", overrides=overrides)
         assert multiprocessing.active_children() == []
+        assert not [t for t in threading.enumerate() if t.name == "crop-batches"]
 
 
 def test_releases_sharing_a_name_are_told_apart_by_folder(dataset, other_release, tmp_path):
@@ -263,9 +269,10 @@ def test_progress_in_a_log_file_stays_quiet(dataset, tmp_path):
     assert 1 <= len(updates) <= 4, updates  # 12 steps: the first draw and at most a few throttled ones
 
 
-def test_resume_in_process_is_bitwise_identical(dataset, tmp_path):
+@pytest.mark.parametrize("pipeline", ["tensor", pytest.param("pil", marks=pytest.mark.slow)])
+def test_resume_in_process_is_bitwise_identical(dataset, tmp_path, pipeline):
     common = ["--data", dataset, "--no-progress", "solver.max_epochs=3", "train.eval_period=0",
-              "train.eval_at_start=false", *FAST]  # fmt: skip
+              "train.eval_at_start=false", *FAST, f"loader.pipeline={pipeline}"]  # fmt: skip
     full, part = tmp_path / "full", tmp_path / "part"
     assert _train(["--config", "tiny", "-o", full, *common]).exit_code == 0
     assert _train(["--config", "tiny", "-o", part, *common, "train.stop_after_iters=3"]).exit_code == 0
@@ -298,6 +305,8 @@ def test_cpu_bfloat16_and_channels_last_train_and_resume_exactly(dataset, tmp_pa
     records = [json.loads(line) for line in (full / "metrics.jsonl").read_text().splitlines()]
     train = [r for r in records if r["kind"] == "train"]
     assert len(train) == 2 and all(np.isfinite(r["loss"]) for r in train)
+    if not cpu_has_fast_bfloat16():  # solver.cpu_bf16 trains in fp32 here: nothing to compare
+        return
     # the same step in fp32 differs (bfloat16 convolutions), but not by much
     ref = tmp_path / "fp32"
     assert _train(["--config", "tiny", "-o", ref, *fp32, "train.stop_after_iters=1"]).exit_code == 0
@@ -348,6 +357,8 @@ def test_kill_and_resume_reaches_identical_weights(dataset, tmp_path):
     )  # fmt: skip
     assert torch.load(ckpt, weights_only=True)["iteration"] == 12
     _assert_identical(_weights(full / "checkpoints/last.pt"), _weights(ckpt))
+    env = json.loads((killed / "environment.json").read_text())
+    assert env["input_pipeline"] == "tensor" and Path(env["crop_cache"]).is_file()  # the default input path
     records = [json.loads(line) for line in (killed / "metrics.jsonl").read_text().splitlines()]
     train_records = [r["iteration"] for r in records if r["kind"] == "train"]
     assert train_records == list(range(1, 13))  # none lost, none twice
@@ -368,6 +379,50 @@ def test_torchrun_ddp_two_cpu_processes(dataset, tmp_path):
     assert state["iteration"] == 4
     env = json.loads((run / "environment.json").read_text())
     assert env["world_size"] == 2
+
+
+def test_speed_levers_apply_where_the_device_has_them(monkeypatch):
+    from reid_model.config import load_config
+    from reid_model.engine.trainer import speed_levers
+    from reid_model.errors import ConfigError
+
+    every = ["train.channels_last=true", "train.fused_adam=true", "train.compile=true",
+             "train.amp_dtype=bfloat16", "solver.amp=true"]  # fmt: skip
+    cfg = load_config("tiny", every)
+    cpu = speed_levers(cfg, torch.device("cpu"))  # CUDA-only levers are no-ops on the CPU
+    assert cpu == {"amp": False, "amp_dtype": "float32", "channels_last": True, "fused_adam": False,
+                   "compile": False, "cudnn_benchmark": False}  # fmt: skip
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    cuda = speed_levers(cfg, torch.device("cuda"))
+    assert cuda == {"amp": True, "amp_dtype": "bfloat16", "channels_last": True, "fused_adam": True,
+                    "compile": True, "cudnn_benchmark": True}  # fmt: skip
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    with pytest.raises(ConfigError, match="no bfloat16 support"):
+        speed_levers(cfg, torch.device("cuda"))
+
+
+def test_resuming_may_move_the_crop_cache_but_not_change_the_input_path(dataset):
+    from reid_model.config import load_config
+    from reid_model.engine.training import resolve_config
+    from reid_model.errors import ConfigError
+
+    state = {"config": load_config("tiny").to_dict()}
+    cfg = resolve_config(None, ("loader.cache_dir=/elsewhere", "loader.prefetch=0"), state)
+    assert cfg.loader.cache_dir == "/elsewhere" and cfg.loader.prefetch == 0
+    with pytest.raises(ConfigError, match="cannot change 'loader.pipeline'"):
+        resolve_config(None, ("loader.pipeline=pil",), state)
+
+
+@pytest.mark.slow
+def test_channels_last_trains_on_the_cpu(dataset, tmp_path):
+    run = tmp_path / "run"
+    res = _train(["--config", "tiny", "--data", dataset, "-o", run, "--no-progress", "solver.max_epochs=1",
+                  "train.eval_period=0", "train.eval_at_start=false", *FAST, "train.channels_last=true"])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    env = json.loads((run / "environment.json").read_text())
+    assert env["speed_levers"]["channels_last"] and not env["speed_levers"]["fused_adam"]
+    state = torch.load(run / "checkpoints/last.pt", weights_only=True)
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
 
 
 @pytest.mark.parametrize(
