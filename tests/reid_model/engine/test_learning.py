@@ -49,13 +49,14 @@ def test_tiny_model_learns_on_the_demo_release(tmp_path):
 #: The CPU preset on real people (CUHK01, 871 training identities): a short run with the preset's
 #: schedule compressed. Measured on 2 shared CPU cores: see REAL_FLOOR's comment.
 REAL_STEPS = (
-    "solver.max_epochs=12",
-    "solver.delay_epochs=4",
+    "solver.max_epochs=24",
+    "solver.delay_epochs=8",
     "train.eval_period=0",
-    "train.checkpoint_period=12",
+    "train.checkpoint_period=24",
 )
-#: mAP on CUHK01's 100 test identities after REAL_STEPS; chance (the untrained model) is ~0.03.
-REAL_FLOOR = 0.10
+#: mAP on CUHK01's 100 test identities after REAL_STEPS (600 steps); chance (the untrained model) is
+#: ~0.04. 300 steps were not enough to tell learning from noise (0.05 and 0.07, pil and tensor input).
+REAL_FLOOR = 0.09
 
 
 @pytest.mark.slow
