@@ -44,6 +44,7 @@ class ModelConfig:
     last_stride: int = 1
     nl_layers: list[int] = field(default_factory=lambda: [0, 2, 3, 0])  # (D)NL blocks after the last m blocks
     dnl_reduction: int = 2  # C' = C / reduction; 1 is the paper-literal c x c
+    nl_inner_channels: int = 0  # `dnl: false` block's C': 0 = C / dnl_reduction; FastReID's code computes 1
     dnl_temperature: float = 0.05
     dnl_scale: bool = True  # divide the pairwise logits by sqrt(C')
     gem_p: float = 3.0
@@ -110,6 +111,9 @@ class LossConfig:
     bed_alpha: float = 0.3
     bed_reduction: str = "separate"  # one of bed_loss.REDUCTIONS
     bed_normalize: bool = True  # L2-normalise the features BED sees (the paper's text; a measured choice)
+    bed_scale: float = 1.0  # BED sees bed_scale * normalize(z); only alpha * scale matters (docs/model.md §3)
+    bed_learn_scale: bool = False  # learn the scale (a temperature), starting from bed_scale
+    bed_weight: float = 1.0  # BED's weight against the classification loss (Eq. 5: 1)
     triplet_margin: float = 0.0  # 0 = soft margin (SBS); only used when bed is off
     triplet_feature: str = "bnneck"  # model.FEATURES: bnneck (SBS's NECK_FEAT: after) | pooled
     label_smoothing: float = 0.1
@@ -131,6 +135,7 @@ class SolverConfig:
     eta_min: float = 7e-7
     freeze_iters: int = 1000
     amp: bool = True  # used on CUDA only
+    cpu_bf16: bool = False  # bfloat16 autocast on CPU: ~2x faster with AMX/AVX512-BF16, slower without
 
 
 @dataclass
@@ -146,7 +151,7 @@ class TrainConfig:
     num_threads: int = 0  # torch CPU threads; 0 = torch default
     sync_bn: bool = False  # SyncBatchNorm across DDP processes (CUDA only)
     tensorboard: bool = False  # also write the metrics.jsonl scalars to RUN/tensorboard (extra: tensorboard)
-    # Speed levers (docs/model.md §6.4): on the CPU only channels_last applies, the others are no-ops
+    # Speed levers (docs/model.md §6.4): on the CPU only channels_last (and solver.cpu_bf16) apply, the others are no-ops
     # (RUN/environment.json records the levers as applied).
     channels_last: bool = False  # NHWC activations and weights (any device)
     amp_dtype: str = "float16"  # choices.AMP_DTYPES: autocast dtype with solver.amp (CUDA)
@@ -300,6 +305,8 @@ def validate(cfg: Config) -> Config:
     dim = m.widths[3] * BLOCK_EXPANSION[m.block]
     if dim % m.cls_heads:
         raise ConfigError(f"embedding dim {dim} is not divisible by model.cls_heads={m.cls_heads}")
+    if m.nl_inner_channels < 0:
+        raise ConfigError("model.nl_inner_channels must be 0 (C / dnl_reduction) or a width")
     if any(w % m.dnl_reduction for w in m.widths):
         raise ConfigError("model.dnl_reduction must divide every stage width")
     d = cfg.data
@@ -314,6 +321,8 @@ def validate(cfg: Config) -> Config:
     lo, hi = cfg.input.re_area
     if not 0 < lo <= hi < 1:
         raise ConfigError("input.re_area must be [low, high] with 0 < low <= high < 1")
+    if cfg.loss.bed_scale <= 0 or cfg.loss.bed_weight < 0:
+        raise ConfigError("loss.bed_scale must be positive and loss.bed_weight not negative")
     if not 0 < cfg.model.me_beta < 1:
         raise ConfigError("model.me_beta must be in (0, 1)")
     if cfg.me and retrieval_feature(cfg) != "pooled":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -41,6 +42,22 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     if name != "cpu":
         raise DistributedError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N")
     return torch.device("cpu")
+
+
+#: CPU flags of native bfloat16 arithmetic (Intel AMX, AVX512-BF16): without them bfloat16 is emulated, slower than fp32.
+BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
+
+
+def cpu_has_fast_bfloat16(cpuinfo: str | Path = "/proc/cpuinfo") -> bool:
+    """Whether this CPU computes bfloat16 natively (read from Linux's cpuinfo flags; False elsewhere)."""
+    try:
+        text = Path(cpuinfo).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return False
+    flags = {
+        f for line in text.splitlines() if line.startswith("flags") for f in line.split(":", 1)[-1].split()
+    }
+    return any(flag in flags for flag in BF16_CPU_FLAGS)
 
 
 def init_distributed(device_name: str = "auto") -> DistContext:
@@ -107,7 +124,8 @@ class _GatherWithGrad(torch.autograd.Function):
 
 
 def gather_batch(features: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The global batch behind a pairwise loss under DDP (FastReID gathers too); identity otherwise.
+    """The global batch behind a pairwise loss under DDP; identity otherwise. Our choice: FastReID's
+    triplet loss computes per process (its gather is commented out).
 
     Features keep their gradient (see _GatherWithGrad); every rank must hold the same number of rows.
     """

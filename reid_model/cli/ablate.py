@@ -1,4 +1,4 @@
-"""`opreid ablate`: train the paper's Table 5 variants over several seeds and tabulate them."""
+"""`opreid ablate`: train the ablation rows (one change each, or the paper's Table 5 rows) over seeds and tabulate them."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ import click
 from manifests import progress_enabled, progress_option
 from reid_model.runs.ablation import (
     DEFAULT_SEEDS,
+    PAPER_ROWS,
+    PAPER_SELECTION,
     AblationSettings,
     render_ablation,
     run_ablation,
@@ -33,7 +35,8 @@ from reid_model.runs.result_tables import FORMATS
               help="Seeds per variant: the config's seed, +1, +2, ...")  # fmt: skip
 @click.option(
     "--variants", default=",".join(variant_names()), show_default=True,
-    help="Comma-separated Table 5 rows to run (each adds its component to the rows above it).",
+    help=f"Comma-separated rows to run; each changes one thing of the row before it. '{PAPER_SELECTION}': "
+    f"the paper's Table 5 rows ({','.join(PAPER_ROWS)}), whose +BED and +ME compound two changes each.",
 )  # fmt: skip
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path),
               help="Folder DIR: one run per DIR/<variant>/seed<k>/.")  # fmt: skip
@@ -47,9 +50,10 @@ from reid_model.runs.result_tables import FORMATS
 def ablate(
     config, data, eval_data, seeds, variants, output, pretrained, device, fmt, progress, as_json, overrides
 ):
-    """Train each variant for each seed (finished runs are skipped, interrupted ones resumed), then print
+    """Train each row for each seed (finished runs are skipped, interrupted ones resumed), then print
     mean ± std over seeds beside the paper's Table 5 rows. OVERRIDES are key=value pairs for every run,
-    e.g. solver.max_epochs=5; the switches cbe/bed/dnl/rp/me and seed are set per run."""
+    e.g. solver.max_epochs=5 or data.val_ids=100 (also tabulates that validation split); the switches
+    cbe/bed/dnl/rp/me, model.classifier, test.feature and seed are set per run."""
     settings = AblationSettings(
         config=config, data=data, output=output, eval_data=tuple(eval_data), seeds=seeds,
         variants=tuple(v.strip() for v in variants.split(",") if v.strip()), overrides=tuple(overrides),

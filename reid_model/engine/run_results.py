@@ -157,8 +157,17 @@ def _metric(value: Any) -> float | None:
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
-def read_run(run: str | Path, components: tuple[str, ...]) -> list[RunResult]:
-    """One result per release the run was evaluated on: the last eval record of each, in first-seen order."""
+#: How a validation split (records `kind: val`, training identities held out) is named in results.
+VAL_SUFFIX = " (val)"
+
+
+def read_run(
+    run: str | Path, components: tuple[str, ...], kinds: tuple[str, ...] = ("eval",)
+) -> list[RunResult]:
+    """One result per release the run was evaluated on: the last record of each, in first-seen order.
+
+    `kinds`: test-split records (`eval`) by default; with `val` also the validation split, as a
+    release named "<name> (val)" (never one of the paper's datasets)."""
     run = Path(run)
     if not run.is_dir():
         raise RunFolderError(f"run folder not found: {run}")
@@ -170,9 +179,15 @@ def read_run(run: str | Path, components: tuple[str, ...]) -> list[RunResult]:
     train_release = run_release(run)
     last: dict[str, dict[str, Any]] = {}
     for rec in read_metrics(metrics_path):
-        if rec.get("kind") != "eval":
+        kind = rec.get("kind")
+        if kind not in kinds or kind not in ("eval", "val"):
             continue
-        if isinstance(rec.get("dataset"), str) and rec["dataset"]:
+        if kind == "val":
+            name = rec.get("dataset") if isinstance(rec.get("dataset"), str) and rec["dataset"] else None
+            name = name or (train_release.name if train_release is not None else Path(run).name)
+            key = name + VAL_SUFFIX
+            rec = {**rec, "protocol": None}
+        elif isinstance(rec.get("dataset"), str) and rec["dataset"]:
             key = rec["dataset"]
         else:
             if train_release is None:

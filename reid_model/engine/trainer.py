@@ -46,7 +46,7 @@ from reid_model.data.datasets import (
 )
 from reid_model.data.sampler import PKSampler
 from reid_model.data.transforms import train_transform
-from reid_model.distributed import DistContext, barrier, mean_across
+from reid_model.distributed import DistContext, barrier, cpu_has_fast_bfloat16, mean_across
 from reid_model.engine.checkpoint import load_checkpoint, save_checkpoint
 from reid_model.engine.evaluation import evaluate, evaluation_sets
 from reid_model.engine.lr_schedule import lr_factor_fn
@@ -127,9 +127,17 @@ def speed_levers(cfg: Config, device: torch.device) -> dict[str, bool | str]:
     amp = bool(cfg.solver.amp and cuda)
     if amp and t.amp_dtype == "bfloat16" and not torch.cuda.is_bf16_supported():
         raise ConfigError("train.amp_dtype=bfloat16: this GPU has no bfloat16 support; use float16")
+    amp_dtype = t.amp_dtype if amp else "float32"
+    if cfg.solver.cpu_bf16 and device.type == "cpu":
+        if cpu_has_fast_bfloat16():
+            amp, amp_dtype = True, "bfloat16"  # no grad scaler: bfloat16 has fp32's range
+        else:  # emulated bfloat16 is slower than fp32
+            log.info(
+                "solver.cpu_bf16: this CPU has no native bfloat16 (AMX or AVX512-BF16); training in fp32"
+            )
     return {
         "amp": amp,
-        "amp_dtype": t.amp_dtype if amp else "float32",
+        "amp_dtype": amp_dtype,
         "channels_last": t.channels_last,
         "fused_adam": t.fused_adam and cuda,
         "compile": t.compile and cuda,
@@ -332,8 +340,22 @@ class Trainer:
 
     @staticmethod
     def _term_gradients(out: dict[str, torch.Tensor]) -> dict[str, float]:
-        """|dL_part / dZ| for the positive and negative parts of BED on each branch's feature batch Z."""
+        """|dL_part / dZ| for the positive and negative parts of BED on each branch's feature batch Z,
+        and at the backbone's output map F: |dL_metric / dF|, |dL_cls / dF| and the metric loss's
+        share of the two, |g_metric| / (|g_metric| + |g_cls|)."""
         grads = {}
+        fmap = out.get("feature_map")
+        if fmap is not None and fmap.requires_grad:
+            norms = {}
+            for group, prefix in (("metric", "loss_metric_"), ("cls", "loss_cls")):
+                terms = [v for k, v in out.items() if k.startswith(prefix) and v.requires_grad]
+                g = None
+                if terms:
+                    (g,) = torch.autograd.grad(sum(terms), fmap, retain_graph=True, allow_unused=True)
+                norms[group] = 0.0 if g is None else float(g.float().norm())
+                grads[f"range_backbone_grad_{group}"] = norms[group]
+            total = norms["metric"] + norms["cls"]
+            grads["range_backbone_grad_share_metric"] = norms["metric"] / total if total > 0 else 0.0
         for branch in BRANCHES:
             feats = out.get(f"features_{branch}")
             if feats is None or not feats.requires_grad:

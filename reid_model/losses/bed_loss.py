@@ -7,6 +7,11 @@ and negatives separately (otherwise negatives dominate). Computed in fp32 even u
 `bed_terms` keeps the positive-pair and negative-pair parts apart (their sum is the loss) with the
 mean distances they see, so that training can log BED's operating range: at distances of 20-40
 (raw ResNet-50 features) exp(-0.3 d) is ~0 and both parts sit at their bounds with no gradient.
+
+The features BED sees are `scale * normalize(z)` (or `scale * z` without normalisation). Only the
+product `alpha * scale` enters the loss: on L2-normalised features, where d <= sqrt(2), the paper's
+alpha = 0.3 at scale 1 keeps exp(-alpha d) within [0.65, 1], an almost linear loss with a weak
+gradient; a scale of ~10 puts the same alpha where the exponential bends (docs/model.md §3).
 """
 
 from __future__ import annotations
@@ -60,14 +65,18 @@ def bed_terms(
     alpha: float = 0.3,
     reduction: str = "separate",
     normalize: bool = False,
+    scale: float | torch.Tensor = 1.0,
 ) -> BedTerms:
-    """BED over a batch of N features (N x D) with identity labels (N,), as its two parts."""
+    """BED over a batch of N features (N x D) with identity labels (N,), as its two parts; the
+    distances are taken between `scale * normalize(features)` (`scale * features` unnormalised)."""
     if reduction not in REDUCTIONS:
         raise ValueError(f"unknown BED reduction {reduction!r}")
     with torch.autocast(device_type=features.device.type, enabled=False):
         z = features.float()
         if normalize:
             z = F.normalize(z, dim=1)
+        if not (isinstance(scale, float | int) and scale == 1):
+            z = z * (scale.float() if isinstance(scale, torch.Tensor) else float(scale))
         dist = euclidean_distances(z, z)
         sim = torch.exp(-alpha * dist)  # exp(-a d), in (0, 1]
         pos, neg = pair_masks(pids)
@@ -102,6 +111,7 @@ def bed_loss(
     alpha: float = 0.3,
     reduction: str = "separate",
     normalize: bool = False,
+    scale: float | torch.Tensor = 1.0,
 ) -> torch.Tensor:
     """BED over a batch of N features (N x D) with identity labels (N,)."""
-    return bed_terms(features, pids, alpha, reduction, normalize).loss
+    return bed_terms(features, pids, alpha, reduction, normalize, scale).loss

@@ -3,7 +3,9 @@
 Train mode: `model(images, pids)` returns a dict of loss terms (keys `loss_*`), the batch term of the
 ME update (`me_batch_mean`, detached) and BED's operating range (`range_*`: mean positive and
 negative distances, the two parts of BED, and the feature batch those parts were computed on, kept
-in the graph so that the engine can measure the gradient each part sends). The engine sums the
+in the graph so that the engine can measure the gradient each part sends) and the backbone's output
+map (`feature_map`, in the graph: the engine measures there how much of the gradient reaching the
+backbone comes from the metric loss and how much from the classifier). The engine sums the
 losses and updates ME, so that the update can be averaged across DDP ranks. Under DDP the pairwise
 losses see the global batch (`distributed.gather_batch`). Eval mode: `model(images)` returns the
 N x D features retrieval starts from (the GeM output, or the BNNeck output for SBS); reconstructive
@@ -15,6 +17,8 @@ the BNNeck output, retrieval on the BNNeck output.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -54,7 +58,7 @@ class ReidModel(nn.Module):
         def nonlocal_block(channels: int) -> nn.Module:
             if cfg.dnl:
                 return DisentangledNonLocal(channels, m.dnl_reduction, m.dnl_temperature, m.dnl_scale)
-            return NonLocal(channels, m.dnl_reduction)  # `dnl: false`: the SBS baseline's block
+            return NonLocal(channels, m.dnl_reduction, m.nl_inner_channels)  # `dnl: false`: SBS's block
 
         self.backbone = ResNet(m.block, m.layers, m.widths, m.last_stride, m.nl_layers, nonlocal_block)
         dim = self.backbone.out_channels
@@ -69,6 +73,14 @@ class ReidModel(nn.Module):
         else:
             self.rp_bnneck = self.rp_classifier = None
         self.me = MomentumMean(dim, m.me_beta)
+        # `loss.bed_learn_scale`: the scale of the features BED sees, learned (as its log) with the rest
+        lc = cfg.loss
+        self.bed_log_scale = (
+            nn.Parameter(torch.tensor(math.log(lc.bed_scale))) if cfg.bed and lc.bed_learn_scale else None
+        )
+
+    def bed_scale(self) -> float | torch.Tensor:
+        return self.cfg.loss.bed_scale if self.bed_log_scale is None else self.bed_log_scale.exp()
 
     def _classifier(self, dim: int, num_classes: int) -> nn.Module:
         m = self.cfg.model
@@ -89,9 +101,13 @@ class ReidModel(nn.Module):
         key = f"range_{branch}"
         out = {f"{key}_feat_norm": features.detach().float().norm(dim=1).mean()}
         if self.cfg.bed:
-            terms = bed_terms(features, pids, lc.bed_alpha, lc.bed_reduction, lc.bed_normalize)
+            scale = self.bed_scale()
+            terms = bed_terms(features, pids, lc.bed_alpha, lc.bed_reduction, lc.bed_normalize, scale)
+            if isinstance(scale, torch.Tensor):
+                out["range_bed_scale"] = scale.detach()
             out.update({
-                f"loss_metric_{branch}": terms.loss, f"{key}_d_pos": terms.d_pos, f"{key}_d_neg": terms.d_neg,
+                f"loss_metric_{branch}": lc.bed_weight * terms.loss,
+                f"{key}_d_pos": terms.d_pos, f"{key}_d_neg": terms.d_neg,
                 f"{key}_bed_pos": terms.pos, f"{key}_bed_neg": terms.neg, f"features_{branch}": features,
             })  # fmt: skip
             return out
@@ -124,6 +140,7 @@ class ReidModel(nn.Module):
                     self.rp_classifier, self.rp_bnneck(pooled_rp), pids
                 )
         out["me_batch_mean"] = MomentumMean.batch_mean(pooled)  # Eq. 6 on normalize(GeM output)
+        out["feature_map"] = fmap  # in the graph: the engine measures each loss's gradient at the backbone
         return out
 
     def retrieval_features(self, base: torch.Tensor) -> torch.Tensor:

@@ -7,7 +7,9 @@ a BN whose weight and bias start at zero, so the block is an exact identity at i
 The embedding convs keep PyTorch's default initialisation, as in FastReID.
 
 FastReID computes its inner width as `reduc_ratio // reduc_ratio`, i.e. C' = 1 (a known bug,
-JDAI-CV/fast-reid#558); this block uses C' = C / reduction as the code intends.
+JDAI-CV/fast-reid#558: "no performance gain if setting to in_channels/2"). `inner_channels` = 1
+reproduces FastReID's block (the R50 presets, so that their switched-off baseline is FastReID's
+SBS); 0 gives C' = C / reduction, as the code intends.
 """
 
 from __future__ import annotations
@@ -17,9 +19,9 @@ from torch import nn
 
 
 class NonLocal(nn.Module):
-    def __init__(self, channels: int, reduction: int = 2):
+    def __init__(self, channels: int, reduction: int = 2, inner_channels: int = 0):
         super().__init__()
-        inner = channels // reduction
+        inner = inner_channels or channels // reduction
         self.inner = inner
         self.query = nn.Conv2d(channels, inner, 1)
         self.key = nn.Conv2d(channels, inner, 1)

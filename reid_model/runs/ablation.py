@@ -1,12 +1,20 @@
-"""`run_ablation`: the Python API under `opreid ablate`. Trains the paper's Table 5 variants for
-several seeds and tabulates mean ± std beside the paper's rows.
+"""`run_ablation`: the Python API under `opreid ablate`. Trains the model's ablation rows for
+several seeds and tabulates mean ± std beside the paper's Table 5.
 
-The variants are Table 5's cumulative rows: the baseline (every switch off: FastReID's strong
-baseline), then +CBE, +BED, +DNL, +RP, +ME, each adding one component to the row above. Each
-(variant, seed) is an ordinary training run in `OUT/<variant>/seed<k>/`, so `opreid report`,
+The rows form a chain from the baseline (every switch off: FastReID's strong baseline on the
+config's recipe) to the full model, and each row changes ONE thing of the row before it (`CHAIN`):
++CBE; the classifier (CircleSoftmax -> the two-head causal-norm classifier); the metric loss
+(triplet -> BED); +DNL (non-local -> DNL); +RP; the retrieval feature (the BNNeck output -> the
+L2-normalised GeM output); +ME (subtract the momentum mean). The paper's Table 5 rows compound
+some of these: its +BED row swaps the classifier and the loss together, its +ME row switches the
+feature and subtracts the mean. Selecting the paper's rows (`PAPER_ROWS`, `--variants paper`)
+draws Table 5 as the paper does; each row's label then names every change it compounds.
+
+Each (row, seed) is an ordinary training run in `OUT/<row>/seed<k>/`, so `opreid report`,
 `opreid extract` and the curves work on it. The runner is resumable: a finished run (marked by
 `ablation.json`) is skipped, an interrupted one resumes from its last checkpoint, and a run folder
-trained with another config is refused rather than mixed in.
+trained with another config is refused rather than mixed in. Runs with a validation split
+(`data.val_ids`) are tabulated on it too, as their own rows ("<release> (val)").
 
 Noise: a difference counts as within noise when |Δ| <= 2σ, σ the larger of the two rows' standard
 deviations over seeds (for ours vs the paper, our row's). With one seed σ is unknown and nothing
@@ -39,25 +47,104 @@ MARKER = "ablation.json"
 #: |Δ| below this many standard deviations is "within noise".
 NOISE_SIGMAS = 2.0
 SEED_KEY = "seed"
+#: FastReID's strong baseline as FastReID configures it: what an R50 baseline row is compared with.
+SBS_PRESET = "sbs_r50"
+#: Keys that say how a run is kept, not what it trains (left out of the baseline's comparison with SBS).
+BOOKKEEPING = ("train.", "data.num_workers", "data.val_ids", "data.val_seed", "seed", "model.allow_download")
+
+
+@dataclass(frozen=True)
+class Change:
+    """One step of the ablation chain: its run folder, what it changes (as its row reads) and the
+    config keys it sets on top of the steps before it."""
+
+    name: str
+    label: str
+    settings: tuple[tuple[str, bool | str], ...]
+
+
+#: The chain of rows, each changing one thing of the row before it (the baseline sets every key).
+CHAIN = (
+    Change("baseline", "baseline (every switch off)", (
+        ("cbe", False), ("bed", False), ("dnl", False), ("rp", False), ("me", False),
+        ("model.classifier", "circle"), ("test.feature", "bnneck"),
+    )),
+    Change("cbe", "+CBE", (("cbe", True),)),
+    Change("classifier", "classifier CircleSoftmax -> causal 2-head", (("model.classifier", "causal"),)),
+    Change("bed", "loss triplet -> BED", (("bed", True),)),
+    Change("dnl", "+DNL (non-local -> DNL)", (("dnl", True),)),
+    Change("rp", "+RP", (("rp", True),)),
+    Change("feature", "retrieval BNNeck -> normalize(GeM)", (("test.feature", "pooled"),)),
+    Change("me", "+ME (subtract mu)", (("me", True),)),
+)  # fmt: skip
+#: Table 5's rows as the paper draws them: its +BED compounds the classifier swap, its +ME the feature switch.
+PAPER_ROWS = ("baseline", "cbe", "bed", "dnl", "rp", "me")
+#: `--variants paper` selects PAPER_ROWS.
+PAPER_SELECTION = "paper"
+#: The keys the chain sets per row (an override of one of them would blur the rows).
+CHAIN_KEYS = tuple(dict.fromkeys(key for change in CHAIN for key, _ in change.settings))
 
 
 @dataclass(frozen=True)
 class Variant:
     name: str  # the run folder's name
-    label: str  # as Table 5's row reads
+    label: str  # what the row changes from the row above it in the table
     components: frozenset[str]
+    settings: dict[str, bool | str]  # every key of CHAIN_KEYS
+    changes: tuple[str, ...]  # the chain's changes this row compounds (one unless rows are skipped)
 
+    @property
+    def classifier(self) -> str:
+        return str(self.settings["model.classifier"])
 
-def table5_variants() -> tuple[Variant, ...]:
-    """Table 5's rows in its order: the baseline, then one component added per row."""
-    order = paper_results().components
-    rows = [Variant("baseline", "baseline", frozenset())]
-    rows += [Variant(c, f"+{c.upper()}", frozenset(order[: i + 1])) for i, c in enumerate(order)]
-    return tuple(rows)
+    @property
+    def retrieval(self) -> str:
+        return str(self.settings["test.feature"])
+
+    @property
+    def paper_row(self) -> bool:
+        """A row the paper has: the classifier goes with the loss and the feature with ME, as there."""
+        bed, me = bool(self.settings["bed"]), bool(self.settings["me"])
+        return self.classifier == ("causal" if bed else "circle") and self.retrieval == (
+            "pooled" if me else "bnneck"
+        )
 
 
 def variant_names() -> tuple[str, ...]:
-    return tuple(v.name for v in table5_variants())
+    return tuple(c.name for c in CHAIN)
+
+
+def ablation_variants(names: Sequence[str] = ()) -> tuple[Variant, ...]:
+    """The selected rows in chain order (all of them by default; `paper`: the paper's Table 5 rows).
+
+    A row's label names every change since the selected row above it, so a table that skips rows
+    says what its rows compound."""
+    chosen = list(names) or list(variant_names())
+    if PAPER_SELECTION in chosen:
+        chosen = [n for n in chosen if n != PAPER_SELECTION] + list(PAPER_ROWS)
+    unknown = [n for n in chosen if n not in variant_names()]
+    if unknown:
+        known = ", ".join((*variant_names(), PAPER_SELECTION))
+        raise ConfigError(f"unknown variant {unknown[0]!r}; choose from {known}")
+    components = paper_results().components
+    settings: dict[str, bool | str] = {}
+    pending: list[str] = []
+    rows: list[Variant] = []
+    for change in CHAIN:
+        settings.update(change.settings)
+        pending.append(change.label)
+        if change.name not in chosen:
+            continue
+        changes = tuple(pending) if rows else (change.label,)
+        on = frozenset(c for c in components if settings[c])
+        rows.append(Variant(change.name, " & ".join(changes), on, dict(settings), changes))
+        pending = []
+    return tuple(rows)
+
+
+def table5_variants() -> tuple[Variant, ...]:
+    """Table 5's rows as the paper draws them (each label names the changes it compounds)."""
+    return ablation_variants(PAPER_ROWS)
 
 
 @dataclass
@@ -108,6 +195,9 @@ class AblationRow:
     variant: str
     label: str
     components: list[str]
+    classifier: str
+    retrieval: str
+    changes: list[str]  # the chain's changes since the row above (more than one: the row compounds them)
     seeds: int
     cell: str | None
     metrics: dict[str, MetricSummary]
@@ -123,6 +213,7 @@ class AblationResult:
     variants: list[str]
     seeds: list[int]
     noise_rule: str
+    notes: list[str] = field(default_factory=list)
     runs: list[RunStatus] = field(default_factory=list)
     rows: list[AblationRow] = field(default_factory=list)
 
@@ -133,27 +224,17 @@ class AblationResult:
 
 
 # -- planning ------------------------------------------------------------------------------------------
-def _selected(names: Sequence[str]) -> list[Variant]:
-    table = table5_variants()
-    if not names:
-        return list(table)
-    known = {v.name for v in table}
-    unknown = [n for n in names if n not in known]
-    if unknown:
-        raise ConfigError(f"unknown variant {unknown[0]!r}; choose from {', '.join(v.name for v in table)}")
-    return [v for v in table if v.name in set(names)]
-
-
 def _check_overrides(overrides: Sequence[str]) -> None:
-    owned = {*paper_results().components, SEED_KEY}
+    owned = {*CHAIN_KEYS, SEED_KEY}
     for item in overrides:
         key = item.split("=", 1)[0].strip()
         if key in owned:
             raise ConfigError(f"{key} is set by ablate for each variant and seed; drop the {item!r} override")
 
 
-def _check_releases(settings: AblationSettings) -> None:
-    """Fail before the first run: every release exists, and the variants are scored on at least one."""
+def _check_releases(settings: AblationSettings, val_ids: int) -> None:
+    """Fail before the first run: every release exists, and the variants are scored on at least one
+    split (a test split with ground truth, or the validation split of `data.val_ids`)."""
     from reid_model.engine.evaluation import (
         has_ground_truth,  # imports torch: only once the options are sound
     )
@@ -164,16 +245,41 @@ def _check_releases(settings: AblationSettings) -> None:
     for rel in settings.eval_data:
         if not has_ground_truth(rel):
             raise DataError(f"--eval-data {rel}: no private/ground_truth.parquet, nothing to evaluate")
-    if not settings.eval_data and not has_ground_truth(settings.data):
+    if not settings.eval_data and not val_ids and not has_ground_truth(settings.data):
         raise DataError(
             f"{settings.data}: no private/ground_truth.parquet, so it cannot be evaluated on; "
-            "give --eval-data RELEASE to evaluate the variants on"
+            "give --eval-data RELEASE, or hold out training identities (data.val_ids=N)"
         )
 
 
+def _override_value(value: bool | str) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
 def _switch_overrides(variant: Variant, seed: int) -> tuple[str, ...]:
-    comps = paper_results().components
-    return (*(f"{c}={'true' if c in variant.components else 'false'}" for c in comps), f"{SEED_KEY}={seed}")
+    return (*(f"{k}={_override_value(v)}" for k, v in variant.settings.items()), f"{SEED_KEY}={seed}")
+
+
+def baseline_note(config: str, overrides: Sequence[str] = ()) -> str:
+    """How the baseline row relates to FastReID's SBS (configs/sbs_r50.yaml): the same config, the
+    config keys where it differs, or another recipe altogether (the CPU presets)."""
+    from reid_model.config import flatten_dict, load_config
+    from reid_model.engine.training import resolve_config
+
+    baseline = ablation_variants(("baseline",))[0]
+    ours = resolve_config(config, (*overrides, *_switch_overrides(baseline, 0)))
+    sbs = load_config(SBS_PRESET, _switch_overrides(baseline, 0))
+    if (ours.model.block, ours.model.layers) != (sbs.model.block, sbs.model.layers):
+        return (
+            f"Baseline row: {config} with every switch off (CircleSoftmax, soft-margin triplet, the non-local "
+            f"block, BNNeck retrieval) on {config}'s own recipe ({ours.model.block} blocks {ours.model.layers}, "
+            f"{ours.input.height}x{ours.input.width}); it is not FastReID's SBS recipe (configs/{SBS_PRESET}.yaml)."
+        )
+    a, b = flatten_dict(ours.to_dict()), flatten_dict(sbs.to_dict())
+    diffs = [f"{k} {a[k]} (SBS: {b[k]})" for k in a if not k.startswith(BOOKKEEPING) and a[k] != b.get(k)]
+    if not diffs:
+        return f"Baseline row: configs/{SBS_PRESET}.yaml exactly (FastReID's SBS; that file names where our code differs from FastReID's)."
+    return f"Baseline row differs from configs/{SBS_PRESET}.yaml (FastReID's SBS) in: {', '.join(diffs)}."
 
 
 def _config_mismatch(run_dir: Path, expected: dict[str, Any]) -> list[str]:
@@ -288,7 +394,7 @@ def tabulate(variants: Sequence[Variant], runs: Sequence[RunStatus]) -> list[Abl
         for status in runs:
             if status.variant != variant.name or not status.finished:
                 continue
-            for result in read_run(status.run_dir, paper.components):
+            for result in read_run(status.run_dir, paper.components, kinds=("val", "eval")):
                 protocols.setdefault(result.dataset, result.protocol)
                 by_dataset.setdefault(result.dataset, {}).setdefault(variant.name, []).append(result)
     rows = []
@@ -302,12 +408,14 @@ def tabulate(variants: Sequence[Variant], runs: Sequence[RunStatus]) -> list[Abl
                 m: [100.0 * r.metrics[m] for r in results if r.metrics.get(m) is not None]
                 for m in RESULT_METRICS
             }
-            cell = paper.cell(paper_dataset, variant.components)
+            cell = paper.cell(paper_dataset, variant.components) if variant.paper_row else None
             paper_now = cell.metrics if cell else {}
             row = AblationRow(
                 dataset=dataset, paper_dataset=paper_dataset, variant=variant.name, label=variant.label,
-                components=[c for c in paper.components if c in variant.components], seeds=len(results),
-                cell=cell.citation if cell else None, metrics=_summaries(values, prev, paper_now, prev_paper),
+                components=[c for c in paper.components if c in variant.components],
+                classifier=variant.classifier, retrieval=variant.retrieval, changes=list(variant.changes),
+                seeds=len(results), cell=cell.citation if cell else None,
+                metrics=_summaries(values, prev, paper_now, prev_paper),
             )  # fmt: skip
             rows.append(row)
             prev, prev_paper = row, paper_now
@@ -318,18 +426,20 @@ def run_ablation(settings: AblationSettings) -> AblationResult:
     """Train every (variant, seed) not finished yet, then tabulate all of them."""
     if settings.seeds < 1:
         raise ConfigError("--seeds must be at least 1")
-    variants = _selected(settings.variants)
+    variants = ablation_variants(settings.variants)
     _check_overrides(settings.overrides)
-    _check_releases(settings)
     from reid_model.engine.training import resolve_config
 
-    base_seed = resolve_config(settings.config, settings.overrides).seed
+    base = resolve_config(settings.config, settings.overrides)
+    _check_releases(settings, base.data.val_ids)
+    base_seed = base.seed
     seeds = [base_seed + k for k in range(settings.seeds)]
     paper = paper_results()
     result = AblationResult(
         output=str(settings.output), source=paper.source, components=paper.components, metrics=RESULT_METRICS,
         paper_metrics=tuple(m for m in RESULT_METRICS if m in paper.metrics), variants=[v.name for v in variants],
         seeds=seeds, noise_rule=f"|diff| <= {NOISE_SIGMAS:g} x the larger seed std of the rows compared",
+        notes=[baseline_note(settings.config, settings.overrides)] if variants[0].name == "baseline" else [],
     )  # fmt: skip
     jobs = [(v, s) for v in variants for s in seeds]
     bar = progress_bar(total=len(jobs), desc="ablate", unit="run", enabled=settings.progress)
@@ -376,7 +486,7 @@ def _noise_lines(result: AblationResult) -> list[str]:
 def render_ablation(result: AblationResult, fmt: str = FORMATS[0]) -> str:
     """Markdown: mean ± std, Δ from the row above (≈ within noise) and the paper's row; CSV: every figure."""
     comps = [c.upper() for c in result.components]
-    headers = ["dataset", "variant", *comps, "seeds"]
+    headers = ["dataset", "row: what it changes", *comps, "classifier", "retrieval", "seeds"]
     for m in result.metrics:
         label = METRIC_LABELS[m]
         if fmt == "csv":
@@ -388,7 +498,8 @@ def render_ablation(result: AblationResult, fmt: str = FORMATS[0]) -> str:
     headers.append("paper cell")
     rows = []
     for r in result.rows:
-        row: list[Any] = [r.dataset, r.label, *[c in r.components for c in result.components], r.seeds]
+        row: list[Any] = [r.dataset, r.label, *[c in r.components for c in result.components],
+                          r.classifier, r.retrieval, r.seeds]  # fmt: skip
         for m in result.metrics:
             s = r.metrics[m]
             if fmt == "csv":
@@ -410,10 +521,20 @@ def render_ablation(result: AblationResult, fmt: str = FORMATS[0]) -> str:
     )
     counts = {a: sum(r.action == a for r in result.runs) for a in ("trained", "resumed", "done")}
     stopped = sum(not r.finished for r in result.runs)
+    compound = list(dict.fromkeys(r.label for r in result.rows if len(r.changes) > 1))
     lines = [
         "",
-        f"Metrics in percent, mean ± std over seeds {seeds}; Δ: change from the row above (the added "
-        f"component's effect); paper Δ: the same in the paper. {noise}",
+        f"Metrics in percent, mean ± std over seeds {seeds}; Δ: change from the row above (the effect of "
+        f"what the row changes); paper Δ: the same in the paper. {noise}",
+        *(
+            [
+                f"Rows that compound several changes (as the paper's Table 5 draws them): {'; '.join(compound)}. "
+                "Run every row (the default --variants) for one change per row."
+            ]
+            if compound
+            else []
+        ),
+        *result.notes,
         *_noise_lines(result),
         f"Paper: {result.source}.",
         f"Runs in {result.output}: {counts['trained']} trained, {counts['resumed']} resumed, "

@@ -8,9 +8,9 @@ from pathlib import Path
 
 TESTS = Path(__file__).resolve().parent.parent
 REPO = TESTS.parent
-#: The small real datasets beside the checkout (../shared/data; OPREID_SHARED_DATA elsewhere): never
-#: committed or shipped, so the tests that read them skip with a reason when they are absent.
-SHARED_DATA = Path(os.environ.get("OPREID_SHARED_DATA", REPO.parent / "shared" / "data"))
+#: The real datasets for development (never in the repository): ../shared/data beside the checkout,
+#: or $OPREID_SHARED_DATA (a worktree elsewhere). Tests that read them skip when they are absent.
+SHARED_DATA = Path(os.environ.get("OPREID_SHARED_DATA") or REPO.parent / "shared" / "data")
 
 
 def _ultralytics_assets() -> Path:

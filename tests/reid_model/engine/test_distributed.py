@@ -1,5 +1,6 @@
 """DDP: the pairwise losses see the global batch. On 2 gloo processes, BED and the triplet loss (and
-the DDP-averaged parameter gradients behind them) equal the single-process values on the same batch."""
+the DDP-averaged parameter gradients behind them) equal the single-process values on the same batch;
+and the device helpers (the CPU's native bfloat16)."""
 
 from __future__ import annotations
 
@@ -119,3 +120,15 @@ def test_sync_bn_needs_cuda_devices(tmp_path):
         Trainer._convert_sync_bn(torch.nn.Sequential(torch.nn.BatchNorm1d(3)), cfg, ctx)
     bn = Trainer._convert_sync_bn(torch.nn.Sequential(torch.nn.BatchNorm1d(3)), cfg, DistContext())
     assert isinstance(bn[0], torch.nn.BatchNorm1d)  # one process: nothing to synchronise
+
+
+def test_cpu_bfloat16_needs_native_support(tmp_path):
+    """`solver.cpu_bf16` trains in bfloat16 only where the CPU computes it natively (emulated, it is slower)."""
+    from reid_model.distributed import cpu_has_fast_bfloat16
+
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f\n")
+    assert not cpu_has_fast_bfloat16(info)
+    info.write_text("processor\t: 0\nflags\t\t: fpu avx512f avx512_bf16 amx_tile\n")
+    assert cpu_has_fast_bfloat16(info)
+    assert not cpu_has_fast_bfloat16(tmp_path / "absent")  # not Linux: fp32

@@ -358,8 +358,10 @@ def test_fastreid_nonlocal_block_is_identity_at_init_and_matches_its_formula():
     from reid_model.modeling.nonlocal_block import NonLocal
 
     torch.manual_seed(0)
+    # FastReID's width (reduc_ratio // reduc_ratio)
+    assert NonLocal(8, reduction=2, inner_channels=1).inner == 1
     block = NonLocal(8, reduction=2)
-    assert block.inner == 4  # C / 2: FastReID's inner width of 1 is a bug we do not copy
+    assert block.inner == 4  # C / 2, the width FastReID's code intends
     x = torch.randn(2, 8, 3, 2)
     assert torch.equal(block.train()(x), x) and torch.equal(block.eval()(x), x)
     torch.nn.init.ones_(block.out_bn.weight)

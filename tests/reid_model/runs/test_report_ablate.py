@@ -151,7 +151,7 @@ def test_ablate_stops_resumes_and_tabulates(ablation):
         assert [r["iteration"] for r in records if r["kind"] == "eval"] == [0, 2]
     base, plus = resumed.rows
     assert (base.label, base.cell, plus.label, plus.cell) == (
-        "baseline",
+        "baseline (every switch off)",
         "Table 5, row 1",
         "+CBE",
         "Table 5, row 2",
@@ -179,7 +179,7 @@ def test_ablate_skips_finished_runs(ablation, monkeypatch):
     assert [r.action for r in again.runs] == ["done", "done"]
     assert [r.metrics["mAP"].mean for r in again.rows] == [r.metrics["mAP"].mean for r in resumed.rows]
     text = render_ablation(again)
-    assert "| OPReID-protocol benchmark | +CBE | ✓ |  |  |  |  | 1 |" in text
+    assert "| OPReID-protocol benchmark | +CBE | ✓ |  |  |  |  | circle | bnneck | 1 |" in text
     assert "One seed: the noise is not estimated" in text and "0 trained, 0 resumed, 2 already done" in text
 
 
@@ -211,8 +211,8 @@ def test_ablate_evaluates_on_another_release(built_release, tiny_steps, tmp_path
     assert result.exit_code == 0, result.stderr
     data = json.loads(result.stdout)
     assert [(r["dataset"], r["label"], r["cell"]) for r in data["rows"]] == [
-        ("OPReID-protocol benchmark", "+ME", "Table 5, row 6"),
-        ("Occluded-REID", "+ME", "Table 3, row 13"),
+        ("OPReID-protocol benchmark", "+ME (subtract mu)", "Table 5, row 6"),
+        ("Occluded-REID", "+ME (subtract mu)", "Table 3, row 13"),
     ]
     records = [json.loads(line) for line in (out / "me/seed0/metrics.jsonl").read_text().splitlines()]
     # evaluated by the trainer beside its own release, at the same iterations (as `opreid train --eval-data`)
@@ -245,12 +245,12 @@ def test_ablate_bad_requests(built_release, tmp_path, run_opreid, expect_error):
 
 def test_ablation_table_mean_std_and_noise(tmp_path, run_opreid):
     """Two seeds per row from hand-written runs: mean ± std, Δ from the row above and the noise rule."""
-    from reid_model.runs.ablation import RunStatus, render_ablation, table5_variants, tabulate
+    from reid_model.runs.ablation import RunStatus, ablation_variants, render_ablation, tabulate
 
     release = tmp_path / "rel"
     release.mkdir()
     write_dataset_json(release, {"name": "OPReID-protocol benchmark"})
-    base, cbe = table5_variants()[:2]
+    base, cbe = ablation_variants()[:2]
     figures = {("baseline", 0): (0.60, 0.50), ("baseline", 1): (0.62, 0.52),
                ("cbe", 0): (0.70, 0.51), ("cbe", 1): (0.72, 0.53)}  # fmt: skip
     runs = []
@@ -261,7 +261,7 @@ def test_ablation_table_mean_std_and_noise(tmp_path, run_opreid):
     runs.append(RunStatus("cbe", 2, str(tmp_path / "never"), "trained", False, 3))  # stopped: not read
     rows = tabulate([base, cbe], runs)
     assert [(r.label, r.seeds, r.cell) for r in rows] == [
-        ("baseline", 2, "Table 5, row 1"),
+        ("baseline (every switch off)", 2, "Table 5, row 1"),
         ("+CBE", 2, "Table 5, row 2"),
     ]
     r1, m = rows[1].metrics["rank1"], rows[1].metrics["mAP"]
@@ -279,7 +279,7 @@ def test_ablation_table_mean_std_and_noise(tmp_path, run_opreid):
                             runs=runs, rows=rows)  # fmt: skip
     text = render_ablation(result)
     assert (
-        "| +CBE | ✓ |  |  |  |  | 2 | 71.0 ± 1.4 | +10.0 | 62.5 | +1.4 | 52.0 ± 1.4 | +1.0 ≈ | 63.5 | +1.4 |"
+        "| +CBE | ✓ |  |  |  |  | circle | bnneck | 2 | 71.0 ± 1.4 | +10.0 | 62.5 | +1.4 | 52.0 ± 1.4 | +1.0 ≈ | 63.5 | +1.4 |"
         in text
     )
     # mINP is 10.0 in every run: a zero difference is within (zero) noise
@@ -288,3 +288,77 @@ def test_ablation_table_mean_std_and_noise(tmp_path, run_opreid):
     table = list(csv.DictReader(io.StringIO(render_ablation(result, "csv"))))
     assert table[1]["Δ mAP within noise"] == "true" and table[1]["Δ R-1 within noise"] == "false"
     assert float(table[1]["R-1 std"]) == pytest.approx(1.4)
+
+
+def test_each_ablation_row_changes_one_thing_and_the_paper_rows_compound_them():
+    from reid_model.config import classifier_kind, load_config, retrieval_feature
+    from reid_model.runs.ablation import CHAIN_KEYS, PAPER_ROWS, ablation_variants, table5_variants
+
+    rows = ablation_variants()
+    assert [r.name for r in rows] == ["baseline", "cbe", "classifier", "bed", "dnl", "rp", "feature", "me"]
+    for prev, row in zip(rows, rows[1:], strict=False):
+        changed = [k for k in CHAIN_KEYS if prev.settings[k] != row.settings[k]]
+        assert len(changed) == 1 and row.changes == (row.label,), (row.name, changed)
+    assert rows[2].label == "classifier CircleSoftmax -> causal 2-head" and not rows[2].paper_row
+    assert rows[6].label == "retrieval BNNeck -> normalize(GeM)" and not rows[6].paper_row
+    # the rows' configs build what their columns say
+    for row in rows:
+        cfg = load_config("tiny", [f"{k}={str(v).lower()}" for k, v in row.settings.items()])
+        assert (classifier_kind(cfg), retrieval_feature(cfg)) == (row.classifier, row.retrieval)
+    # the paper's cumulative Table 5: six rows, +BED and +ME each compounding two changes
+    paper = table5_variants()
+    assert [r.name for r in paper] == list(PAPER_ROWS) == [r.name for r in ablation_variants(["paper"])]
+    assert all(r.paper_row for r in paper)
+    assert paper[2].label == "classifier CircleSoftmax -> causal 2-head & loss triplet -> BED"
+    assert paper[5].label == "retrieval BNNeck -> normalize(GeM) & +ME (subtract mu)"
+    assert [len(r.changes) for r in paper] == [1, 1, 2, 1, 1, 2]
+    # the same run folders serve both tables: a paper row's config is the one-change row's
+    assert {r.name: r.settings for r in paper} == {r.name: r.settings for r in rows if r.name in PAPER_ROWS}
+
+
+def test_ablation_baseline_note_names_its_differences_from_sbs():
+    from reid_model.runs.ablation import baseline_note
+
+    assert baseline_note("sbs_r50").startswith("Baseline row: configs/sbs_r50.yaml exactly")
+    note = baseline_note("opreid_r50")
+    assert "input.height 256 (SBS: 384)" in note and "data.num_instance 4 (SBS: 16)" in note
+    assert "input.re_area" in note and "model.nl_inner_channels" not in note  # FastReID's width in both
+    small = baseline_note("small")
+    assert "on small's own recipe" in small and "not FastReID's SBS" in small
+
+
+def test_ablation_tabulates_the_validation_split_without_paper_cells(tmp_path):
+    from reid_model.runs.ablation import RunStatus, ablation_variants, render_ablation, tabulate
+
+    release = tmp_path / "rel"
+    release.mkdir()
+    write_dataset_json(release, {"name": "Market-1501"})
+    variants = ablation_variants(["cbe", "classifier", "bed"])
+    runs = []
+    for i, v in enumerate(variants):
+        switches = {c: c in v.components for c in ("cbe", "bed", "dnl", "rp", "me")}
+        val = {"kind": "val", "iteration": 9, "dataset": "Market-1501", "split": "val",
+               "rank1": 0.3 + i / 10, "mAP": 0.2 + i / 10, "mINP": 0.1}  # fmt: skip
+        run = _run_folder(tmp_path / v.name, switches, [val, _eval(9, 0.5, 0.4)], data=release)
+        runs.append(RunStatus(v.name, 0, str(run), "trained", True, 9))
+    rows = tabulate(variants, runs)
+    val_rows = [r for r in rows if r.dataset == "Market-1501 (val)"]
+    assert [r.variant for r in val_rows] == ["cbe", "classifier", "bed"]
+    assert all(r.cell is None and r.paper_dataset is None for r in val_rows)
+    assert [round(r.metrics["mAP"].mean, 6) for r in val_rows] == [20.0, 30.0, 40.0]
+    test_rows = [r for r in rows if r.dataset == "Market-1501"]
+    # the classifier-only row is no row of the paper; +BED after it has the paper's numbers but no paper Δ
+    assert [r.cell for r in test_rows] == ["Table 5, row 2", None, "Table 5, row 3"]
+    assert test_rows[2].metrics["mAP"].paper == 88.9 and test_rows[2].metrics["mAP"].paper_diff_prev is None
+    from reid_model.runs.ablation import AblationResult
+
+    result = AblationResult(output=str(tmp_path), source="the paper", components=("cbe", "bed", "dnl", "rp", "me"),
+                            metrics=("rank1", "mAP", "mINP"), paper_metrics=("rank1", "mAP"),
+                            variants=[v.name for v in variants], seeds=[0], noise_rule="", runs=runs, rows=rows,
+                            notes=["Baseline row: a note."])  # fmt: skip
+    text = render_ablation(result)
+    assert (
+        "| Market-1501 (val) | classifier CircleSoftmax -> causal 2-head | ✓ |  |  |  |  | causal | bnneck |"
+        in text
+    )
+    assert "Baseline row: a note." in text and "compound" not in text
