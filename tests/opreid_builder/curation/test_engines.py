@@ -108,8 +108,8 @@ def _run_and_kill(args: list[str], out: Path, victim: str | None) -> int:
 
 @pytest.fixture(scope="module")
 def raw(tmp_path_factory) -> Path:
-    """About 300 synth crops, plus a duplicate and an unreadable file, so every status crosses the engines."""
-    raw = make_synth(tmp_path_factory.mktemp("engines") / "raw", identities=40, cameras=3, seed=11)
+    """About 150 synth crops, plus a duplicate and an unreadable file, so every status crosses the engines."""
+    raw = make_synth(tmp_path_factory.mktemp("engines") / "raw", identities=20, cameras=3, seed=11)
     first = sorted(raw.glob("*.jpg"))[0]
     (raw / "0999_c1s1_000001_00.jpg").write_bytes(first.read_bytes())
     (raw / "0999_c2s1_000002_00.jpg").write_bytes(b"")
@@ -184,7 +184,7 @@ curate(raw, Path(sys.argv[2]), config, progress=False)
 def test_local_driver_killed_then_rerun_with_ray_is_identical(raw, clean, tmp_path):
     out = tmp_path / "out"
     proc = subprocess.run(
-        [sys.executable, "-c", KILL_LOCAL, str(raw), str(out), "100"],
+        [sys.executable, "-c", KILL_LOCAL, str(raw), str(out), "50"],
         capture_output=True,
         text=True,
         timeout=600,
@@ -211,7 +211,7 @@ def test_local_driver_killed_then_rerun_with_ray_is_identical(raw, clean, tmp_pa
 @needs_ray
 @pytest.mark.skipif(not POSE_MODEL or not Path(POSE_MODEL).is_file(), reason="set OPREID_TEST_POSE_MODEL")
 def test_engines_give_the_same_rows_with_the_real_pose_model(tmp_path):
-    raw = make_synth(tmp_path / "raw", identities=8, cameras=3, seed=5)
+    raw = make_synth(tmp_path / "raw", identities=4, cameras=3, seed=5)
     local, ray = tmp_path / "local", tmp_path / "ray"
     _curate(raw, local, "--pose-model", POSE_MODEL, "--batch-size", 8)
     _curate(raw, ray, "--pose-model", POSE_MODEL, "--batch-size", 8, "--engine", "ray")
