@@ -137,6 +137,7 @@ def test_an_unwritable_output_is_a_user_error_naming_the_file(tmp_path, run_opre
     expect_error(result, "opreid synth", ExitCode.USER, str(blocker))
 
 
+@pytest.mark.slow
 def test_the_console_script_prints_one_line_and_no_traceback(tmp_path):
     exe = Path(sys.executable).parent / "opreid"
     proc = subprocess.run([str(exe), "validate", str(tmp_path)], capture_output=True, text=True, timeout=120)

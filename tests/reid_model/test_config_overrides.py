@@ -11,6 +11,7 @@ from reid_model.errors import ConfigError
 
 
 @pytest.mark.parametrize("depth", [MAX_OVERRIDE_NESTING + 1, 20_000])
+@pytest.mark.slow
 def test_a_deeply_nested_value_is_a_user_error(depth):
     with pytest.raises(ConfigError, match=f"more than {MAX_OVERRIDE_NESTING} levels deep"):
         parse_overrides([f"solver.base_lr={'[' * depth}{']' * depth}"])
@@ -24,6 +25,7 @@ def test_shallow_values_still_parse():
     }
 
 
+@pytest.mark.slow
 def test_the_train_command_says_so_in_one_line(run_opreid, expect_error, tmp_path):
     deep = "[" * 20_000 + "]" * 20_000
     result = run_opreid(

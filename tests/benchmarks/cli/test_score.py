@@ -65,6 +65,7 @@ def test_json_report_matches_reference(dataset, tmp_path):
     assert "by_query" not in report["breakdown"]  # all queries are occluded
 
 
+@pytest.mark.slow
 def test_similarity_pessimistic_ranks_table_csv_and_plot(dataset, tmp_path):
     root, (q_pids, g_pids, q_cams, g_cams, _) = dataset
     s = np.random.default_rng(1).integers(0, 4, (len(q_pids), len(g_pids))).astype(np.float32)
@@ -127,6 +128,7 @@ def corpus(tmp_path_factory, dataset):
     return bad_submissions(tmp_path_factory.mktemp("bad"), len(q_pids), len(g_pids))
 
 
+@pytest.mark.slow
 def test_every_bad_submission_exits_2_with_one_line(dataset, corpus):
     root = dataset[0]
     for name, (path, phrase) in corpus.items():
@@ -185,6 +187,7 @@ def test_bad_options_are_usage_errors(dataset, tmp_path):
     )
 
 
+@pytest.mark.slow
 def test_subprocess_no_traceback(dataset, tmp_path):
     root = dataset[0]
     bad = tmp_path / "bad.npy"

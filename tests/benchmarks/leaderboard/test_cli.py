@@ -38,6 +38,7 @@ def cli_board(dataset, tmp_path):
     return {"out": str(out), "host": token, "teams": teams, "subs": subs, "tmp": tmp_path}
 
 
+@pytest.mark.slow
 def test_full_flow_text_and_json(cli_board, caplog):
     caplog.set_level(logging.DEBUG)
     b = cli_board

@@ -122,6 +122,7 @@ def test_stored_names_are_escaped_in_what_the_host_reads(board):
     assert json.loads(run("history", "--data", out, "--json", env=env).stdout)[0]["method"] == nasty
 
 
+@pytest.mark.slow
 def test_markdown_export_renders_as_text(board, tmp_path):
     markdown = pytest.importorskip("markdown")
     out, env = board["out"], {"OPREID_LEADERBOARD_TOKEN": board["alpha"]}

@@ -111,6 +111,7 @@ def test_quota_429(site):
     assert r.status_code == 429 and r.json()["quota"]["daily_left"] == 0
 
 
+@pytest.mark.slow
 def test_pages_form_upload_sorting_and_host_view(site):
     c, teams = site["client"](), site["teams"]
     assert "No submissions yet" in c.get("/").text
@@ -193,6 +194,7 @@ def test_request_timeout_calls_off_the_submission(site, monkeypatch):
     assert c.get("/api/quota", headers=auth(site["teams"]["alpha"])).json()["total_used"] == 0
 
 
+@pytest.mark.slow
 def test_nothing_public_reveals_the_private_subset(site, tmp_path):
     """Public page, API and exports: no private query id, no private metric value, no seed."""
     store, data, teams = site["store"], site["data"], site["teams"]

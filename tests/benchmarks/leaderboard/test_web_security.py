@@ -215,6 +215,7 @@ def test_concurrent_selections_all_succeed(live):
     assert not failed, failed[:3]
 
 
+@pytest.mark.slow
 def test_host_side_faults_show_no_server_path(live, monkeypatch):
     url, alpha, db = live["url"], live["teams"]["alpha"], str(live["db"])
     # the database stays locked past the busy timeout

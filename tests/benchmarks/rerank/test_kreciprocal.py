@@ -269,6 +269,7 @@ def test_the_torch_code_breaks_exact_ties_as_numpy_does(one_torch_thread):
     np.testing.assert_allclose(ours, reference_rerank(q, g, "euclidean", 4, 2), rtol=0, atol=1e-12)
 
 
+@pytest.mark.slow
 def test_float32_features_give_the_same_result_on_numpy_and_torch(one_torch_thread):
     feats, _ = clustered(80, 5, 64, seed=4, spread=0.9)
     q, g = feats[:80].astype(np.float32), feats[80:].astype(np.float32)

@@ -54,6 +54,7 @@ def test_random_features_give_the_same_bits(device, metric, dtype, memory_mb):
 @pytest.mark.parametrize(
     ("device", "metric"), [("cpu", "cosine"), ("cpu", "euclidean"), ("torch-cpu", "cosine")]
 )
+@pytest.mark.slow
 def test_duplicates_near_duplicates_and_exact_ties_give_the_same_bits(device, metric):
     """100 copies of one image (more than a float32 row keeps), 30 copies moved by 1e-7, and small
     integer features where distances tie exactly."""

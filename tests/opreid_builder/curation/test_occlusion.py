@@ -132,6 +132,7 @@ def test_describe_records_the_order_and_parameters():
     assert d["rule"] == "coco18" and d["kpt_conf"] == 0.5 and d["min_run"] == 3 and d["order"][1] == "neck"
 
 
+@pytest.mark.slow
 def test_grid_agrees_with_evaluate_on_random_people():
     rng = np.random.default_rng(0)
     n = 300

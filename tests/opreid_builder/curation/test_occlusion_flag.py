@@ -307,6 +307,7 @@ def test_bundled_flag_records_what_it_was_fitted_on():
     assert cv["partial_ilids"]["occluded_ci"][0] <= cv["partial_ilids"]["occluded_flagged"]
 
 
+@pytest.mark.slow
 def test_fit_cli_refuses_unpaired_folders_and_a_keypoints_file(tmp_path, run_opreid, expect_error):
     from support.curation import make_synth
 

@@ -188,6 +188,7 @@ def test_keypoints_fill_the_flags_the_dataset_lacks(synth_layout, tmp_path):
     assert validate(out).ok
 
 
+@pytest.mark.slow
 def test_mask_faces_releases_masked_crops(synth_layout, tmp_path, monkeypatch):
     monkeypatch.delenv("OPREID_FACE_MODEL", raising=False)
     src = synth_layout("partial_ilids")

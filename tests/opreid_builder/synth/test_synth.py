@@ -184,6 +184,7 @@ def test_face_is_hidden_in_back_views_and_when_covered():
     assert len(views) >= 3
 
 
+@pytest.mark.slow
 def test_same_seed_gives_identical_bytes_and_another_seed_differs(tmp_path: Path):
     cfg = SynthConfig(identities=3, cameras=2, images_per_identity=(4, 5), seed=11)
     a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"

@@ -18,6 +18,7 @@ def dataset(tmp_path_factory) -> Path:
     return build_model_dataset(tmp_path_factory.mktemp("model_data"))
 
 
+@pytest.mark.slow
 def test_read_train_and_splits(dataset):
     from reid_model.data.datasets import read_split, read_train
 

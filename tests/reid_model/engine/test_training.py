@@ -182,7 +182,8 @@ def test_eval_data_records_name_each_release(dataset, other_release, tmp_path):
         )
 
 
-@pytest.mark.parametrize("pipeline", ["tensor", pytest.param("pil", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("pipeline", ["tensor", "pil"])
+@pytest.mark.slow
 def test_loader_workers_end_with_the_run(dataset, tmp_path, pipeline):
     """Runs trained one after another in one process (`opreid ablate`) leave no loader worker (nor a
     cache-building or prefetching one) behind."""
@@ -273,7 +274,8 @@ def test_progress_in_a_log_file_stays_quiet(dataset, tmp_path):
     assert 1 <= len(updates) <= 4, updates  # 12 steps: the first draw and at most a few throttled ones
 
 
-@pytest.mark.parametrize("pipeline", ["tensor", pytest.param("pil", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("pipeline", ["tensor", "pil"])
+@pytest.mark.slow
 def test_resume_in_process_is_bitwise_identical(dataset, tmp_path, pipeline):
     common = ["--data", dataset, "--no-progress", "solver.max_epochs=3", "train.eval_period=0",
               "train.eval_at_start=false", *FAST, f"loader.pipeline={pipeline}"]  # fmt: skip
