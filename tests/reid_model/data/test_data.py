@@ -39,6 +39,7 @@ def test_read_train_and_splits(dataset):
     assert read_split(dataset, "query", with_truth=False).pids is None
 
 
+@pytest.mark.slow
 def test_train_item_is_a_pure_function_of_its_seed(dataset):
     import torch
 
