@@ -12,7 +12,7 @@ Sized for one GPU in 10 minutes with set-up (import ~5 s, two decoded-crop cache
 
     .venv/bin/python perf/gpu_reference.py                                # CUDA, 1000 steps per preset
     .venv/bin/python perf/gpu_reference.py --pretrained r50_imagenet.pth  # from ImageNet weights
-    .venv/bin/python perf/gpu_reference.py --device cpu --steps 4 --batch 8 input.height=128 input.width=64
+    .venv/bin/python perf/gpu_reference.py --device cpu --steps 4 --batch 16 input.height=128 input.width=64
 """
 
 from __future__ import annotations
