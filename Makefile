@@ -22,7 +22,7 @@ demo: $(STAMP)
 	bash scripts/demo.sh $(DEMO)
 
 test: $(STAMP)
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	$(PY) -m pytest -q --durations=15 $(PYTEST_ARGS)
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m 'not slow' $(PYTEST_ARGS)
