@@ -178,3 +178,15 @@ def dataset(tmp_path) -> tuple[Path, dict]:
     may define its own `dataset`, which then takes precedence."""
     out = tmp_path / "OUT"
     return out, lb.make_dataset(out)
+
+
+@pytest.fixture
+def one_torch_thread():
+    """torch on one thread for the test: its worker threads spin while they wait, so on a shared CPU a
+    second one costs far more than it gives (the re-ranking tests' torch code runs on the CPU)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

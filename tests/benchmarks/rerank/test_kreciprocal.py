@@ -234,17 +234,6 @@ def test_extract_rerank_writes_the_reranked_matrix(built_release, tmp_path, run_
 
 
 # ---- the torch code (--rerank-device), run on the CPU ------------------------------------------------
-@pytest.fixture
-def one_torch_thread():
-    """torch's worker threads spin while they wait: on a shared CPU a second one costs far more than it gives."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.mark.parametrize(
     ("metric", "k1", "k2", "lam", "memory_mb"),
     [("cosine", 20, 6, 0.3, 1), ("euclidean", 3, 3, 1.0, 64), ("cosine", 7, 9, 0.5, 64)],

@@ -12,15 +12,7 @@ from benchmarks.rerank.neighbours import error_bound, nearest_neighbours
 DEVICES = ("cpu", "torch-cpu")
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """torch's worker threads spin while they wait: on a shared CPU a second one costs far more than it gives."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # torch on one thread (tests/conftest.py)
 
 
 def exact_order(q, g, metric):

@@ -15,15 +15,7 @@ from benchmarks.rerank.screening import Bf16Products, choose_precision
 DEVICES = ("cpu", "torch-cpu")
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """torch's worker threads spin while they wait: on a shared CPU a second one costs far more than it gives."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # torch on one thread (tests/conftest.py)
 
 
 def both(q, g, metric, device="cpu", **kw):
