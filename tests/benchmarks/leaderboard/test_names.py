@@ -95,6 +95,7 @@ def test_method_names_with_terminal_controls_are_refused(board):
     assert run("submit", board["sub"], *crlf, "one\rtwo", env=env).exit_code == ExitCode.USER
 
 
+@pytest.mark.slow
 def test_stored_names_are_escaped_in_what_the_host_reads(board):
     """A row stored before the rule (or by another tool): `history`, `show`, `team list` and `select`
     print its controls as visible escapes."""

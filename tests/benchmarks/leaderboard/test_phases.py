@@ -133,6 +133,7 @@ def test_private_board_revealed_only_by_the_host_after_the_final_phase(challenge
         set_phase(store, host, "final", ends_at=clock.now + timedelta(days=1), clock=clock)
 
 
+@pytest.mark.slow
 def test_a_final_submission_scored_after_the_end_is_waited_for_by_the_reveal(challenge, monkeypatch):
     """Received before the final phase ends, scored after: it counts in the final phase, and the reveal
     refuses (or waits) until it is recorded, so the revealed board never gains a row."""

@@ -111,6 +111,7 @@ def test_npz_size_limit_is_checked_before_extraction(tmp_path):
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::SyntaxWarning")  # backslashes in the text
+@pytest.mark.slow
 def test_npy_header_parser_raises_only_its_own_error():
     """Random damage to a header's text: numpy's parser raises TokenError, RecursionError, ... on some;
     every one must come out as NpyHeaderError (an invalid submission), never as another exception."""

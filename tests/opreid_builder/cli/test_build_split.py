@@ -37,6 +37,7 @@ def write_images_table(out, write_images: bool = True) -> None:
     write_manifest(table, out / "private/images.parquet", IMAGES)
 
 
+@pytest.mark.slow
 def test_build_split_from_curated_table(tmp_path):
     out = tmp_path / "rel"
     write_images_table(out)
@@ -53,6 +54,7 @@ def test_build_split_from_curated_table(tmp_path):
     assert not set(excluded) & set(mapping.source_image_id)
 
 
+@pytest.mark.slow
 def test_unsatisfiable_request_is_one_line_naming_the_largest_scale(tmp_path, run_opreid, expect_error):
     out = tmp_path / "rel"
     write_images_table(out)

@@ -115,6 +115,7 @@ def test_import_gives_the_truth_exactly(fmt, synth_layout, tmp_path, run_opreid)
     assert ok.exit_code == 0 and f"({fmt} protocol)" in ok.stdout
 
 
+@pytest.mark.slow
 def test_public_names_are_opaque_and_nothing_public_carries_the_official_name(synth_layout, tmp_path):
     out = tmp_path / "rel"
     import_benchmark("market1501", synth_layout("market1501"), out)
@@ -129,6 +130,7 @@ def test_public_names_are_opaque_and_nothing_public_carries_the_official_name(sy
     assert str(tmp_path) not in dataset_json and str(tmp_path) not in (out / "README.md").read_text()
 
 
+@pytest.mark.slow
 def test_images_are_hard_links_unless_copy(synth_layout, tmp_path):
     src = synth_layout("dukemtmc")
     linked, copied = tmp_path / "linked", tmp_path / "copied"
@@ -149,6 +151,7 @@ def test_images_are_hard_links_unless_copy(synth_layout, tmp_path):
     assert all(os.stat(p).st_nlink == 1 for p in (copied / "images").rglob("*") if p.is_file())
 
 
+@pytest.mark.slow
 def test_same_copy_and_seed_give_the_same_release_byte_for_byte(synth_layout, tmp_path):
     src = synth_layout("occluded_reid")
     a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
@@ -165,6 +168,7 @@ def test_same_copy_and_seed_give_the_same_release_byte_for_byte(synth_layout, tm
     assert (a / "query.parquet").read_bytes() != (c / "query.parquet").read_bytes()
 
 
+@pytest.mark.slow
 def test_keypoints_fill_the_flags_the_dataset_lacks(synth_layout, tmp_path):
     src = synth_layout("occluded_duke")
     out = tmp_path / "rel"
@@ -262,6 +266,7 @@ def test_a_query_without_a_cross_camera_match_is_reported_not_refused(copy_of, t
     assert res.exit_code == 0 and "opreid validate: note:" in res.stderr
 
 
+@pytest.mark.slow
 def test_reimport_replaces_a_previous_import_and_refuses_anything_else(
     synth_layout, tmp_path, run_opreid, expect_error
 ):
@@ -281,6 +286,7 @@ def test_reimport_replaces_a_previous_import_and_refuses_anything_else(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["other", "rel"]
 
 
+@pytest.mark.slow
 def test_cli_prints_the_counts_and_json(synth_layout, tmp_path, run_opreid):
     src = synth_layout("cuhk03")
     res = run_opreid("import", "cuhk03", src, "-o", tmp_path / "lab", "--subset", "labeled", "--json")
@@ -576,6 +582,7 @@ def test_images_are_copied_where_a_hard_link_is_impossible(synth_layout, tmp_pat
 # --- a layout is not a dataset: the name, and whether it is the published one ----------------------
 
 
+@pytest.mark.slow
 def test_a_copy_whose_counts_differ_is_not_named_the_published_dataset(synth_layout, tmp_path, run_opreid):
     src = synth_layout("market1501")
     result = run_opreid("import", "market1501", src, "-o", tmp_path / "plain", "--json")

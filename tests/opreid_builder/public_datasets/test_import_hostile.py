@@ -278,6 +278,7 @@ def test_a_run_killed_between_the_two_renames_leaves_nothing_behind(synth_layout
 # --- images that carry identity beside their pixels ---------------------------------------------
 
 
+@pytest.mark.slow
 def test_metadata_of_every_kind_is_removed_from_released_images(copy_of, tmp_path):
     from support.hostile_images import SECRET, jpeg_variants, pixels, png_with_text, tiff_with_tags
 
@@ -345,6 +346,7 @@ def _replayed_ids(out: Path, seed: int) -> set[str]:
     return set(_public_ids(n, rng).tolist())
 
 
+@pytest.mark.slow
 def test_public_ids_cannot_be_replayed_without_the_secret(synth_layout, tmp_path, run_opreid):
     src = synth_layout("market1501")
     a, b, fixed = tmp_path / "a", tmp_path / "b", tmp_path / "fixed"

@@ -52,6 +52,7 @@ def test_layout_and_public_files(tmp_path):
     assert "| left_leg |" in card
 
 
+@pytest.mark.slow
 def test_shuffled_input_gives_byte_identical_release(tmp_path):
     a = build_release(tmp_path / "a", seed=5)
     b = build_release(tmp_path / "b", seed=5, order_seed=11)

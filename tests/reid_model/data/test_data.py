@@ -58,6 +58,7 @@ def test_train_item_is_a_pure_function_of_its_seed(dataset):
     assert not torch.equal(a, c)
 
 
+@pytest.mark.slow
 def test_missing_dataset_and_bad_pids(tmp_path, dataset):
     from reid_model.data.datasets import read_train
     from reid_model.errors import DataError

@@ -36,6 +36,7 @@ def _train_images(root: Path) -> tuple[list[Path], list[str]]:
 
 
 # -- the decoded-crop cache -----------------------------------------------------------------------------
+@pytest.mark.slow
 def test_cache_holds_each_resized_crop_once_and_is_reused(dataset, tmp_path):
     from reid_model.data.crop_cache import open_crop_cache
     from reid_model.data.datasets import load_image

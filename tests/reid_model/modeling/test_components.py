@@ -69,6 +69,7 @@ def test_resnet_places_nonlocal_blocks_after_the_last_blocks():
     assert two(torch.randn(1, 3, 64, 32)).shape == (1, 64, 2, 1)
 
 
+@pytest.mark.slow
 def test_resnet50_names_match_torchvision():
     import torchvision
 
