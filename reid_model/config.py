@@ -135,7 +135,7 @@ class SolverConfig:
     eta_min: float = 7e-7
     freeze_iters: int = 1000
     amp: bool = True  # used on CUDA only
-    cpu_bf16: bool = False  # bfloat16 autocast on CPU: ~2x faster with AMX/AVX512-BF16, slower without
+    cpu_bf16: bool = False  # bfloat16 autocast on CPU where native (AMX, AVX512-BF16): faster steps
 
 
 @dataclass
