@@ -4,26 +4,21 @@ and `calibrate` on Partial-iLIDS (../shared/data), and curation of synthetic cro
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
 
 import pytest
 from support.curation import make_synth
 from support.paths import SHARED_DATA
+from support.real_models import POSE_MODEL, needs_pose_model
 
 from manifests import IMAGES, read_manifest
 from opreid_builder.curation.occlusion_flag import load_flag, read_flag_file
 from opreid_builder.curation.pipeline import CurateConfig, curate
 
-POSE_MODEL = os.environ.get("OPREID_TEST_POSE_MODEL")
 PARTIAL_ILIDS = SHARED_DATA / "partial_ilids" / "Partial_iLIDS"
 pytestmark = [
     pytest.mark.integration,
     pytest.mark.slow,
-    pytest.mark.skipif(
-        not POSE_MODEL or not Path(POSE_MODEL).is_file(),
-        reason="set OPREID_TEST_POSE_MODEL to a YOLO-pose model (e.g. ../shared/models/yolo26n-pose-int8-256.onnx)",
-    ),
+    needs_pose_model,
 ]
 needs_partial_ilids = pytest.mark.skipif(
     not (PARTIAL_ILIDS / "Probe").is_dir(),

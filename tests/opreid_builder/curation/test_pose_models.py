@@ -10,21 +10,18 @@ import numpy as np
 import pytest
 from PIL import Image
 from support.paths import ULTRALYTICS_ASSETS
+from support.real_models import POSE_MODEL, needs_pose_model
 
 from manifests import COCO17
 from opreid_builder.curation.config import CurateConfig
 from opreid_builder.curation.pipeline import curate
 from opreid_builder.curation.pose import PoseEstimator
 
-POSE_MODEL = os.environ.get("OPREID_TEST_POSE_MODEL")
 FACE_MODEL = os.environ.get("OPREID_TEST_FACE_MODEL")
 pytestmark = [
     pytest.mark.integration,
     pytest.mark.slow,
-    pytest.mark.skipif(
-        not POSE_MODEL or not Path(POSE_MODEL).is_file(),
-        reason="set OPREID_TEST_POSE_MODEL to a YOLO-pose model (e.g. ../shared/models/yolo26n-pose-int8-256.onnx)",
-    ),
+    needs_pose_model,
 ]
 I = {n: i for i, n in enumerate(COCO17)}  # noqa: E741
 
