@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from pathlib import Path
 from typing import Any
 
@@ -105,9 +106,14 @@ def train_model(
             raise ConfigError("--pretrained has no effect when resuming; drop it")
         cfg.model.pretrained = pretrained
     ctx = init_distributed(device)
+    trainer = None
     try:
         trainer = Trainer(cfg, data, output, ctx, resume=state, progress=progress, eval_data=eval_data)
         summary = trainer.fit()
     finally:
+        # DDP's reducer holds the process group: drop it first, so that the group is torn down here,
+        # while every rank is still alive, and not at interpreter exit after a peer has gone.
+        del trainer
+        gc.collect()
         shutdown_distributed()
     return summary if ctx.is_main else None

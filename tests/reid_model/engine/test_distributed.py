@@ -17,7 +17,7 @@ from support.paths import REPO
 #: One rank: a linear layer (wrapped in DDP) maps its half of a fixed global batch to features, and
 #: the model's metric loss (gathering across ranks) is applied; prints the loss and the averaged gradient.
 RANK_SCRIPT = """
-import json, sys
+import json, os, sys
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
@@ -40,8 +40,11 @@ result = {k: float(v.detach()) for k, v in out.items() if k.startswith(("loss_",
 result["grad"] = layer.weight.grad.flatten().tolist()
 if rank == 0:
     print(json.dumps(result), flush=True)
-dist.barrier()  # both ranks done with gloo before teardown (as the trainer does): a rank torn down
-dist.destroy_process_group()  # while the other still talks can abort ("terminate called ...")
+dist.barrier()  # both ranks are done talking
+# The loss is what this checks; the trainer's teardown is checked by torchrun in test_training. Gloo's
+# teardown at interpreter exit aborted rank 1 about once in 200 runs ("terminate called without an
+# active exception"), after the result was complete, so the ranks leave without it.
+os._exit(0)
 """
 
 
