@@ -65,8 +65,8 @@ REAL_STEPS = (
 #: same bit for bit on one machine (0.0979 twice at seed 0, bfloat16 on 2 cores). Without it each
 #: release drew a new secret and the same test gave 0.046-0.110 over five orderings (seeds 1 and 2:
 #: 0.046, 0.053), and failed the floor twice: at 600 steps the preset has only begun to generalise
-#: (0.18 after 1,200 of its 2,000 steps, 0.31 at the end). So the order is fixed, and on a machine that
-#: computes in float32 instead the figure may move within that range.
+#: (0.18 after 1,200 of its 2,000 steps, 0.31 at the end). So the order is fixed; a CPU without native
+#: bfloat16 trains in float32, where the same order gives 0.0913 (`solver.cpu_bf16=false`, 248 s).
 REAL_FLOOR = 0.055
 
 
